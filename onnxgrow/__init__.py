@@ -1,0 +1,18 @@
+"""onnxgrow: grow trained ONNX models without changing what they compute."""
+
+from onnxgrow.errors import GrowError, NotEquivalentError, RefusedError
+from onnxgrow.model_io import load_model, save_model
+from onnxgrow.verify import VerifyReport, verify
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GrowError",
+    "NotEquivalentError",
+    "RefusedError",
+    "VerifyReport",
+    "__version__",
+    "load_model",
+    "save_model",
+    "verify",
+]
