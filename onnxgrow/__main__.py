@@ -1,0 +1,5 @@
+"""``python -m onnxgrow`` runs the CLI."""
+
+from onnxgrow.cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""What every subcommand shares: error handling, verification options, parsing helpers."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from onnxgrow.errors import GrowError, NotEquivalentError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+
+
+def user_errors(func: F) -> F:
+    """Turn user errors into one line on stderr and the documented exit status, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except NotEquivalentError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_CHECK_FAILED)
+        except GrowError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing written", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_input_shapes(items: tuple[str, ...]) -> dict[str, list[int]]:
+    """Parse ``name:[1,3,224,224]`` (or ``name:1x3x224x224``) into a mapping."""
+    shapes: dict[str, list[int]] = {}
+    for item in items:
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name:
+            raise GrowError(f"--input-shapes {item!r}: expected NAME:[d0,d1,...]")
+        text = dims.strip().strip("[]()")
+        parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise GrowError(f"--input-shapes {item!r}: dimensions must be integers") from None
+        if any(v < 0 for v in values):
+            raise GrowError(f"--input-shapes {item!r}: dimensions must not be negative")
+        shapes[name] = values
+    return shapes
+
+
+def verification_options(func: F) -> F:
+    """--atol, --rtol, --samples, --input-shapes, --inputs, --providers (each command adds --seed)."""
+    options = [
+        click.option("--atol", type=float, default=None, help="Absolute tolerance (default by dtype)."),
+        click.option("--rtol", type=float, default=None, help="Relative tolerance (default by dtype, 1e-5 for fp32)."),
+        click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Random input samples to compare."),
+        click.option("--input-shapes", "input_shapes", multiple=True, metavar="NAME:[d,...]",
+                     help="Concrete shape for an input with dynamic dimensions (repeatable)."),
+        click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None,
+                     help="A .npz file of input arrays, used instead of random inputs."),
+        click.option("--providers", default="cpu", show_default=True,
+                     help="Comma-separated execution providers: cpu, cuda."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
