@@ -1,0 +1,78 @@
+"""Lineage: what onnxgrow did to a model, kept in its ``metadata_props`` (DESIGN.md §7).
+
+The key ``onnxgrow.history`` holds a JSON list with one object per operation::
+
+    {"op": "widen", "node": "fc1", "old_width": 64, "new_width": 128,
+     "init": "net2wider", "noise": 0.0, "seed": 0, "together": ["fc1"],
+     "tool": "onnxgrow 0.1.0", "max_abs_error": 1e-7, "max_rel_error": 2e-8}
+    {"op": "deepen", "after": "fc1", "mode": "identity", "width": 64,
+     "new_nodes": ["fc1_deep"], "seed": 0, "tool": "onnxgrow 0.1.0", ...}
+
+``max_*_error`` are filled in once verification has measured them (absent with
+--no-verify).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import onnx_ir as ir
+
+HISTORY_KEY = "onnxgrow.history"
+
+
+def read_history(model: ir.Model) -> list[dict[str, Any]]:
+    """The model's onnxgrow history; empty when it has none or it is unreadable."""
+    text = model.metadata_props.get(HISTORY_KEY)
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
+
+
+def append_history(model: ir.Model, entry: dict[str, Any]) -> None:
+    """Append one operation to the model's history."""
+    from onnxgrow import __version__
+
+    history = read_history(model)
+    history.append({**entry, "tool": f"onnxgrow {__version__}"})
+    model.metadata_props[HISTORY_KEY] = json.dumps(history)
+
+
+def record_verification(model: ir.Model, count: int, max_abs: float, max_rel: float) -> None:
+    """Store measured errors on the last ``count`` history entries."""
+    history = read_history(model)
+    for entry in history[-count:]:
+        entry["max_abs_error"] = max_abs
+        entry["max_rel_error"] = max_rel
+    model.metadata_props[HISTORY_KEY] = json.dumps(history)
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """One entry in plain words, e.g. ``fc1 widened 64 → 128, net2wider, seed 0``."""
+    op = entry.get("op")
+    seed = entry.get("seed")
+    if op == "widen":
+        text = f"{entry.get('node')} widened {entry.get('old_width')} → {entry.get('new_width')}"
+        text += f", {entry.get('init', 'net2wider')}"
+        if entry.get("noise"):
+            text += f" (noise {entry['noise']})"
+        together = [n for n in entry.get("together", []) if n != entry.get("node")]
+        if together:
+            text += f", together with {', '.join(together)}"
+    elif op == "deepen":
+        text = f"layer inserted after {entry.get('after')} ({entry.get('mode')}"
+        if entry.get("width") is not None:
+            text += f", width {entry['width']}"
+        text += ")"
+    else:
+        text = f"{op}"
+    if seed is not None:
+        text += f", seed {seed}"
+    if "max_rel_error" in entry:
+        text += f", verified max rel error {entry['max_rel_error']:.2g}"
+    return text
