@@ -1,0 +1,139 @@
+"""The growable layers of a model: producers with constant weights, and their names.
+
+A layer is a node some registered producer rule accepts (Gemm, MatMul with a constant
+weight, Conv with group 1). Nodes of those op types that are not growable are listed
+with the reason. Each layer gets the names users can type (see :mod:`onnxgrow.names`)
+and a display name that resolves to it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from onnxgrow.constants import find_constant
+from onnxgrow.errors import GrowError
+from onnxgrow.names import NodeNames, names_of, resolve
+from onnxgrow.widen.rules import PRODUCERS, Producer
+
+#: Ops that count as "the activation after a layer".
+ACTIVATIONS = frozenset({
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Elu", "Selu", "Celu", "Gelu",
+    "HardSigmoid", "HardSwish", "Mish", "ThresholdedRelu", "Clip", "PRelu", "Softmax", "LogSoftmax",
+})
+#: Ops looked through when finding the activation (a bias Add, BatchNorm).
+_LOOK_THROUGH = frozenset({"Add", "BatchNormalization"})
+
+
+@dataclass
+class Layer:
+    """A growable layer."""
+
+    producer: Producer
+    names: NodeNames
+    display: str
+    activation: ir.Node | None
+
+    @property
+    def node(self) -> ir.Node:
+        return self.producer.node
+
+    @property
+    def width(self) -> int:
+        return self.producer.width
+
+    @property
+    def op_type(self) -> str:
+        return self.node.op_type
+
+
+@dataclass
+class NotGrowable:
+    """A node of a producer op type that cannot be widened, and why."""
+
+    node: ir.Node
+    names: NodeNames
+    reason: str
+
+
+def _weight_names(node: ir.Node) -> list[str | None]:
+    names = []
+    for value in node.inputs[1:]:
+        ref = find_constant(value)
+        if ref is not None:
+            names.append(ref.root.name)
+    return names
+
+
+def activation_after(value: ir.Value) -> ir.Node | None:
+    """The activation applied to ``value``, looking through a bias Add or a BatchNorm."""
+    seen = 0
+    while seen < 3:
+        consumers = value.consumers()
+        if len(consumers) != 1:
+            return None
+        node = consumers[0]
+        if node.op_type in ACTIVATIONS:
+            return node
+        if node.op_type not in _LOOK_THROUGH:
+            return None
+        value = node.outputs[0]
+        seen += 1
+    return None
+
+
+def node_names(node: ir.Node) -> NodeNames:
+    """The names ``node`` answers to, its weights' names included."""
+    return names_of(node, _weight_names(node))
+
+
+def find_layers(model: ir.Model) -> tuple[list[Layer], list[NotGrowable]]:
+    """All growable layers of the main graph, and producer-type nodes that are not."""
+    layers: list[Layer] = []
+    refused: list[NotGrowable] = []
+    for node in model.graph:
+        describe = PRODUCERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if describe is None:
+            continue
+        found = describe(node)
+        names = node_names(node)
+        if isinstance(found, str):
+            refused.append(NotGrowable(node, names, found))
+        else:
+            layers.append(Layer(found, names, "", activation_after(node.outputs[0])))
+    all_names = [layer.names for layer in layers]
+    for layer in layers:
+        layer.display = _unique_display(layer.names, all_names)
+    return layers, refused
+
+
+def _unique_display(names: NodeNames, everyone: list[NodeNames]) -> str:
+    for candidate in (*names.full, *names.short, *names.exact):
+        try:
+            if resolve(candidate, everyone).node is names.node:
+                return candidate
+        except GrowError:
+            continue
+    return names.exact[0] if names.exact else names.node.op_type
+
+
+def find_layer(model: ir.Model, name: str, layers: list[Layer] | None = None,
+               refused: list[NotGrowable] | None = None) -> Layer:
+    """The layer ``name`` designates; a GrowError explains unknown, ambiguous and non-growable names."""
+    if layers is None or refused is None:
+        layers, refused = find_layers(model)
+    try:
+        found = resolve(name, [layer.names for layer in layers])
+        return next(layer for layer in layers if layer.node is found.node)
+    except GrowError as not_a_layer:
+        for item in refused:
+            if name in item.names.all():
+                raise GrowError(f"{name!r} ({item.node.op_type} node {item.node.name!r}) cannot be "
+                                f"widened: {item.reason}") from None
+        other = [node_names(n) for n in model.graph if n.name and name in node_names(n).all()]
+        if other:
+            node = other[0].node
+            raise GrowError(f"{name!r} is a {node.op_type} node, not a growable layer "
+                            "(Gemm, MatMul with a constant weight, Conv)") from None
+        raise not_a_layer

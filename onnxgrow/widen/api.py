@@ -1,0 +1,167 @@
+"""``onnxgrow.widen``: resolve names, plan every channel group, rewrite, record lineage.
+
+Every requested layer's group is planned on the untouched model first, so a refusal
+or a conflict (two names in one group asking for different widths) leaves the model
+as it was. Groups are then rewritten one after the other, each re-planned on the
+current graph.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
+
+from onnxgrow.errors import GrowError
+from onnxgrow.layers import Layer, find_layer, find_layers
+from onnxgrow.lineage import append_history
+from onnxgrow.model_io import load_model
+from onnxgrow.widen.channel_map import Init, build_channel_map
+from onnxgrow.widen.planner import GroupContext, TensorChange, plan_group
+
+#: Refuse requests whose rewritten weights alone would need more than this many bytes.
+MAX_NEW_WEIGHT_BYTES = 64 * 1024**3
+
+
+@dataclass
+class GroupReport:
+    """One channel group widened: its layers, widths, contracting nodes and changed tensors."""
+
+    requested: str
+    layers: list[str]
+    old_width: int
+    new_width: int
+    contractors: list[str]
+    changes: list[TensorChange]
+
+
+@dataclass
+class WidenReport:
+    """What :func:`widen` did."""
+
+    groups: list[GroupReport]
+    init: str
+    noise: float
+    seed: int
+    exact: bool
+    verification: object | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_init(init: str | Init) -> Init:
+    try:
+        return Init(init)
+    except ValueError:
+        choices = ", ".join(i.value for i in Init)
+        raise GrowError(f"unknown --init {init!r}; choose one of {choices}") from None
+
+
+def _check_width(layer: Layer, name: str, width: object) -> int:
+    if isinstance(width, bool) or not isinstance(width, int):
+        raise GrowError(f"width for {name!r} must be an integer, got {width!r}")
+    if width <= layer.width:
+        raise GrowError(f"width for {name!r} must be larger than its current {layer.width}, got {width}")
+    return width
+
+
+def _check_size(ctx: GroupContext, q: int, name: str) -> None:
+    """Refuse before allocating when the rewritten weights would be absurdly large."""
+    needed = 0
+    for node in ctx.producers + ctx.contractors:
+        for value in node.inputs[1:]:
+            tensor = value.const_value if value is not None else None
+            if tensor is not None:
+                needed += tensor.nbytes * q // max(ctx.width, 1)
+    if needed > MAX_NEW_WEIGHT_BYTES:
+        raise GrowError(f"widening {name!r} to {q} would need about {needed / 1024**3:.0f} GiB of "
+                        f"new weights (limit {MAX_NEW_WEIGHT_BYTES // 1024**3} GiB)")
+
+
+def infer_shapes(model: ir.Model) -> None:
+    """Annotate value shapes (weights are left out of the call, so this is cheap)."""
+    ShapeInferencePass(strict_mode=False)(model)
+
+
+def _group_key(ctx: GroupContext) -> frozenset[int]:
+    return frozenset(id(node) for node in ctx.producers)
+
+
+def widen(
+    model: ir.Model | str | os.PathLike[str],
+    widths: Mapping[str, int],
+    *,
+    init: str | Init = Init.NET2WIDER,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> tuple[ir.Model, WidenReport]:
+    """Widen each named layer (and its channel group) to the given width.
+
+    ``model`` is a path or an ``ir.Model`` (modified in place and returned). Raises
+    GrowError for unknown/ambiguous names or bad widths, RefusedError (naming the
+    blocking node) when a group cannot be widened exactly; then the model is unchanged.
+    """
+    if not isinstance(model, ir.Model):
+        model = load_model(model)
+    if not widths:
+        raise GrowError("nothing to widen: give at least one --node NAME --to WIDTH")
+    init = parse_init(init)
+    if noise < 0 or (noise > 0 and init is not Init.NET2WIDER):
+        raise GrowError("--noise must be >= 0 and applies to --init net2wider only")
+    infer_shapes(model)
+    layers, refused = find_layers(model)
+    requests: list[tuple[str, Layer, int]] = []
+    for name, width in widths.items():
+        layer = find_layer(model, name, layers, refused)
+        requests.append((name, layer, _check_width(layer, name, width)))
+
+    planned: dict[frozenset[int], tuple[str, int]] = {}
+    order: list[tuple[str, Layer, int]] = []
+    for name, layer, q in requests:
+        ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
+        key = _group_key(ctx)
+        if key in planned:
+            first, first_q = planned[key]
+            if first_q != q:
+                raise GrowError(f"{name!r} and {first!r} are in one channel group and must get the "
+                                f"same width ({q} vs {first_q})")
+            continue
+        _check_size(ctx, q, name)
+        ctx.check(build_channel_map(layer.width, q, init, noise, seed))
+        planned[key] = (name, q)
+        order.append((name, layer, q))
+
+    reports = []
+    for k, (name, layer, q) in enumerate(order):
+        ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
+        ctx.rewrite(q, init, noise, seed + k)
+        together = [_display(layers, node) for node in ctx.producers]
+        reports.append(GroupReport(name, together, layer.width, q,
+                                   [_display(layers, node) for node in ctx.contractors],
+                                   _merge_changes(ctx.changes)))
+        append_history(model, {
+            "op": "widen", "node": name, "old_width": layer.width, "new_width": q,
+            "init": init.value, "noise": noise, "seed": seed + k, "together": together,
+        })
+    return model, WidenReport(reports, init.value, noise, seed, init.exact)
+
+
+def _display(layers: list[Layer], node: ir.Node) -> str:
+    for layer in layers:
+        if layer.node is node:
+            return layer.display
+    return node.name or node.op_type
+
+
+def _merge_changes(changes: list[TensorChange]) -> list[TensorChange]:
+    """One entry per tensor: first old shape, last new shape."""
+    merged: dict[str, TensorChange] = {}
+    for change in changes:
+        if change.name in merged:
+            first = merged[change.name]
+            merged[change.name] = TensorChange(change.name, first.old_shape, change.new_shape, first.node)
+        else:
+            merged[change.name] = change
+    return list(merged.values())

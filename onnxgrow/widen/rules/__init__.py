@@ -1,0 +1,16 @@
+"""Op rules for widening, one module per op family; importing this package registers them."""
+
+from onnxgrow.widen.rules import (  # noqa: F401
+    conv,
+    elementwise,
+    gemm,
+    layout_ops,
+    matmul,
+    normalization,
+    pooling,
+    reduction,
+    reshape,
+)
+from onnxgrow.widen.rules.registry import PRODUCERS, RULES, Producer, rule_for
+
+__all__ = ["PRODUCERS", "RULES", "Producer", "rule_for"]

@@ -1,0 +1,94 @@
+"""Helpers the op rules share: shapes, broadcasting, and the three weight edits.
+
+The edits, for a weight axis that the widened channels index:
+
+- *produce*: new output unit ``j`` copies unit ``src[j]`` (fresh units get random
+  weights with the tensor's own standard deviation);
+- *contract*: input row ``j`` is row ``src[j]`` times its share ``coef[j]`` (fresh rows
+  are 0, or random for random-pad);
+- *gather*: per-channel parameters (bias, BatchNorm statistics, a per-channel constant)
+  copy position ``src[j]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxgrow.constants import find_constant
+from onnxgrow.widen.channel_map import Init
+from onnxgrow.widen.layout import AxisIndex
+
+
+def rank_of(value: ir.Value | None) -> int | None:
+    """The rank of ``value`` when its shape is known."""
+    if value is None or value.shape is None:
+        return None
+    return len(value.shape)
+
+
+def dim_at(value: ir.Value | None, axis: int) -> int | str | None:
+    """The size of ``value`` along negative ``axis``: int, symbol, or None if unknown/absent."""
+    if value is None or value.shape is None:
+        return None
+    dims = value.shape.dims
+    if -axis > len(dims):
+        return None
+    dim = dims[axis]
+    return dim if isinstance(dim, int) else str(dim)
+
+
+def static_dims(value: ir.Value | None) -> list[int | None] | None:
+    """The dimensions of ``value`` (None for symbolic ones), or None without a shape."""
+    if value is None or value.shape is None:
+        return None
+    return [d if isinstance(d, int) else None for d in value.shape.dims]
+
+
+def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
+    """The shape of a constant input as the node sees it, or None if not constant."""
+    ref = find_constant(value)
+    if ref is None:
+        return None
+    if not ref.chain:
+        return tuple(ref.tensor.shape.numpy())
+    return tuple(ref.array().shape)
+
+
+def _axis_shape(ndim: int, axis: int) -> list[int]:
+    shape = [1] * ndim
+    shape[axis] = -1
+    return shape
+
+
+def gather(array: np.ndarray, axis: int, idx: AxisIndex) -> np.ndarray:
+    """Per-channel values copied from ``src`` along ``axis``."""
+    return np.take(array, idx.src, axis=axis)
+
+
+def produce(array: np.ndarray, axis: int, idx: AxisIndex, rng: np.random.Generator) -> np.ndarray:
+    """Output units along ``axis`` copied from ``src``; fresh units drawn at random."""
+    out = np.take(array, idx.src, axis=axis)
+    if idx.fresh.any():
+        std = float(np.std(array.astype(np.float64))) or 0.01
+        noise = rng.normal(0.0, std, size=out.shape).astype(out.dtype)
+        out = np.where(idx.fresh.reshape(_axis_shape(out.ndim, axis)), noise, out)
+    return out
+
+
+def contract(
+    array: np.ndarray, axis: int, idx: AxisIndex, init: Init, rng: np.random.Generator
+) -> np.ndarray:
+    """Input rows along ``axis`` copied from ``src`` and scaled by their shares."""
+    out = np.take(array, idx.src, axis=axis).astype(np.float64)
+    out *= idx.coef.reshape(_axis_shape(out.ndim, axis))
+    if init is Init.RANDOM_PAD and idx.fresh.any():
+        std = float(np.std(array.astype(np.float64))) or 0.01
+        noise = rng.normal(0.0, std, size=out.shape)
+        out = np.where(idx.fresh.reshape(_axis_shape(out.ndim, axis)), noise, out)
+    return out.astype(array.dtype)
+
+
+def broadcast_axis(shape: tuple[int, ...], axis: int) -> int | None:
+    """The axis of a broadcasting operand of ``shape`` aligned with negative ``axis``, if any."""
+    return len(shape) + axis if len(shape) >= -axis else None

@@ -1,0 +1,106 @@
+"""Conv (1-D/2-D/3-D): ``W [M, C/group, k...]``, bias ``[M]``.
+
+- group 1, producer: output channels M gathered (filters and bias).
+- group 1, contractor: input channels C of the filters gathered and scaled by the shares.
+- depthwise (group = C, M = m·C): each output channel reads one input channel, so the op
+  *carries* the channels: output channel ``c·m + r`` follows input channel ``c``; filters
+  and bias are gathered with the output's map and ``group`` becomes the new C.
+- other grouped convs mix channels within groups: refused.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from onnxgrow.widen.layout import Embedding
+from onnxgrow.widen.rules.common import const_shape, contract, gather, produce
+from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
+
+if TYPE_CHECKING:
+    from onnxgrow.widen.planner import GroupContext
+
+
+def _weight_shape(node: ir.Node) -> tuple[int, ...] | None:
+    return const_shape(node.inputs[1])
+
+
+def _channel_embedding(rank: int) -> Embedding:
+    return Embedding(-(rank - 1), rank)
+
+
+def _is_depthwise(node: ir.Node, w: tuple[int, ...]) -> bool:
+    group = node.attributes.get_int("group", 1)
+    return group > 1 and w[1] == 1 and w[0] % group == 0
+
+
+@producer("Conv")
+def describe_conv(node: ir.Node) -> Producer | str:
+    w = _weight_shape(node)
+    if w is None:
+        return "its filters are computed at run time, not a constant"
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is not None and const_shape(bias) is None:
+        return "its bias is computed at run time, not a constant"
+    group = node.attributes.get_int("group", 1)
+    if group != 1:
+        kind = "depthwise" if _is_depthwise(node, w) else "grouped"
+        return (f"{kind} convolution (group={group}) ties its output channels to its input "
+                "channels; widen the layer that feeds it")
+    return Producer(node, w[0], _channel_embedding(len(w)), node.inputs[1], bias)  # type: ignore[arg-type]
+
+
+@rule("Conv")
+class ConvRule:
+    """Conv produces and contracts channels (group 1) or carries them (depthwise)."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        w = _weight_shape(node)
+        if w is None:
+            ctx.refuse(node, "its filters are computed at run time, not a constant")
+        if any(v in known for v in node.inputs[1:]):
+            ctx.refuse(node, "the channels would reach the filters or bias")
+        channel = _channel_embedding(len(w))
+        for v in (x, y):
+            if v in known and known[v].axis != channel.axis:
+                ctx.refuse(node, "the channels reach a spatial or batch axis of Conv")
+        group = node.attributes.get_int("group", 1)
+        if group == 1:
+            if y in known:
+                if not known[y].layout.is_plain or w[0] != ctx.width:
+                    ctx.refuse(node, "output channels do not match the group")
+                ctx.mark_producer(node)
+            if x in known:
+                ctx.mark_contractor(node)
+            return
+        if not _is_depthwise(node, w):
+            ctx.refuse(node, f"grouped convolution (group={group}) mixes channels within groups")
+        multiplier = w[0] // group
+        if x in known:
+            ctx.track(y, channel.with_layout(known[x].layout.scaled(multiplier)), node)
+        elif y in known:
+            if multiplier != 1:
+                ctx.refuse(node, "cannot trace channels backward through a depthwise conv with multiplier > 1")
+            ctx.track(x, channel.with_layout(known[y].layout), node)
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        assert ctx.cmap is not None
+        x, y = node.inputs[0], node.outputs[0]
+        has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+        if node.attributes.get_int("group", 1) == 1:
+            if y in known:
+                idx = ctx.index(y)
+                ctx.edit(node, 1, lambda w: produce(w, 0, idx, ctx.rng))
+                if has_bias:
+                    ctx.edit(node, 2, lambda b: gather(b, 0, idx))
+            if x in known:
+                idx = ctx.index(x)
+                ctx.edit(node, 1, lambda w: contract(w, 1, idx, ctx.cmap.init, ctx.rng))
+            return
+        idx = ctx.index(y)
+        ctx.edit(node, 1, lambda w: gather(w, 0, idx))
+        if has_bias:
+            ctx.edit(node, 2, lambda b: gather(b, 0, idx))
+        node.attributes["group"] = ir.AttrInt64("group", len(ctx.index(x)))

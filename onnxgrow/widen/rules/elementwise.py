@@ -1,0 +1,101 @@
+"""Elementwise ops carry the channels unchanged (DESIGN.md §1, carriers).
+
+Unary ops (activations, Identity, Dropout, Cast, ...): output unit ``j`` is ``f`` of input
+unit ``j``, so copies stay copies. Clip's min/max must be scalars.
+
+Binary and variadic ops (Add, Mul, Pow, Max, PRelu, Where, ...) broadcast their operands:
+- a constant operand that does not span the axis (scalar, size 1) stays as it is;
+- a constant that spans it is per-channel: it is gathered with the map;
+- a computed operand that spans it must carry the same channels: it joins the group
+  (a residual Add ties both producers into one channel group; a decomposed GELU
+  ``x * 0.5 * (1 + tanh(...x...))`` joins ``x`` with itself).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from onnxgrow.widen.layout import Embedding
+from onnxgrow.widen.rules.common import broadcast_axis, const_shape, dim_at, gather, rank_of
+from onnxgrow.widen.rules.registry import Known, rule
+
+if TYPE_CHECKING:
+    from onnxgrow.widen.planner import GroupContext
+
+UNARY_OPS = (
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Elu", "Selu",
+    "Celu", "Gelu", "HardSigmoid", "HardSwish", "Mish", "ThresholdedRelu", "Neg", "Abs", "Exp",
+    "Log", "Sqrt", "Reciprocal", "Erf", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Not",
+    "IsNaN", "IsInf", "Clip", "Identity", "Dropout", "Cast", "Shrink",
+)
+BINARY_OPS = (
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where",
+    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod",
+    "BitShift",
+)
+
+
+def _same_axis(embedding: Embedding, value: ir.Value) -> Embedding:
+    return embedding.with_axis(embedding.axis, rank_of(value) or embedding.rank)
+
+
+@rule(*UNARY_OPS)
+class UnaryRule:
+    """``y[j] = f(x[j])``: input 0 and the outputs carry the same channels."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        for extra in node.inputs[1:]:
+            shape = const_shape(extra) if extra is not None else ()
+            if extra is not None and (shape is None or len(shape) > 0 and max(shape) > 1):
+                ctx.refuse(node, f"input {extra.name!r} must be a scalar constant")
+        embedding = next(iter(known.values()))
+        x = node.inputs[0]
+        assert x is not None
+        ctx.track(x, _same_axis(embedding, x), node)
+        for out in node.outputs:
+            if out.uses() or out.is_graph_output():
+                ctx.track(out, _same_axis(embedding, out), node)
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        """Nothing to change: the op acts per element."""
+
+
+@rule(*BINARY_OPS)
+class BroadcastRule:
+    """Elementwise ops with broadcasting: per-channel constants gathered, operands joined."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        out = node.outputs[0]
+        embedding = known.get(out) or next(iter(known.values()))
+        axis = embedding.axis
+        old = embedding.layout.old_size(ctx.width)
+        for i, operand in enumerate(node.inputs):
+            if operand is None:
+                continue
+            shape = const_shape(operand)
+            if shape is not None:
+                const_axis = broadcast_axis(shape, axis)
+                if const_axis is not None and shape[const_axis] not in (1, old):
+                    ctx.refuse(node, f"constant {operand.name!r} of shape {list(shape)} does not "
+                                     f"broadcast over {old} channels")
+                continue
+            size = dim_at(operand, axis)
+            broadcasts = size == 1 or (rank_of(operand) is not None and rank_of(operand) < -axis)
+            if not broadcasts:
+                ctx.track(operand, _same_axis(embedding, operand), node)
+        ctx.track(out, _same_axis(embedding, out), node)
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        out = node.outputs[0]
+        embedding = known[out]
+        old = embedding.layout.old_size(ctx.width)
+        idx = ctx.index(out)
+        for i, operand in enumerate(node.inputs):
+            shape = const_shape(operand) if operand is not None else None
+            if shape is None:
+                continue
+            const_axis = broadcast_axis(shape, embedding.axis)
+            if const_axis is not None and shape[const_axis] == old and old > 1:
+                ctx.edit(node, i, lambda a, ax=const_axis: gather(a, ax, idx))

@@ -1,0 +1,78 @@
+"""Gemm: ``Y = alpha·A'·B' + beta·C`` with ``A' = A`` or ``Aᵀ`` (transA), ``B'`` likewise.
+
+- Producer: widening the output axis N gathers B's N axis (rows of B when transB=1,
+  columns when transB=0) and C along N when C spans it.
+- Contractor: when A carries the channels on its K axis, B's K axis is gathered and
+  scaled by the shares.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from onnxgrow.constants import find_constant
+from onnxgrow.widen.layout import Embedding
+from onnxgrow.widen.rules.common import const_shape, contract, gather, produce
+from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
+
+if TYPE_CHECKING:
+    from onnxgrow.widen.planner import GroupContext
+
+
+def _b_axes(node: ir.Node) -> tuple[int, int]:
+    """(K axis, N axis) of B."""
+    return (1, 0) if node.attributes.get_int("transB", 0) else (0, 1)
+
+
+@producer("Gemm")
+def describe_gemm(node: ir.Node) -> Producer | str:
+    b = node.inputs[1]
+    shape = const_shape(b)
+    if shape is None or len(shape) != 2:
+        return "its weight B is computed at run time, not a constant"
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is not None and const_shape(bias) is None:
+        return "its bias C is computed at run time, not a constant"
+    width = shape[_b_axes(node)[1]]
+    return Producer(node, width, Embedding(-1, 2), b, bias)  # type: ignore[arg-type]
+
+
+@rule("Gemm")
+class GemmRule:
+    """Gemm produces channels on N and contracts them on K."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        a, b = node.inputs[0], node.inputs[1]
+        y = node.outputs[0]
+        if b in known or (len(node.inputs) > 2 and node.inputs[2] in known):
+            ctx.refuse(node, "the channels would reach Gemm's weight or bias input")
+        if y in known:
+            found = describe_gemm(node)
+            if isinstance(found, str):
+                ctx.refuse(node, found)
+            if known[y] != Embedding(-1, 2) or found.width != ctx.width:
+                ctx.refuse(node, "output channels do not match the group")
+            ctx.mark_producer(node)
+        if a in known:
+            k_axis = -2 if node.attributes.get_int("transA", 0) else -1
+            if known[a].axis != k_axis:
+                ctx.refuse(node, "the channels reach Gemm's M axis, which it does not contract")
+            if find_constant(b) is None:
+                ctx.refuse(node, "contracts the channels with a weight computed at run time")
+            ctx.mark_contractor(node)
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        assert ctx.cmap is not None
+        k_axis, n_axis = _b_axes(node)
+        a, y = node.inputs[0], node.outputs[0]
+        if y in known:
+            idx = ctx.index(y)
+            ctx.edit(node, 1, lambda w: produce(w, n_axis, idx, ctx.rng))
+            c_shape = const_shape(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+            if c_shape and c_shape[-1] == ctx.width and ctx.width > 1:
+                ctx.edit(node, 2, lambda c: gather(c, len(c_shape) - 1, idx))
+        if a in known:
+            idx = ctx.index(a)
+            ctx.edit(node, 1, lambda w: contract(w, k_axis, idx, ctx.cmap.init, ctx.rng))

@@ -1,0 +1,219 @@
+"""Ops that move axes around: Transpose, Squeeze, Unsqueeze, Gather, Split, Slice, Concat.
+
+They carry the channels to a new axis position without touching values:
+
+- Transpose: the channel axis follows ``perm``.
+- Squeeze/Unsqueeze: the axis index shifts by the axes removed/inserted after it.
+- Gather with constant indices on another axis: the axis shifts by ``rank(indices) - 1``
+  when the gathered axis comes after it.
+- Split, Slice on other axes: every output carries the channels. Slicing the channel
+  axis is refused unless the slice keeps it whole.
+- Concat along the channel axis: the other inputs become fixed segments before/after the
+  channels (offsets). Along another axis: every input must carry the same channels.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxgrow.constants import constant_array
+from onnxgrow.widen.layout import AxisLayout, Embedding, Fixed
+from onnxgrow.widen.rules.common import dim_at, rank_of
+from onnxgrow.widen.rules.registry import Known, rule
+
+if TYPE_CHECKING:
+    from onnxgrow.widen.planner import GroupContext
+
+
+def _rank(embedding: Embedding, *values: ir.Value | None) -> int | None:
+    if embedding.rank is not None:
+        return embedding.rank
+    for v in values:
+        r = rank_of(v)
+        if r is not None:
+            return r
+    return None
+
+
+def _axes_input(node: ir.Node, index: int = 1) -> list[int] | None:
+    """Axes from the ``axes`` attribute (old opsets) or a constant input."""
+    axes = node.attributes.get_ints("axes", None)
+    if axes is not None:
+        return list(axes)
+    if len(node.inputs) > index and node.inputs[index] is not None:
+        array = constant_array(node.inputs[index])
+        return None if array is None else [int(a) for a in array.reshape(-1)]
+    return None
+
+
+class _NoRewrite:
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        """Nothing to change: values only move."""
+
+
+@rule("Transpose")
+class TransposeRule(_NoRewrite):
+    """``y`` axis ``i`` is ``x`` axis ``perm[i]``."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        embedding = next(iter(known.values()))
+        rank = _rank(embedding, x, y)
+        perm = node.attributes.get_ints("perm", None)
+        if perm is None:
+            if rank is None:
+                ctx.refuse(node, "unknown rank")
+            perm = list(range(rank))[::-1]
+        rank = len(perm)
+        perm = list(perm)
+        if x in known:
+            t = rank + known[x].axis
+            ctx.track(y, known[x].with_axis(perm.index(t) - rank, rank), node)
+        else:
+            u = rank + known[y].axis
+            assert x is not None
+            ctx.track(x, known[y].with_axis(perm[u] - rank, rank), node)
+
+
+@rule("Squeeze", "Unsqueeze")
+class SqueezeRule(_NoRewrite):
+    """Removing or inserting size-1 axes after the channel axis shifts its index."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        if x not in known:
+            ctx.refuse(node, "cannot trace channels backward through Squeeze/Unsqueeze")
+        embedding = known[x]
+        rank = _rank(embedding, x)
+        axes = _axes_input(node)
+        if rank is None or axes is None:
+            ctx.refuse(node, "its axes or input rank are unknown")
+        t = rank + embedding.axis
+        if node.op_type == "Squeeze":
+            axes = [a % rank for a in axes]
+            if t in axes:
+                ctx.refuse(node, "it would squeeze the channel axis")
+            new_rank = rank - len(axes)
+            new_t = t - sum(1 for a in axes if a < t)
+        else:
+            new_rank = rank + len(axes)
+            inserted = sorted(a % new_rank for a in axes)
+            new_t = t
+            for a in inserted:
+                if a <= new_t:
+                    new_t += 1
+        ctx.track(y, embedding.with_axis(new_t - new_rank, new_rank), node)
+
+
+@rule("Gather")
+class GatherRule(_NoRewrite):
+    """Gathering along another axis with constant indices keeps the channels."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        data, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        if data not in known or indices in known:
+            ctx.refuse(node, "the channels reach Gather's indices or output only")
+        embedding = known[data]
+        rank = _rank(embedding, data)
+        index_array = constant_array(indices)
+        if rank is None or index_array is None:
+            ctx.refuse(node, "Gather needs a known rank and constant indices")
+        axis = node.attributes.get_int("axis", 0) % rank
+        t = rank + embedding.axis
+        if axis == t:
+            ctx.refuse(node, "it gathers along the widened axis")
+        new_rank = rank - 1 + index_array.ndim
+        new_axis = embedding.axis if axis < t else embedding.axis - (index_array.ndim - 1)
+        ctx.track(y, embedding.with_axis(new_axis, new_rank), node)
+
+
+@rule("Split")
+class SplitRule(_NoRewrite):
+    """Splitting along another axis: every output carries the channels."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        x = node.inputs[0]
+        if x not in known:
+            ctx.refuse(node, "cannot trace channels backward through Split")
+        embedding = known[x]
+        rank = _rank(embedding, x)
+        axis = node.attributes.get_int("axis", 0)
+        if axis < 0:
+            axis_neg = axis
+        elif rank is None:
+            ctx.refuse(node, "unknown rank")
+        else:
+            axis_neg = axis - rank
+        if axis_neg == embedding.axis:
+            ctx.refuse(node, "it splits the widened axis")
+        for out in node.outputs:
+            ctx.track(out, embedding.with_axis(embedding.axis, rank), node)
+
+
+@rule("Slice")
+class SliceRule(_NoRewrite):
+    """Slicing other axes carries the channels; the channel axis must be kept whole."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        if x not in known:
+            ctx.refuse(node, "cannot trace channels backward through Slice")
+        embedding = known[x]
+        rank = _rank(embedding, x)
+        starts = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        ends = constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
+        axes = constant_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+        steps = constant_array(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
+        if starts is None or ends is None:
+            ctx.refuse(node, "its starts/ends are computed at run time")
+        axes = np.arange(len(starts)) if axes is None else axes
+        if rank is None and any(a >= 0 for a in axes):
+            ctx.refuse(node, "unknown rank")
+        old = embedding.layout.old_size(ctx.width)
+        for k, a in enumerate(axes):
+            a_neg = int(a) - rank if a >= 0 else int(a)  # type: ignore[operator]
+            if a_neg != embedding.axis:
+                continue
+            step = 1 if steps is None else int(steps[k])
+            if not (step == 1 and int(starts[k]) in (0, -old) and int(ends[k]) >= old):
+                ctx.refuse(node, "it slices the widened axis")
+        ctx.track(y, embedding.with_axis(embedding.axis, rank), node)
+
+
+@rule("Concat")
+class ConcatRule(_NoRewrite):
+    """Concatenation: along the channel axis other inputs become fixed segments."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        y = node.outputs[0]
+        embedding = next(v for k, v in known.items() if k is not y) if any(
+            k is not y for k in known) else known[y]
+        rank = _rank(embedding, y, *node.inputs)
+        axis = node.attributes.get_int("axis", 0)
+        if axis >= 0:
+            if rank is None:
+                ctx.refuse(node, "unknown rank")
+            axis -= rank
+        if axis != embedding.axis:
+            for x in node.inputs:
+                if x is not None:
+                    ctx.track(x, embedding.with_axis(embedding.axis, rank), node)
+            ctx.track(y, embedding.with_axis(embedding.axis, rank), node)
+            return
+        if all(x not in known for x in node.inputs):
+            ctx.refuse(node, "cannot trace channels backward through a Concat along them")
+        segments = []
+        for x in node.inputs:
+            if x is None:
+                continue
+            if x in known:
+                segments.extend(known[x].layout.segments)
+                continue
+            size = dim_at(x, axis)
+            if not isinstance(size, int):
+                ctx.refuse(node, f"input {x.name!r} has an unknown size along the concatenated axis")
+            segments.append(Fixed(size))
+        ctx.track(y, Embedding(axis, rank, AxisLayout(tuple(segments))), node)

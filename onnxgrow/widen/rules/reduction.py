@@ -1,0 +1,114 @@
+"""Reductions and softmax.
+
+- A reduction over other axes carries the channels (the axis index shifts when
+  ``keepdims=0`` removes axes after it).
+- ReduceMean over the channels is unchanged when every unit is copied equally often
+  (uniform duplication, as for LayerNormalization); ReduceMax/ReduceMin likewise need
+  no fresh units, which uniform duplication guarantees. The result no longer carries
+  the channels. Any other reduction over the channels (sum, norms, product) is refused.
+- Softmax/LogSoftmax/Hardmax over the channels is refused: duplicated units change the
+  normaliser. Over other axes they carry the channels.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from onnxgrow.constants import constant_array
+from onnxgrow.widen.layout import Channel
+from onnxgrow.widen.rules.common import rank_of
+from onnxgrow.widen.rules.registry import Known, rule
+
+if TYPE_CHECKING:
+    from onnxgrow.widen.planner import GroupContext
+
+_UNIFORM_OK = {"ReduceMean", "ReduceMax", "ReduceMin"}
+
+
+def _reduced_axes(node: ir.Node, rank: int | None) -> list[int] | None:
+    """Reduced axes counted from the end; None when they cannot be known."""
+    axes = node.attributes.get_ints("axes", None)
+    if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+        array = constant_array(node.inputs[1])
+        if array is None:
+            return None
+        axes = [int(a) for a in array.reshape(-1)]
+    if not axes:
+        if node.attributes.get_int("noop_with_empty_axes", 0):
+            return []
+        if rank is None:
+            return None
+        axes = list(range(rank))
+    if any(a >= 0 for a in axes) and rank is None:
+        return None
+    return sorted(a - rank if a >= 0 else a for a in axes)  # type: ignore[operator]
+
+
+@rule("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
+      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+class ReduceRule:
+    """Reduce over axes other than the channels (or mean/max/min over them, uniformly)."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        if x not in known:
+            ctx.refuse(node, "cannot trace channels backward through a reduction")
+        embedding = known[x]
+        rank = embedding.rank or rank_of(x)
+        axes = _reduced_axes(node, rank)
+        if axes is None:
+            ctx.refuse(node, "its reduced axes are unknown")
+        keep = node.attributes.get_int("keepdims", 1)
+        if embedding.axis in axes:
+            if node.op_type not in _UNIFORM_OK:
+                ctx.refuse(node, f"{node.op_type} over the widened axis changes with duplicated units")
+            if not all(isinstance(s, Channel) for s in embedding.layout.segments):
+                ctx.refuse(node, "it reduces over channels of which only some are widened")
+            ctx.require_uniform(node, f"{node.op_type} over the widened axis")
+            return
+        shift = 0 if keep else sum(1 for a in axes if a > embedding.axis)
+        new_rank = None if rank is None else (rank if keep else rank - len(axes))
+        ctx.track(y, embedding.with_axis(embedding.axis + shift, new_rank), node)
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        """Nothing to change."""
+
+
+@rule("Softmax", "LogSoftmax", "Hardmax")
+class SoftmaxRule:
+    """Softmax over another axis carries the channels; over them it is refused."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        embedding = next(iter(known.values()))
+        rank = embedding.rank or rank_of(node.inputs[0]) or rank_of(node.outputs[0])
+        opset = (node.graph.opset_imports.get("", 13) if node.graph is not None else 13)
+        default = -1 if opset >= 13 else 1
+        axis = node.attributes.get_int("axis", default)
+        if axis >= 0:
+            if rank is None:
+                ctx.refuse(node, "its axis cannot be placed (unknown rank)")
+            axis -= rank
+        covers = embedding.axis >= axis if opset < 13 else embedding.axis == axis
+        if covers:
+            ctx.refuse(node, f"{node.op_type} over the widened axis changes its normalisation")
+        x = node.inputs[0]
+        assert x is not None
+        ctx.track(x, embedding.with_axis(embedding.axis, rank), node)
+        ctx.track(node.outputs[0], embedding.with_axis(embedding.axis, rank), node)
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        """Nothing to change."""
+
+
+@rule("Shape", "Size")
+class ShapeRule:
+    """Shape/Size read the (new) shape at run time; they carry nothing."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        if node.outputs[0] in known:
+            ctx.refuse(node, "a shape cannot carry channels")
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        """Nothing to change."""
