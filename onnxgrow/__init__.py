@@ -3,11 +3,19 @@
 from onnxgrow.errors import GrowError, NotEquivalentError, RefusedError
 from onnxgrow.model_io import load_model, save_model
 from onnxgrow.verify import VerifyReport, verify
+from onnxgrow.widen import Init, WidenReport, widen
+from onnxgrow.widen.api import widen_file
+from onnxgrow.inspect import inspect_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GrowError",
+    "Init",
+    "WidenReport",
+    "inspect_model",
+    "widen",
+    "widen_file",
     "NotEquivalentError",
     "RefusedError",
     "VerifyReport",

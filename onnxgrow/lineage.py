@@ -22,9 +22,8 @@ import onnx_ir as ir
 HISTORY_KEY = "onnxgrow.history"
 
 
-def read_history(model: ir.Model) -> list[dict[str, Any]]:
-    """The model's onnxgrow history; empty when it has none or it is unreadable."""
-    text = model.metadata_props.get(HISTORY_KEY)
+def parse_history(text: str | None) -> list[dict[str, Any]]:
+    """The history stored as ``text``; empty when absent or unreadable."""
     if not text:
         return []
     try:
@@ -32,6 +31,11 @@ def read_history(model: ir.Model) -> list[dict[str, Any]]:
     except json.JSONDecodeError:
         return []
     return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
+
+
+def read_history(model: ir.Model) -> list[dict[str, Any]]:
+    """The model's onnxgrow history."""
+    return parse_history(model.metadata_props.get(HISTORY_KEY))
 
 
 def append_history(model: ir.Model, entry: dict[str, Any]) -> None:
@@ -43,13 +47,14 @@ def append_history(model: ir.Model, entry: dict[str, Any]) -> None:
     model.metadata_props[HISTORY_KEY] = json.dumps(history)
 
 
-def record_verification(model: ir.Model, count: int, max_abs: float, max_rel: float) -> None:
-    """Store measured errors on the last ``count`` history entries."""
-    history = read_history(model)
+def with_errors(text: str, count: int, max_abs: float, max_rel: float, provider: str | None) -> str:
+    """The history ``text`` with measured errors stored on its last ``count`` entries."""
+    history = parse_history(text)
     for entry in history[-count:]:
         entry["max_abs_error"] = max_abs
         entry["max_rel_error"] = max_rel
-    model.metadata_props[HISTORY_KEY] = json.dumps(history)
+        entry["verified_with"] = provider
+    return json.dumps(history)
 
 
 def describe(entry: dict[str, Any]) -> str:

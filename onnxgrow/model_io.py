@@ -27,6 +27,8 @@ from onnxgrow.errors import GrowError
 LARGE_MODEL_BYTES = 256 * 1024 * 1024
 #: Tensors smaller than this stay inside the .onnx file when saving external data.
 INLINE_TENSOR_BYTES = 1024
+#: Key in ``model.meta`` recording whether the loaded file had external data.
+SOURCE_EXTERNAL_KEY = "onnxgrow.source_external_data"
 
 
 def load_model(path: str | os.PathLike[str]) -> ir.Model:
@@ -49,6 +51,7 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
     if len(model.graph.outputs) == 0 or not model.opset_imports:
         raise GrowError(f"{p}: not an ONNX model (no graph outputs or opset)")
     check_external_data(model, p)
+    model.meta[SOURCE_EXTERNAL_KEY] = any(True for _ in external_tensors(model))
     return model
 
 
@@ -96,7 +99,11 @@ def weight_bytes(model: ir.Model) -> int:
 
 def wants_external_data(model: ir.Model) -> bool:
     """Save externally when the source did, or when the weights are large."""
-    return any(True for _ in external_tensors(model)) or weight_bytes(model) > LARGE_MODEL_BYTES
+    return (
+        bool(model.meta.get(SOURCE_EXTERNAL_KEY))
+        or any(True for _ in external_tensors(model))
+        or weight_bytes(model) > LARGE_MODEL_BYTES
+    )
 
 
 def data_file_name(output: Path) -> str:

@@ -129,9 +129,11 @@ def names_of(node: ir.Node, weight_names: Sequence[str | None] = ()) -> NodeName
     add(scope_path(node_name))
     for weight in weight_names:
         add(weight_prefix(weight))
+    paths = list(full)
+    for weight in weight_names:
         add(weight)
     short = []
-    for path in full:
+    for path in paths:
         tail = _short(path)
         if tail and tail not in short and tail not in full:
             short.append(tail)

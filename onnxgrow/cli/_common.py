@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import numpy as np
 
 from onnxgrow.errors import GrowError, NotEquivalentError
 
@@ -74,3 +75,22 @@ def verification_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def parse_providers(text: str) -> list[str]:
+    """``"cuda,cpu"`` → ``["cuda", "cpu"]``."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise GrowError("--providers needs at least one provider (cpu, cuda)")
+    return names
+
+
+def load_npz_inputs(path: str) -> list[dict[str, np.ndarray]]:
+    """One sample of named input arrays from a ``.npz`` file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return [{name: data[name] for name in data.files}]
+    except FileNotFoundError:
+        raise GrowError(f"{path}: no such file") from None
+    except Exception as exc:  # zipfile/numpy raise many kinds on garbage
+        raise GrowError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None

@@ -9,13 +9,15 @@ current graph.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxgrow.errors import GrowError
+from onnxgrow.grow import VerifyOptions, check_output_path, default_output, write_grown
 from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import load_model
@@ -165,3 +167,30 @@ def _merge_changes(changes: list[TensorChange]) -> list[TensorChange]:
         else:
             merged[change.name] = change
     return list(merged.values())
+
+
+def widen_file(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None,
+    widths: Mapping[str, int],
+    *,
+    init: str | Init = Init.NET2WIDER,
+    noise: float = 0.0,
+    seed: int = 0,
+    verify: VerifyOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> WidenReport:
+    """Widen the model file ``source`` and write it to ``output``, checked by onnxruntime.
+
+    Nothing is written when the request is refused or the check fails (NotEquivalentError).
+    """
+    source = Path(source)
+    out = Path(output) if output is not None else default_output(source)
+    model = load_model(source)
+    check_output_path(source, out, model)
+    model, report = widen(model, widths, init=init, noise=noise, seed=seed)
+    report.verification = write_grown(
+        model, source, out, expected_exact=report.exact, history_entries=len(report.groups),
+        options=verify or VerifyOptions(), progress=progress,
+    )
+    return report

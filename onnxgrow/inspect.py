@@ -1,0 +1,116 @@
+"""``onnxgrow inspect``: what a model offers for growth, and the names that reach it.
+
+For every layer: the name to type, op, width, the activation after it, its channel
+group (layers that must be widened together), what a widening would touch (the
+contracting layers), whether it can be widened (or why not), and its other names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import onnx_ir as ir
+
+from onnxgrow.errors import GrowError
+from onnxgrow.layers import Layer, find_layers
+from onnxgrow.lineage import describe, read_history
+from onnxgrow.model_io import external_tensors, load_model, weight_bytes
+from onnxgrow.widen.api import infer_shapes
+from onnxgrow.widen.planner import plan_group
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    node: str
+    op: str
+    width: int
+    activation: str | None
+    widenable: bool
+    group: list[str]
+    touches: list[str]
+    reason: str
+    aliases: list[str]
+    deepen: str | None = None
+
+
+@dataclass
+class ModelSummary:
+    path: str
+    ir_version: int
+    opsets: dict[str, int]
+    producer: str
+    weight_bytes: int
+    external_data: bool
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    layers: list[LayerInfo]
+    not_growable: list[LayerInfo]
+    history: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _tensor_info(value: ir.Value) -> TensorInfo:
+    dims: list[int | str] = []
+    if value.shape is not None:
+        dims = [d if isinstance(d, int) else str(d) for d in value.shape.dims]
+    return TensorInfo(value.name or "", value.dtype.name if value.dtype else "?", dims)
+
+
+def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str]) -> LayerInfo:
+    activation = layer.activation.op_type if layer.activation is not None else None
+    aliases = [n for n in layer.names.all() if n != layer.display]
+    try:
+        ctx = plan_group(model.graph, repr(layer.display), layer.node, layer.width, layer.producer.embedding)
+    except GrowError as exc:
+        return LayerInfo(layer.display, layer.node.name or "", layer.op_type, layer.width, activation,
+                         False, [], [], str(exc), aliases)
+    group = [displays.get(id(n), n.name or n.op_type) for n in ctx.producers]
+    touches = [displays.get(id(n), n.name or n.op_type) for n in ctx.contractors]
+    reason = ""
+    if ctx.uniform_required:
+        where, why = next(iter(ctx.uniform_required.items()))
+        reason = f"only to multiples of {layer.width} with net2wider ({why} at {where})"
+    return LayerInfo(layer.display, layer.node.name or "", layer.op_type, layer.width, activation,
+                     True, group, touches, reason, aliases)
+
+
+def inspect_model(model: ir.Model | str | os.PathLike[str]) -> ModelSummary:
+    """Summarise ``model`` (a path or an ir.Model, which gains shape annotations)."""
+    path = "" if isinstance(model, ir.Model) else os.fspath(model)
+    if not isinstance(model, ir.Model):
+        model = load_model(model)
+    infer_shapes(model)
+    layers, refused = find_layers(model)
+    displays = {id(layer.node): layer.display for layer in layers}
+    infos = [_layer_info(model, layer, displays) for layer in layers]
+    not_growable = [
+        LayerInfo(item.names.display, item.node.name or "", item.node.op_type, 0, None, False, [], [],
+                  item.reason, list(item.names.all()))
+        for item in refused
+    ]
+    graph = model.graph
+    initializers = set(graph.initializers)
+    return ModelSummary(
+        path=path,
+        ir_version=model.ir_version,
+        opsets=dict(model.opset_imports),
+        producer=" ".join(p for p in (model.producer_name, model.producer_version) if p),
+        weight_bytes=weight_bytes(model),
+        external_data=any(True for _ in external_tensors(model)),
+        inputs=[_tensor_info(v) for v in graph.inputs if v.name not in initializers],
+        outputs=[_tensor_info(v) for v in graph.outputs],
+        layers=infos,
+        not_growable=not_growable,
+        history=[describe(entry) for entry in read_history(model)],
+    )
