@@ -19,6 +19,8 @@ def main() -> None:
 
 def _register() -> None:
     """Import the subcommand modules; each adds itself to :data:`main`."""
+    from onnxgrow.cli import verify_cmd  # noqa: F401
+    from onnxgrow.cli import diff_cmd  # noqa: F401
 
 
 _register()

@@ -74,3 +74,64 @@ def verification_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def parse_providers(text: str) -> list[str]:
+    """``cuda,cpu`` → ``["cuda", "cpu"]``; at least one name."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise GrowError("--providers: give at least one of cpu, cuda")
+    return names
+
+
+def verification_kwargs(
+    *,
+    atol: float | None,
+    rtol: float | None,
+    samples: int,
+    input_shapes: tuple[str, ...],
+    inputs_file: str | None,
+    providers: str,
+    seed: int,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`onnxgrow.verify.verify` for the verification options.
+
+    ``--inputs`` gives one sample and fixes every shape, so it excludes ``--input-shapes``
+    and ``--samples`` other than 1.
+    """
+    from onnxgrow.verify import load_inputs
+
+    if inputs_file is not None and (input_shapes or samples != 1):
+        raise GrowError("--inputs gives one sample with its own shapes: leave out --input-shapes and --samples")
+    return {
+        "inputs": [load_inputs(inputs_file)] if inputs_file is not None else None,
+        "input_shapes": parse_input_shapes(input_shapes) or None,
+        "samples": samples,
+        "seed": seed,
+        "atol": atol,
+        "rtol": rtol,
+        "providers": parse_providers(providers),
+    }
+
+
+def write_report(destination: str, text: str) -> None:
+    """Write ``text`` to a file, or to stdout when ``destination`` is ``-``."""
+    if destination == "-":
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    try:
+        with open(destination, "w", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+    except OSError as exc:
+        raise GrowError(f"{destination}: cannot write ({exc.strerror})") from None
+
+
+def report_destinations(*destinations: str | None) -> bool:
+    """Check that at most one report goes to stdout; True when one does.
+
+    Human-readable text then goes to stderr, so stdout holds only the report.
+    """
+    to_stdout = [d for d in destinations if d == "-"]
+    if len(to_stdout) > 1:
+        raise GrowError("only one report can be written to stdout ('-')")
+    return bool(to_stdout)
