@@ -27,6 +27,7 @@ passed). :meth:`DiffReport.to_dict` follows ``onnxgrow/schemas/diff.schema.json`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -396,32 +397,37 @@ def compare_tensors(
     Reads ``chunk`` elements of each at a time from their (memory-mapped) data; NaN at
     the same place is equal. The max abs difference is None when it is not finite
     (NaN or infinity on one side only) or the dtype has no distance (strings).
-    External tensors are released afterwards.
+    External tensors are released (unmapped) afterwards.
     """
-    a = np.asarray(old.numpy()).reshape(-1)
-    b = np.asarray(new.numpy()).reshape(-1)
-    floating = old.dtype.is_floating_point()
-    numeric = a.dtype.kind not in "OSU"
-    differ = 0
-    max_abs = 0.0
     try:
-        for start in range(0, a.size, chunk):
-            x, y = a[start:start + chunk], b[start:start + chunk]
-            if floating:
-                x, y = x.astype(np.float64), y.astype(np.float64)
-                same = (x == y) | (np.isnan(x) & np.isnan(y))
-            else:
-                same = x == y
-            n = int(same.size - np.count_nonzero(same))
-            if n and numeric:
-                gap = float(np.abs(x[~same].astype(np.float64) - y[~same].astype(np.float64)).max())
-                if math.isnan(gap) or gap > max_abs:  # a NaN stays: nothing compares above it
-                    max_abs = gap
-            differ += n
+        return _compare_arrays(old.numpy(), new.numpy(), old.dtype.is_floating_point(), chunk)
     finally:
         for tensor in (old, new):
             if isinstance(tensor, ir.ExternalTensor):
-                tensor.release()
+                with contextlib.suppress(BufferError):  # a view outlived an error; GC unmaps it
+                    tensor.release()
+
+
+def _compare_arrays(
+    old: np.ndarray, new: np.ndarray, floating: bool, chunk: int
+) -> tuple[int, float | None]:
+    a, b = old.reshape(-1), new.reshape(-1)
+    numeric = a.dtype.kind not in "OSU"
+    differ = 0
+    max_abs = 0.0
+    for start in range(0, a.size, chunk):
+        x, y = a[start:start + chunk], b[start:start + chunk]
+        if floating:
+            x, y = x.astype(np.float64), y.astype(np.float64)
+            same = (x == y) | (np.isnan(x) & np.isnan(y))
+        else:
+            same = x == y
+        n = int(same.size - np.count_nonzero(same))
+        if n and numeric:
+            gap = float(np.abs(x[~same].astype(np.float64) - y[~same].astype(np.float64)).max())
+            if math.isnan(gap) or gap > max_abs:  # a NaN stays: nothing compares above it
+                max_abs = gap
+        differ += n
     if not numeric or not math.isfinite(max_abs):
         return differ, None
     return differ, max_abs

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from onnxgrow.errors import GrowError, NotEquivalentError
+from onnxgrow.verify import load_inputs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,8 +100,6 @@ def verification_kwargs(
     ``--inputs`` gives one sample and fixes every shape, so it excludes ``--input-shapes``
     and ``--samples`` other than 1.
     """
-    from onnxgrow.verify import load_inputs
-
     if inputs_file is not None and (input_shapes or samples != 1):
         raise GrowError("--inputs gives one sample with its own shapes: leave out --input-shapes and --samples")
     return {
