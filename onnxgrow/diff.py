@@ -137,7 +137,7 @@ class DiffReport:
         return "\n".join(lines)
 
     def verdict(self) -> str:
-        """``identical`` or ``different: 3 initializers, 1 node, ...``."""
+        """``identical``, or ``different: initializers (3), nodes (1), lineage``."""
         if self.identical:
             return "identical"
         parts = [f"{name} ({n})" for name, n in self.counts().items() if n]
