@@ -68,7 +68,8 @@ def verification_options(func: F) -> F:
         click.option("--input-shapes", "input_shapes", multiple=True, metavar="NAME:[d,...]",
                      help="Concrete shape for an input with dynamic dimensions (repeatable)."),
         click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None,
-                     help="A .npz file of input arrays, used instead of random inputs."),
+                     help="A .npz file with one array per model input (one sample), "
+                          "used instead of random inputs."),
         click.option("--providers", default="cpu", show_default=True,
                      help="Comma-separated execution providers: cpu, cuda."),
     ]

@@ -58,6 +58,8 @@ def diff_command(
     Compares opsets, inputs/outputs, nodes (by name; unnamed or renamed nodes by op
     and outputs), initializers (shape, dtype, and max abs difference of values,
     streamed), metadata and local functions.
+
+    Exit status: 0 identical, 1 different, 2 usage or input error.
     """
     text_to_stderr = report_destinations(json_out, markdown_out)
     options = dict(atol=atol, rtol=rtol, samples=samples, input_shapes=input_shapes,

@@ -51,6 +51,9 @@ def verify_command(
     Inputs are seeded random values by dtype (integer inputs that index an embedding
     stay within its table), or one sample from --inputs FILE.npz. Prints PASSED/FAILED
     per output with its errors and the smallest tolerance that would pass.
+
+    Exit status: 0 all outputs within tolerance, 1 an output differs or the
+    inputs/outputs do not match, 2 usage or input error.
     """
     text_to_stderr = report_destinations(json_out)
     report = verify(
