@@ -68,12 +68,13 @@ def _tensor_info(value: ir.Value) -> TensorInfo:
 
 
 def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str]) -> LayerInfo:
+    node_name = layer.names.exact[0] if layer.names.exact else ""  # generated when unnamed
     activation = layer.activation.op_type if layer.activation is not None else None
     aliases = [n for n in layer.names.all() if n != layer.display]
     try:
         ctx = plan_group(model.graph, repr(layer.display), layer.node, layer.width, layer.producer.embedding)
     except GrowError as exc:
-        return LayerInfo(layer.display, layer.node.name or "", layer.op_type, layer.width, activation,
+        return LayerInfo(layer.display, node_name, layer.op_type, layer.width, activation,
                          False, [], [], str(exc), aliases)
     group = [displays.get(id(n), n.name or n.op_type) for n in ctx.producers]
     touches = [displays.get(id(n), n.name or n.op_type) for n in ctx.contractors]
@@ -81,7 +82,7 @@ def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str]) -> Laye
     if ctx.uniform_required:
         where, why = next(iter(ctx.uniform_required.items()))
         reason = f"only to multiples of {layer.width} with net2wider ({why} at {where})"
-    return LayerInfo(layer.display, layer.node.name or "", layer.op_type, layer.width, activation,
+    return LayerInfo(layer.display, node_name, layer.op_type, layer.width, activation,
                      True, group, touches, reason, aliases)
 
 

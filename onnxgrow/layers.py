@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
-from onnxgrow.names import NodeNames, names_of, resolve
+from onnxgrow.names import NodeNames, generated_names, names_of, resolve
 from onnxgrow.widen.rules import PRODUCERS, Producer
 
 #: Ops that count as "the activation after a layer".
@@ -83,21 +83,22 @@ def activation_after(value: ir.Value) -> ir.Node | None:
     return None
 
 
-def node_names(node: ir.Node) -> NodeNames:
-    """The names ``node`` answers to, its weights' names included."""
-    return names_of(node, _weight_names(node))
+def node_names(node: ir.Node, generated: str | None = None) -> NodeNames:
+    """The names ``node`` answers to, its weights' names (and generated name) included."""
+    return names_of(node, _weight_names(node), generated)
 
 
 def find_layers(model: ir.Model) -> tuple[list[Layer], list[NotGrowable]]:
     """All growable layers of the main graph, and producer-type nodes that are not."""
     layers: list[Layer] = []
     refused: list[NotGrowable] = []
+    generated = generated_names(model.graph)
     for node in model.graph:
         describe = PRODUCERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if describe is None:
             continue
         found = describe(node)
-        names = node_names(node)
+        names = node_names(node, generated.get(node))
         if isinstance(found, str):
             refused.append(NotGrowable(node, names, found))
         else:
@@ -129,9 +130,11 @@ def find_layer(model: ir.Model, name: str, layers: list[Layer] | None = None,
     except GrowError as not_a_layer:
         for item in refused:
             if name in item.names.all():
-                raise GrowError(f"{name!r} ({item.node.op_type} node {item.node.name!r}) cannot be "
+                node_name = item.names.exact[0] if item.names.exact else ""
+                raise GrowError(f"{name!r} ({item.node.op_type} node {node_name!r}) cannot be "
                                 f"widened: {item.reason}") from None
-        other = [node_names(n) for n in model.graph if n.name and name in node_names(n).all()]
+        generated = generated_names(model.graph)
+        other = [names for n in model.graph if name in (names := node_names(n, generated.get(n))).all()]
         if other:
             node = other[0].node
             raise GrowError(f"{name!r} is a {node.op_type} node, not a growable layer "

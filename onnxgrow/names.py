@@ -7,7 +7,13 @@ A node answers to:
   exporter's node metadata ``pkg.torch.onnx.name_scopes``;
 - the prefix of its weight's name (``fc1.weight`` → ``fc1``) and the weight name itself;
 - a Keras/tf2onnx scope (``sequential/dense_1/MatMul`` → ``sequential/dense_1``);
-- the last part of a module path or scope (``conv1``, ``dense_1``) when that is unique.
+- the last part of a module path or scope (``conv1``, ``dense_1``) when that is unique;
+- a node without a name: the generated name ``<op_type>_<k>``, ``k`` its index among the
+  graph's nodes of that op type (named ones included) in graph order, so ``Gemm_1`` is
+  the second Gemm. It is computed, not stored: the model is not changed unless the node
+  is grown (then the name is written into it, so it survives later insertions). A
+  generated name that another node already has as its real name gets ``_unnamed``
+  appended.
 
 Resolution tries exact names first, then full paths, then short names; an unknown or
 ambiguous name raises a GrowError listing the closest candidates.
@@ -110,8 +116,32 @@ def _short(path: str) -> str | None:
     return None
 
 
-def names_of(node: ir.Node, weight_names: Sequence[str | None] = ()) -> NodeNames:
-    """All names of ``node``; ``weight_names`` are its parameter initializers' names."""
+def generated_names(graph: ir.Graph) -> dict[ir.Node, str]:
+    """The generated name of every unnamed node of ``graph`` (see the module rules)."""
+    taken = {node.name for node in graph if node.name}
+    counts: dict[str, int] = {}
+    names: dict[ir.Node, str] = {}
+    for node in graph:
+        index = counts.get(node.op_type, 0)
+        counts[node.op_type] = index + 1
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_unnamed"
+            names[node] = name
+    return names
+
+
+def generated_name(node: ir.Node) -> str | None:
+    """The generated name of one unnamed node (None when it has a name or no graph)."""
+    if node.name or node.graph is None:
+        return None
+    return generated_names(node.graph).get(node)
+
+
+def names_of(node: ir.Node, weight_names: Sequence[str | None] = (), generated: str | None = None) -> NodeNames:
+    """All names of ``node``; ``weight_names`` are its parameter initializers' names,
+    ``generated`` its generated name when it has none."""
     full: list[str] = []
 
     def add(name: str | None) -> None:
@@ -137,7 +167,7 @@ def names_of(node: ir.Node, weight_names: Sequence[str | None] = ()) -> NodeName
         tail = _short(path)
         if tail and tail not in short and tail not in full:
             short.append(tail)
-    exact = (node_name,) if node_name else ()
+    exact = (node_name,) if node_name else ((generated,) if generated else ())
     return NodeNames(node, exact, tuple(n for n in full if n != node_name), tuple(short))
 
 

@@ -479,6 +479,13 @@ def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         ) from None
 
 
+def check_seed(seed: object) -> int:
+    """A seed is a non-negative integer (numpy's generators take no other); GrowError otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise GrowError(f"--seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
 def verify(
     reference: ir.Model | str | os.PathLike[str],
     candidate: ir.Model | str | os.PathLike[str],
@@ -502,6 +509,10 @@ def verify(
     """
     ref_model = reference if isinstance(reference, ir.Model) else load_model(reference)
     cand_model = candidate if isinstance(candidate, ir.Model) else load_model(candidate)
+    check_seed(seed)
+    for label, tolerance in (("--atol", atol), ("--rtol", rtol)):
+        if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+            raise GrowError(f"{label} must be a finite number >= 0, got {tolerance}")
     full_providers = resolve_providers(providers)
     if inputs is not None:
         if input_shapes or samples != 1:

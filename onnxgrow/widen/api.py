@@ -8,6 +8,7 @@ current graph.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from onnxgrow.grow import VerifyOptions, check_output_path, default_output, writ
 from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import load_model
+from onnxgrow.names import generated_names
+from onnxgrow.verify import check_seed
 from onnxgrow.widen.channel_map import Init, build_channel_map
 from onnxgrow.widen.planner import GroupContext, TensorChange, plan_group
 
@@ -110,8 +113,10 @@ def widen(
     if not widths:
         raise GrowError("nothing to widen: give at least one --node NAME --to WIDTH")
     init = parse_init(init)
-    if noise < 0 or (noise > 0 and init is not Init.NET2WIDER):
-        raise GrowError("--noise must be >= 0 and applies to --init net2wider only")
+    check_seed(seed)
+    if (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise)
+            or noise < 0 or (noise > 0 and init is not Init.NET2WIDER)):
+        raise GrowError(f"--noise must be a finite number >= 0 and applies to --init net2wider only, got {noise!r}")
     infer_shapes(model)
     layers, refused = find_layers(model)
     requests: list[tuple[str, Layer, int]] = []
@@ -136,9 +141,12 @@ def widen(
         order.append((name, layer, q))
 
     reports = []
+    generated = generated_names(model.graph)
     for k, (name, layer, q) in enumerate(order):
         ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
         ctx.rewrite(q, init, noise, seed + k)
+        for node in ctx.producers:  # a grown unnamed layer keeps its generated name from now on
+            node.name = node.name or generated[node]
         together = [_display(layers, node) for node in ctx.producers]
         reports.append(GroupReport(name, together, layer.width, q,
                                    [_display(layers, node) for node in ctx.contractors],

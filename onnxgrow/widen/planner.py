@@ -23,14 +23,18 @@ import onnx_ir as ir
 
 from onnxgrow.constants import ConstantRef, edit_constant, find_constant
 from onnxgrow.errors import RefusedError
+from onnxgrow.names import generated_name
 from onnxgrow.widen.channel_map import ChannelMap, Init, build_channel_map
 from onnxgrow.widen.layout import AxisIndex, Embedding
 from onnxgrow.widen.rules.registry import rule_for
 
 
 def node_label(node: ir.Node) -> str:
-    """``Relu node '/Relu_1'`` (or the op and position when the node has no name)."""
-    return f"{node.op_type} node {node.name!r}" if node.name else f"unnamed {node.op_type} node"
+    """``Relu node '/Relu_1'``; an unnamed node by its generated name, ``unnamed Relu node 'Relu_3'``."""
+    if node.name:
+        return f"{node.op_type} node {node.name!r}"
+    generated = generated_name(node)
+    return f"unnamed {node.op_type} node" + (f" {generated!r}" if generated else "")
 
 
 @dataclass
