@@ -69,9 +69,22 @@ def external_tensors(model: ir.Model) -> Iterator[tuple[str, ir.ExternalTensor]]
 
 
 def check_external_data(model: ir.Model, model_path: Path) -> None:
-    """Fail with the tensor's and file's names if external data is missing or short."""
+    """Fail with the tensor's and file's names if external data is missing, short, of a
+    recorded length other than the tensor's size, or outside the model's folder (ONNX
+    locations are relative to it; reading elsewhere would leak other files into outputs)."""
     sizes: dict[str, int] = {}
     for name, tensor in external_tensors(model):
+        location = Path(tensor.location)
+        if location.is_absolute() or ".." in location.parts:
+            raise GrowError(
+                f"{model_path}: external data location {tensor.location!s} of tensor {name!r} is "
+                "outside the model's folder; ONNX wants a path relative to it"
+            )
+        if tensor.length is not None and tensor.length != tensor.nbytes:
+            raise GrowError(
+                f"{model_path}: tensor {name!r} records {tensor.length} bytes of external data "
+                f"but its shape and type need {tensor.nbytes}"
+            )
         data_path = tensor.path
         if data_path not in sizes:
             if not os.path.isfile(data_path):
