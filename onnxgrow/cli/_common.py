@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import numpy as np
 
 from onnxgrow.errors import GrowError, NotEquivalentError
+from onnxgrow.grow import VerifyOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,3 +96,24 @@ def load_npz_inputs(path: str) -> list[dict[str, np.ndarray]]:
         raise GrowError(f"{path}: no such file") from None
     except Exception as exc:  # zipfile/numpy raise many kinds on garbage
         raise GrowError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
+
+
+def growth_verify_options(
+    *, no_verify: bool, seed: int, atol: float | None, rtol: float | None, samples: int,
+    input_shapes: tuple[str, ...], inputs_file: str | None, providers: str,
+) -> VerifyOptions:
+    """The check a growth command (widen, deepen) runs, from --no-verify, --seed and :func:`verification_options`."""
+    return VerifyOptions(
+        enabled=not no_verify, atol=atol, rtol=rtol, samples=samples, seed=seed,
+        providers=parse_providers(providers), input_shapes=parse_input_shapes(input_shapes),
+        inputs=load_npz_inputs(inputs_file) if inputs_file else None,
+    )
+
+
+def echo_verification(report: object | None, output: Path) -> None:
+    """The verdict line (or that --no-verify skipped it), then where the model was written."""
+    if report is not None:
+        click.echo(report.summary())  # type: ignore[attr-defined]
+    else:
+        click.echo("verification skipped (--no-verify)")
+    click.echo(f"wrote {output}")
