@@ -123,3 +123,35 @@ def test_refuses_a_width_that_would_reach_the_output(tmp_path: Path) -> None:
     source.write_bytes(zoo.export("mobilenet_v2", "legacy").read_bytes())
     h.assert_refused(source, "--after", "project.0", "--width", "12",
                      message="cannot deepen after 'project.0' with --width 12: cannot widen 'project.0_deep'")
+
+
+@pytest.mark.parametrize(("name", "layer", "kernel", "pads"), [
+    ("conv1d", "conv1", [5], [2, 2]),
+    ("conv1d", "conv2", [3], [1, 1]),  # the layer's even kernel 4 made odd
+    ("conv3d", "conv1", [3, 3, 3], [1, 1, 1, 1, 1, 1]),
+    ("conv3d", "conv2", [1, 3, 3], [0, 1, 1, 0, 1, 1]),
+    ("mobilenet_v2", "expand.0", [1, 1], [0, 0, 0, 0]),
+])
+def test_conv_kernel_follows_the_layer(name: str, layer: str, kernel: list[int], pads: list[int],
+                                       tmp_path: Path) -> None:
+    source = zoo.export(name, "dynamo")
+    out = tmp_path / "out.onnx"
+    deepen_file(source, out, layer, mode="residual")
+    convs = [n for n in onnx.load(str(out)).graph.node if n.name in (f"{layer}_deep/Conv", f"{layer}_deep_out/Conv")]
+    assert len(convs) == 2
+    for conv in convs:
+        attrs = {a.name: list(a.ints) if a.ints else a.i for a in conv.attribute}
+        assert attrs == {"kernel_shape": kernel, "pads": pads, "strides": [1] * len(kernel),
+                         "dilations": [1] * len(kernel), "group": 1}
+
+
+@pytest.mark.parametrize(("layer", "tensor"), [
+    ("stem", "/Relu_output_0"),  # after conv, BatchNorm and Relu; the Relu also feeds the skip Add
+    ("conv1", "/Relu_1_output_0"),
+    ("conv2", "/bn2/BatchNormalization_output_0"),  # after the BatchNorm, before the skip Add
+])
+def test_insertion_after_batch_norm(layer: str, tensor: str, tmp_path: Path) -> None:
+    source = zoo.export("resnet_block", "legacy_nofold")
+    out = tmp_path / "out.onnx"
+    assert deepen_file(source, out, layer).tensor == tensor
+    assert h.max_rel_error(source, out) <= h.RTOL

@@ -119,37 +119,43 @@ def deepen(
 
 def _insert(model: ir.Model, after: str, width: int | None, mode: Mode, seed: int) -> DeepenReport:
     infer_shapes(model)
-    graph = model.graph
     layer = _find_layer(model, after)
     point = find_insertion_point(layer.node)
     chosen = _choose_mode(mode, point, after)
-    n = layer.width
     if width is not None:
-        _check_width(width, n, after, chosen, point)
-    new_kind = kind_for(layer.node)
-    splice = Splice(graph, point.tensor, _weight_dtype(layer, after))
+        _check_width(width, layer.width, after, chosen, point)
+    splice = Splice(model.graph, point.tensor, _weight_dtype(layer, after))
     tensor_name = point.tensor.name or ""
-    scope = fresh_scope(graph, f"{layer.display.strip('/') or layer.op_type}_deep")
-    new_layers = [scope]
-    output = new_kind.emit(splice, point.tensor, n, scope, identity=True)
-    if point.activation:
-        output = splice.copy_region(point.activation, point.start, point.tensor, output, scope)
-    if chosen is Mode.RESIDUAL:
-        new_layers.append(f"{scope}_out")
-        branch = new_kind.emit(splice, output, n, new_layers[1], identity=False)
-        output = splice.node("Add", [point.tensor, branch], f"{scope}/residual_add", like=point.tensor)
-    splice.connect(output, scope)
+    scope = fresh_scope(model.graph, f"{layer.display.strip('/') or layer.op_type}_deep")
+    new_layers = _build(splice, layer, point, chosen, scope)
     append_history(model, {
         "op": "deepen", "after": after, "layer": layer.display, "mode": chosen.value,
-        "activation": point.label, "width": n, "new_nodes": new_layers, "seed": seed,
+        "activation": point.label, "width": layer.width, "new_nodes": new_layers, "seed": seed,
     })
     widened = _widen_new_layer(model, scope, width, after, seed) if width is not None else None
     return DeepenReport(
-        after, layer.display, chosen.value, point.label, n, width or n, scope, tensor_name,
+        after, layer.display, chosen.value, point.label, layer.width,
+        width if width is not None else layer.width, scope, tensor_name,
         [node.name or node.op_type for node in splice.nodes],
         [(w.name or "", tuple(w.shape.numpy()) if w.shape is not None else ()) for w in splice.weights],
         seed, widened,
     )
+
+
+def _build(splice: Splice, layer: Layer, point: InsertionPoint, mode: Mode, scope: str) -> list[str]:
+    """Build ``a(I·v)`` or ``v + 0·a(I·v)`` reading ``point.tensor`` and splice it in; the new layers' names."""
+    new_kind = kind_for(layer.node)
+    v, n = point.tensor, layer.width
+    output = new_kind.emit(splice, v, n, scope, identity=True)
+    if point.activation:
+        output = splice.copy_region(point.activation, point.start, v, output, scope)
+    new_layers = [scope]
+    if mode is Mode.RESIDUAL:
+        new_layers.append(f"{scope}_out")
+        branch = new_kind.emit(splice, output, n, new_layers[1], identity=False)
+        output = splice.node("Add", [v, branch], f"{scope}/residual_add", like=v)
+    splice.connect(output, scope)
+    return new_layers
 
 
 def _find_layer(model: ir.Model, after: str) -> Layer:
@@ -166,6 +172,7 @@ def _find_layer(model: ir.Model, after: str) -> Layer:
 
 
 def _choose_mode(mode: Mode, point: InsertionPoint, after: str) -> Mode:
+    """The mode that runs: identity where exact under auto, residual otherwise; identity refused where inexact."""
     if mode is Mode.RESIDUAL:
         return Mode.RESIDUAL
     if point.kind is not ActivationKind.OTHER:
