@@ -1,5 +1,6 @@
-"""Helpers for the deepen tests: an independent onnxruntime comparison, CLI runs, the
-reference fixtures, and random MLP/CNN graphs written directly in ONNX.
+"""Helpers for the deepen tests: an independent onnxruntime comparison, CLI runs, and
+random MLP/CNN graphs written directly in ONNX. The reference fixtures and file hashes
+come from ``conftest``.
 
 The comparison does not use :mod:`onnxgrow.verify`: it runs both models with graph
 optimisations off on its own seeded inputs (batch 3, values spread over [-4, 4] so
@@ -9,8 +10,6 @@ outputs, after checking that the two models have the same interface.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,25 +19,10 @@ import onnxruntime as ort
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import tree_hashes
 from onnxgrow.cli import main
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-REFERENCE_MODELS = ("mlp_legacy", "mlp_dynamo", "mnist_cnn_legacy", "mnist_cnn_dynamo")
 RTOL = 1e-5
-
-
-# ----- files ---------------------------------------------------------------------------
-def copy_fixture(name: str, folder: Path) -> Path:
-    """Copy a committed reference model (and its external data) into ``folder``."""
-    for src in FIXTURES.glob(f"{name}.onnx*"):
-        shutil.copy(src, folder / src.name)
-    return folder / f"{name}.onnx"
-
-
-def tree_hashes(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ----- onnxruntime ---------------------------------------------------------------------
@@ -194,7 +178,7 @@ def _dense(g: _Graph, kind: str, x: str, fan_in: int, width: int, scope: str) ->
 
 def build_net(spec: NetSpec, seed: int = 0) -> onnx.ModelProto:
     """The ONNX model of ``spec`` (opset 17, dynamic batch), weights drawn with ``seed``."""
-    assert not (spec.kind == "matmul" and spec.rank == 3 and any(spec.batch_norm)), "BatchNorm needs channels on axis 1"
+    assert not (spec.kind == "matmul" and spec.rank == 3 and any(spec.batch_norm)), "BatchNorm normalises axis 1"
     g = _Graph(np.random.default_rng(seed))
     if spec.kind == "conv":
         size = 7 if spec.rank == 2 else 9
@@ -207,7 +191,8 @@ def build_net(spec: NetSpec, seed: int = 0) -> onnx.ModelProto:
         if spec.kind == "conv":
             k, stride = spec.kernels[i], spec.strides[i]
             w = g.weights((width, fan_in, *([k] * spec.rank)), fan_in * k**spec.rank)
-            inputs = [x, g.const(f"{names[i]}.weight", w), g.const(f"{names[i]}.bias", g.rng.normal(0, 0.1, width))]
+            bias = g.const(f"{names[i]}.bias", g.rng.normal(0, 0.1, width))
+            inputs = [x, g.const(f"{names[i]}.weight", w), bias]
             x = g.node("Conv", inputs, names[i], kernel_shape=[k] * spec.rank, pads=[k // 2] * (2 * spec.rank),
                        strides=[stride] * spec.rank)
         else:

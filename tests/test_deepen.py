@@ -9,6 +9,7 @@ Exactness is judged twice: by onnxgrow's own check on the written file, and by
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import deepen_helpers as h
+from conftest import REFERENCE_MODELS, fixture_path, tree_hashes
 from onnxgrow import deepen, deepen_file, inspect_model, load_model, save_model
 from onnxgrow.deepen.activation import ActivationKind, find_insertion_point
 from onnxgrow.errors import GrowError, RefusedError
@@ -47,9 +49,10 @@ def _new_op_types(path: Path, report_nodes: list[str]) -> list[str]:
 
 
 # ----- reference fixtures: every layer, every exact mode ------------------------------
-@pytest.mark.parametrize("fixture", h.REFERENCE_MODELS)
-def test_reference_every_layer_in_every_exact_mode(fixture: str, tmp_path: Path) -> None:
-    source = h.copy_fixture(fixture, tmp_path)
+@pytest.mark.parametrize("fixture", REFERENCE_MODELS)
+def test_reference_every_layer_in_every_exact_mode(fixture: str, tmp_path: Path,
+                                                   fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy(fixture)
     expected = REFERENCE_AUTO[_family(fixture)]
     assert [layer.display for layer in find_layers(load_model(source))[0]] == list(expected)
     for layer, (auto_mode, activation) in expected.items():
@@ -66,18 +69,22 @@ def test_reference_every_layer_in_every_exact_mode(fixture: str, tmp_path: Path)
             assert new.width == report.layer_width == find_layer(grown, layer).width
             layer_op = new.op_type
             copied = [activation] if activation else []
-            expected_ops = [layer_op, *copied] if report.mode == "identity" else [layer_op, *copied, layer_op, "Add"]
+            expected_ops = [layer_op, *copied]
+            if report.mode == "residual":
+                expected_ops += [layer_op, "Add"]
             assert _new_op_types(out, report.new_nodes) == expected_ops
 
 
-def test_identity_conv_keeps_kernel_and_is_the_identity(tmp_path: Path) -> None:
-    source = h.copy_fixture("mnist_cnn_legacy", tmp_path)
+def test_identity_conv_keeps_kernel_and_is_the_identity(tmp_path: Path,
+                                                        fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy("mnist_cnn_legacy")
     out = tmp_path / "out.onnx"
     deepen_file(source, out, "conv2", mode="identity")
     model = onnx.load(str(out))
     conv = next(n for n in model.graph.node if n.name == "conv2_deep/Conv")
     attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
-    assert attrs == {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1], "dilations": [1, 1], "group": 1}
+    assert attrs == {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1], "dilations": [1, 1],
+                     "group": 1}
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     w = weights["conv2_deep.weight"]
     assert w.shape == (64, 64, 3, 3)
@@ -87,8 +94,9 @@ def test_identity_conv_keeps_kernel_and_is_the_identity(tmp_path: Path) -> None:
     np.testing.assert_array_equal(weights["conv2_deep.bias"], np.zeros(64, np.float32))
 
 
-def test_residual_branch_starts_at_zero_and_identity(tmp_path: Path) -> None:
-    source = h.copy_fixture("mlp_legacy", tmp_path)
+def test_residual_branch_starts_at_zero_and_identity(tmp_path: Path,
+                                                     fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy("mlp_legacy")
     out = tmp_path / "out.onnx"
     report = deepen_file(source, out, "layer_1", mode="residual")
     weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer}
@@ -100,8 +108,9 @@ def test_residual_branch_starts_at_zero_and_identity(tmp_path: Path) -> None:
 
 # ----- --width ------------------------------------------------------------------------
 @pytest.mark.parametrize("fixture", ["mlp_legacy", "mlp_dynamo"])
-def test_width_turns_4_5_2_into_4_5_7_2(fixture: str, tmp_path: Path) -> None:
-    source = h.copy_fixture(fixture, tmp_path)
+def test_width_turns_4_5_2_into_4_5_7_2(fixture: str, tmp_path: Path,
+                                        fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy(fixture)
     out = tmp_path / "out.onnx"
     result = h.run_cli("deepen", source, "--after", "layer_2", "--width", "7", "-o", out)
     assert result.exit_code == 0, result.stderr
@@ -123,8 +132,9 @@ def test_width_turns_4_5_2_into_4_5_7_2(fixture: str, tmp_path: Path) -> None:
     ("mnist_cnn_legacy", "fc1", "residual", 100),
     ("mlp_legacy", "layer_3", "residual", 6),  # after the last layer: the branch ends in width 2
 ])
-def test_width_is_exact(fixture: str, after: str, mode: str, width: int, tmp_path: Path) -> None:
-    source = h.copy_fixture(fixture, tmp_path)
+def test_width_is_exact(fixture: str, after: str, mode: str, width: int, tmp_path: Path,
+                        fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy(fixture)
     out = tmp_path / "out.onnx"
     report = deepen_file(source, out, after, mode=mode, width=width)
     assert report.widened is not None and report.width == width
@@ -133,7 +143,7 @@ def test_width_is_exact(fixture: str, after: str, mode: str, width: int, tmp_pat
 
 
 def test_width_refused_by_widening_leaves_the_model_unchanged() -> None:
-    model = load_model(h.FIXTURES / "mnist_cnn_legacy.onnx")
+    model = load_model(fixture_path("mnist_cnn_legacy"))
     before = ir.serde.serialize_model(model).SerializeToString()
     with pytest.raises(RefusedError, match="cannot deepen after 'fc2' with --width 20: cannot widen 'fc2_deep' "
                                            "at Softmax node 'fc2_deep/Softmax'"):
@@ -143,7 +153,7 @@ def test_width_refused_by_widening_leaves_the_model_unchanged() -> None:
 
 # ----- names, lineage, interface, inspect --------------------------------------------
 def test_new_layers_get_readable_unique_names(tmp_path: Path) -> None:
-    model = load_model(h.FIXTURES / "mnist_cnn_dynamo.onnx")
+    model = load_model(fixture_path("mnist_cnn_dynamo"))
     deepen(model, "fc1")
     deepen(model, "fc1", mode="residual")
     deepen(model, "fc1_deep")
@@ -152,13 +162,14 @@ def test_new_layers_get_readable_unique_names(tmp_path: Path) -> None:
     assert {"fc1_deep.weight", "fc1_deep_2_out.bias", "fc1_deep_deep.weight"} <= set(model.graph.initializers)
     out = tmp_path / "out.onnx"
     save_model(model, out)
-    assert h.max_rel_error(h.FIXTURES / "mnist_cnn_dynamo.onnx", out) <= h.RTOL
+    assert h.max_rel_error(fixture_path("mnist_cnn_dynamo"), out) <= h.RTOL
 
 
 @pytest.mark.parametrize(("fixture", "after"), [("mlp_legacy", "layer_3"), ("mlp_dynamo", "layer_3"),
                                                 ("mnist_cnn_legacy", "fc2")])
-def test_after_the_last_layer_keeps_the_output_names(fixture: str, after: str, tmp_path: Path) -> None:
-    source = h.copy_fixture(fixture, tmp_path)
+def test_after_the_last_layer_keeps_the_output_names(fixture: str, after: str, tmp_path: Path,
+                                                     fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy(fixture)
     out = tmp_path / "out.onnx"
     deepen_file(source, out, after)
     original, grown = onnx.load(str(source)), onnx.load(str(out))
@@ -167,8 +178,8 @@ def test_after_the_last_layer_keeps_the_output_names(fixture: str, after: str, t
     assert h.max_rel_error(source, out) <= h.RTOL
 
 
-def test_lineage_records_the_insertion(tmp_path: Path) -> None:
-    source = h.copy_fixture("mnist_cnn_dynamo", tmp_path)
+def test_lineage_records_the_insertion(tmp_path: Path, fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy("mnist_cnn_dynamo")
     out = tmp_path / "out.onnx"
     deepen_file(source, out, "fc2", seed=3)
     (entry,) = read_history(load_model(out))
@@ -179,8 +190,8 @@ def test_lineage_records_the_insertion(tmp_path: Path) -> None:
     assert describe(entry).startswith("layer inserted after fc2 (residual, width 10), seed 3")
 
 
-def test_no_verify_writes_without_measuring(tmp_path: Path) -> None:
-    source = h.copy_fixture("mlp_legacy", tmp_path)
+def test_no_verify_writes_without_measuring(tmp_path: Path, fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy("mlp_legacy")
     out = tmp_path / "out.onnx"
     result = h.run_cli("deepen", source, "--after", "layer_1", "--no-verify", "-o", out)
     assert result.exit_code == 0 and "verification skipped (--no-verify)" in result.stdout
@@ -190,14 +201,16 @@ def test_no_verify_writes_without_measuring(tmp_path: Path) -> None:
 
 
 def test_inspect_lists_the_deepen_mode() -> None:
-    for fixture in h.REFERENCE_MODELS:
-        summary = inspect_model(h.FIXTURES / f"{fixture}.onnx")
-        expected = {layer: (f"identity+{act}" if act else "identity") if mode == "identity" else f"residual ({act})"
-                    for layer, (mode, act) in REFERENCE_AUTO[_family(fixture)].items()}
+    for fixture in REFERENCE_MODELS:
+        summary = inspect_model(fixture_path(fixture))
+        expected = {
+            layer: (f"identity+{act}" if act else "identity") if mode == "identity" else f"residual ({act})"
+            for layer, (mode, act) in REFERENCE_AUTO[_family(fixture)].items()
+        }
         assert {info.name: info.deepen for info in summary.layers} == expected
-    result = h.run_cli("inspect", h.FIXTURES / "mnist_cnn_legacy.onnx")
+    result = h.run_cli("inspect", fixture_path("mnist_cnn_legacy"))
     assert "DEEPEN" in result.stdout and "residual (Softmax)" in result.stdout
-    data = json.loads(h.run_cli("inspect", h.FIXTURES / "mlp_dynamo.onnx", "--json").stdout)
+    data = json.loads(h.run_cli("inspect", fixture_path("mlp_dynamo"), "--json").stdout)
     assert [layer["deepen"] for layer in data["layers"]] == ["identity+Relu", "identity+Relu", "identity"]
 
 
@@ -289,39 +302,41 @@ def test_the_check_catches_an_inexact_insertion(tmp_path: Path, monkeypatch: pyt
 
 
 # ----- refusals through the CLI -------------------------------------------------------
-def test_refuses_an_unknown_name(tmp_path: Path) -> None:
-    h.assert_refused(h.copy_fixture("mlp_dynamo", tmp_path), "--after", "layer_9", message="no layer named 'layer_9'")
+def test_refuses_an_unknown_name(fixture_copy: Callable[[str], Path]) -> None:
+    h.assert_refused(fixture_copy("mlp_dynamo"), "--after", "layer_9", message="no layer named 'layer_9'")
 
 
 @pytest.mark.parametrize("width", ["5", "3"])
-def test_refuses_a_width_not_larger_than_the_layer(width: str, tmp_path: Path) -> None:
-    h.assert_refused(h.copy_fixture("mlp_legacy", tmp_path), "--after", "layer_2", "--width", width,
+def test_refuses_a_width_not_larger_than_the_layer(width: str, fixture_copy: Callable[[str], Path]) -> None:
+    h.assert_refused(fixture_copy("mlp_legacy"), "--after", "layer_2", "--width", width,
                      message=f"--width {width} must be larger than the width of 'layer_2' (5)")
 
 
-def test_refuses_identity_after_a_non_idempotent_activation(tmp_path: Path) -> None:
-    h.assert_refused(h.copy_fixture("mnist_cnn_dynamo", tmp_path), "--after", "fc2", "--mode", "identity",
+def test_refuses_identity_after_a_non_idempotent_activation(fixture_copy: Callable[[str], Path]) -> None:
+    h.assert_refused(fixture_copy("mnist_cnn_dynamo"), "--after", "fc2", "--mode", "identity",
                      message="--mode identity after 'fc2' is not exact: its activation Softmax (from Softmax node "
                              "'node_softmax') is not idempotent")
 
 
 @pytest.mark.parametrize(("fixture", "mode"), [("mlp_dynamo", "auto"), ("mlp_legacy", "identity")])
-def test_refuses_width_after_the_last_layer(fixture: str, mode: str, tmp_path: Path) -> None:
-    h.assert_refused(h.copy_fixture(fixture, tmp_path), "--after", "layer_3", "--width", "7", "--mode", mode,
-                     message="--width after 'layer_3', the model's last layer, would change the shape of model output")
+def test_refuses_width_after_the_last_layer(fixture: str, mode: str,
+                                            fixture_copy: Callable[[str], Path]) -> None:
+    h.assert_refused(fixture_copy(fixture), "--after", "layer_3", "--width", "7", "--mode", mode,
+                     message="--width after 'layer_3', the model's last layer, would change the shape of "
+                             "model output")
 
 
-def test_refuses_a_width_the_widening_cannot_honour(tmp_path: Path) -> None:
-    h.assert_refused(h.copy_fixture("mnist_cnn_dynamo", tmp_path), "--after", "fc2", "--width", "20",
+def test_refuses_a_width_the_widening_cannot_honour(fixture_copy: Callable[[str], Path]) -> None:
+    h.assert_refused(fixture_copy("mnist_cnn_dynamo"), "--after", "fc2", "--width", "20",
                      message="cannot widen 'fc2_deep' at Softmax node 'fc2_deep/Softmax'")
 
 
-def test_refuses_to_overwrite_the_input(tmp_path: Path) -> None:
-    source = h.copy_fixture("mlp_legacy", tmp_path)
-    before = h.tree_hashes(tmp_path)
+def test_refuses_to_overwrite_the_input(tmp_path: Path, fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy("mlp_legacy")
+    before = tree_hashes(tmp_path)
     result = h.run_cli("deepen", source, "--after", "layer_1", "-o", source)
     assert result.exit_code == 2 and "refusing to overwrite the input" in result.stderr
-    assert h.tree_hashes(tmp_path) == before
+    assert tree_hashes(tmp_path) == before
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -329,17 +344,18 @@ def test_refuses_to_overwrite_the_input(tmp_path: Path) -> None:
     (["--width", "wide"], "Invalid value for '--width'"),
     ([], "Missing option '--after'"),
 ])
-def test_usage_errors_exit_2_and_write_nothing(args: list[str], message: str, tmp_path: Path) -> None:
-    source = h.copy_fixture("mlp_legacy", tmp_path)
-    before = h.tree_hashes(tmp_path)
+def test_usage_errors_exit_2_and_write_nothing(args: list[str], message: str, tmp_path: Path,
+                                               fixture_copy: Callable[[str], Path]) -> None:
+    source = fixture_copy("mlp_legacy")
+    before = tree_hashes(tmp_path)
     after = [] if not args else ["--after", "layer_1"]
     result = h.run_cli("deepen", source, *after, *args, "-o", tmp_path / "out.onnx")
     assert result.exit_code == 2 and message in result.stderr
-    assert h.tree_hashes(tmp_path) == before
+    assert tree_hashes(tmp_path) == before
 
 
 def test_api_rejects_bad_arguments() -> None:
-    model = load_model(h.FIXTURES / "mlp_legacy.onnx")
+    model = load_model(fixture_path("mlp_legacy"))
     with pytest.raises(GrowError, match="unknown --mode 'deep'"):
         deepen(model, "layer_1", mode="deep")
     with pytest.raises(GrowError, match="--width must be an integer"):
@@ -364,7 +380,8 @@ def net_specs(draw: st.DrawFn) -> h.NetSpec:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=net_specs(), data=st.data())
-def test_random_networks(spec: h.NetSpec, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_random_networks(spec: h.NetSpec, data: st.DataObject,
+                         tmp_path_factory: pytest.TempPathFactory) -> None:
     folder = tmp_path_factory.mktemp("random")
     source = folder / "net.onnx"
     onnx.save(h.build_net(spec, seed=data.draw(st.integers(0, 1000), "weights seed")), source)

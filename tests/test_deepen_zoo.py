@@ -137,7 +137,8 @@ def test_conv_kernel_follows_the_layer(name: str, layer: str, kernel: list[int],
     source = zoo.export(name, "dynamo")
     out = tmp_path / "out.onnx"
     deepen_file(source, out, layer, mode="residual")
-    convs = [n for n in onnx.load(str(out)).graph.node if n.name in (f"{layer}_deep/Conv", f"{layer}_deep_out/Conv")]
+    new_convs = (f"{layer}_deep/Conv", f"{layer}_deep_out/Conv")
+    convs = [n for n in onnx.load(str(out)).graph.node if n.name in new_convs]
     assert len(convs) == 2
     for conv in convs:
         attrs = {a.name: list(a.ints) if a.ints else a.i for a in conv.attribute}

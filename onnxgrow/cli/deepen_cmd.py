@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from onnxgrow.cli import main
-from onnxgrow.cli._common import echo_verification, growth_verify_options, user_errors, verification_options
+from onnxgrow.cli._common import echo_verification, user_errors, verification_kwargs, verification_options
 from onnxgrow.deepen import DeepenReport, Mode, deepen_file
-from onnxgrow.grow import default_output
+from onnxgrow.grow import VerifyOptions, default_output
 
 
 def _form(report: DeepenReport) -> str:
@@ -27,13 +27,16 @@ def _print_report(report: DeepenReport) -> None:
     click.echo("  new weights: " + ", ".join(f"{name} {list(shape)}" for name, shape in report.new_weights))
     if report.widened is not None:
         for group in report.widened.groups:
-            click.echo(f"  widened {group.requested}: {group.old_width} → {group.new_width}"
-                       + (f"; contracting layers adjusted: {', '.join(group.contractors)}" if group.contractors else ""))
+            line = f"  widened {group.requested}: {group.old_width} → {group.new_width}"
+            if group.contractors:
+                line += f"; contracting layers adjusted: {', '.join(group.contractors)}"
+            click.echo(line)
 
 
 @main.command("deepen")
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--after", required=True, metavar="NAME", help="Layer after which (and after its activation) to insert.")
+@click.option("--after", required=True, metavar="NAME",
+              help="Layer after which (after its bias, BatchNorm and activation) to insert.")
 @click.option("--width", type=int, default=None, metavar="W",
               help="Widen the new layer to W (larger than the layer's width).")
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.AUTO.value, show_default=True,
@@ -50,8 +53,9 @@ def deepen_command(model: str, after: str, width: int | None, mode: str, seed: i
     """Insert a layer after NAME that keeps what the model computes (identity or zero-residual)."""
     source = Path(model)
     out = Path(output) if output else default_output(source)
-    options = growth_verify_options(no_verify=no_verify, seed=seed, atol=atol, rtol=rtol, samples=samples,
-                                    input_shapes=input_shapes, inputs_file=inputs_file, providers=providers)
+    options = VerifyOptions(enabled=not no_verify, **verification_kwargs(
+        atol=atol, rtol=rtol, samples=samples, input_shapes=input_shapes, inputs_file=inputs_file,
+        providers=providers, seed=seed))
     report = deepen_file(source, out, after, width=width, mode=mode, seed=seed, verify=options)
     _print_report(report)
     echo_verification(report.verification, out)
