@@ -99,6 +99,7 @@ def test_gelu_is_copied_whole_into_the_residual_branch(name: str, exporter: str,
     ("gpt2_gelu_new", "dynamo", "c_fc", 40),
     ("conv1d", "legacy", "conv2", 9),
     ("conv3d", "dynamo", "conv1", 6),
+    ("act_mlp_prelu", "dynamo", "fc1", 11),  # the copied PRelu's own slope is widened too
 ])
 def test_width(name: str, exporter: str, layer: str, width: int, tmp_path: Path) -> None:
     source = zoo.export(name, exporter)
