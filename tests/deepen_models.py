@@ -21,8 +21,10 @@ folding off: weights behind Transpose/Identity nodes) or ``dynamo``.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -190,6 +192,7 @@ def build(name: str) -> nn.Module:
 
 
 _EXPORT_DIR = Path(tempfile.mkdtemp(prefix="onnxgrow-deepen-models-"))
+atexit.register(shutil.rmtree, _EXPORT_DIR, ignore_errors=True)
 
 
 @functools.lru_cache(maxsize=None)
