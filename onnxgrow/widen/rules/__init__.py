@@ -8,6 +8,7 @@ from onnxgrow.widen.rules import (  # noqa: F401
     matmul,
     normalization,
     pooling,
+    quantized,
     reduction,
     reshape,
 )

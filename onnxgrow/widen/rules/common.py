@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.constants import find_constant
+from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
 from onnxgrow.widen.channel_map import Init
 from onnxgrow.widen.layout import AxisIndex
+from onnxgrow.widen.rules.quantized import QUANTIZATION_OPS
 
 
 def rank_of(value: ir.Value | None) -> int | None:
@@ -43,6 +44,22 @@ def static_dims(value: ir.Value | None) -> list[int | None] | None:
     if value is None or value.shape is None:
         return None
     return [d if isinstance(d, int) else None for d in value.shape.dims]
+
+
+def weight_problem(value: ir.Value | None, what: str) -> str:
+    """Why the weight ``value`` cannot be rewritten ('' when absent or constant), naming the
+    node that computes it: a DequantizeLinear (a quantized weight) or any other op."""
+    if value is None or find_constant(value) is not None:
+        return ""
+    node = value.producer()
+    while node is not None and node.op_type in PASS_THROUGH_OPS and node.inputs and node.inputs[0] is not None:
+        node = node.inputs[0].producer()
+    if node is None:
+        return f"its {what} {value.name!r} is computed at run time, not a constant"
+    label = f"{node.op_type} node {node.name!r}" if node.name else f"an unnamed {node.op_type} node"
+    if node.op_type in QUANTIZATION_OPS and node.domain in ("", "ai.onnx"):
+        return f"its {what} is quantized (dequantized at run time by {label}); onnxgrow widens float weights only"
+    return f"its {what} is computed at run time by {label}, not a constant"
 
 
 def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:

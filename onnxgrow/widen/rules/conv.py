@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import onnx_ir as ir
 
 from onnxgrow.widen.layout import Embedding
-from onnxgrow.widen.rules.common import const_shape, contract, gather, produce
+from onnxgrow.widen.rules.common import const_shape, contract, gather, produce, weight_problem
 from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
@@ -38,11 +38,10 @@ def _is_depthwise(node: ir.Node, w: tuple[int, ...]) -> bool:
 @producer("Conv")
 def describe_conv(node: ir.Node) -> Producer | str:
     w = _weight_shape(node)
-    if w is None:
-        return "its filters are computed at run time, not a constant"
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None and const_shape(bias) is None:
-        return "its bias is computed at run time, not a constant"
+    problem = weight_problem(node.inputs[1], "filter tensor") or weight_problem(bias, "bias")
+    if w is None or problem:
+        return problem
     group = node.attributes.get_int("group", 1)
     if group != 1:
         kind = "depthwise" if _is_depthwise(node, w) else "grouped"
@@ -59,7 +58,7 @@ class ConvRule:
         x, y = node.inputs[0], node.outputs[0]
         w = _weight_shape(node)
         if w is None:
-            ctx.refuse(node, "its filters are computed at run time, not a constant")
+            ctx.refuse(node, weight_problem(node.inputs[1], "filter tensor"))
         if any(v in known for v in node.inputs[1:]):
             ctx.refuse(node, "the channels would reach the filters or bias")
         channel = _channel_embedding(len(w))
