@@ -5,8 +5,10 @@ Rules:
   until a rewrite touches them. Every external-data reference is checked against its
   file (exists, long enough) so a broken model fails here, not half-way through a save.
 - Saving writes into a temporary folder beside the output, optionally runs a check on
-  the written files, then renames them into place. On any failure nothing is left
-  behind. The input model and its data files are never written.
+  the written files, then renames them into place (data first, the model last). On any
+  failure or interruption nothing is left behind and an earlier output of the same name
+  is restored; a failed write (disk full, no permission) is a GrowError. The input model
+  and its data files are never written.
 """
 
 from __future__ import annotations
@@ -177,23 +179,59 @@ def save_model(
                 written += 1
                 progress(written, info.total)
 
-        if use_external:
-            ir.save(
-                model,
-                tmp_model,
-                external_data=data_name,
-                size_threshold_bytes=INLINE_TENSOR_BYTES,
-                callback=callback,
-            )
-        else:
-            _save_embedded(model, tmp_model)
+        with _writing(out):
+            if use_external:
+                ir.save(
+                    model,
+                    tmp_model,
+                    external_data=data_name,
+                    size_threshold_bytes=INLINE_TENSOR_BYTES,
+                    callback=callback,
+                )
+            else:
+                _save_embedded(model, tmp_model)
         if check is not None:
             check(tmp_model)
-        tmp_data = tmp / data_name
-        if tmp_data.exists():
-            os.replace(tmp_data, out.parent / data_name)
-        os.replace(tmp_model, out)
+        data_files = [data_name] if (tmp / data_name).exists() else []
+        with _writing(out):
+            _move_into_place(tmp, data_files, out)
     return out
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Report a failed write (disk full, no permission, a folder in the way) in one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise GrowError(f"{out}: cannot write ({exc.strerror or exc}); nothing written") from None
+
+
+def _move_into_place(tmp: Path, data_files: list[str], out: Path) -> None:
+    """Rename the data files, then the model, from ``tmp`` to their final names.
+
+    A file already there (an earlier output) is first moved into ``tmp``; if any rename
+    fails, or the process is interrupted, every final name gets back what it had, so no
+    model is ever left beside another save's data.
+    """
+    moved: list[tuple[Path, Path | None]] = []
+    try:
+        for name in [*data_files, out.name]:
+            target = out.parent / name
+            backup = None
+            if target.is_file():  # a folder in the way makes the rename below fail
+                backup = tmp / f"previous.{name}"
+                os.replace(target, backup)
+            moved.append((target, backup))
+            os.replace(tmp / name, target)
+    except BaseException:
+        for target, backup in reversed(moved):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, target)
+                else:
+                    target.unlink(missing_ok=True)
+        raise
 
 
 def _save_embedded(model: ir.Model, path: Path) -> None:
@@ -205,8 +243,9 @@ def _save_embedded(model: ir.Model, path: Path) -> None:
 
 @contextlib.contextmanager
 def _temporary_folder(out: Path) -> Iterator[Path]:
-    """A hidden temporary folder beside ``out``, removed whatever happens."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    """A hidden temporary folder beside ``out``, removed whatever happens (but SIGKILL)."""
+    with _writing(out):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         yield tmp
     finally:
