@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,19 +23,48 @@ EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled or timed out), raised so that cleanup code runs."""
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM unwinds the stack like Ctrl-C instead of killing the
+    process on the spot, so temporary files are removed and no partial output remains."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def user_errors(func: F) -> F:
-    """Turn user errors into one line on stderr and the documented exit status, no traceback."""
+    """Turn user errors into one line on stderr and the documented exit status, no traceback.
+
+    Interrupted by Ctrl-C: exit 130; by SIGTERM: exit 143; both after cleanup.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with _sigterm_unwinds():
+                return func(*args, **kwargs)
         except NotEquivalentError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_CHECK_FAILED)
         except GrowError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
+        except Terminated:
+            click.echo("terminated; nothing written", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("interrupted; nothing written", err=True)
             sys.exit(130)
