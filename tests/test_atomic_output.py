@@ -1,0 +1,204 @@
+"""Atomic output: inputs are never modified, a failed or interrupted save leaves nothing.
+
+- Every command (the table :data:`COMMANDS`; add a command there) leaves its input model
+  and external data byte-identical, and writes nothing but its output.
+- A save that fails half-way (disk full after part of the data, an exception, Ctrl-C,
+  SIGTERM from a cancelled CI job) leaves no output and no temporary file; an earlier
+  output of the same name is kept intact when the final rename fails.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx_ir as ir
+import pytest
+from conftest import REFERENCE_MODELS
+from robust_helpers import assert_checker_passes, assert_clean, hashes, listing, model_files, run_cli, untouched
+
+import onnxgrow
+from onnxgrow import model_io
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+#: Fixture stem → (layer to grow, new width).
+LAYERS = {"mlp_legacy": ("layer_1", 7), "mlp_dynamo": ("layer_2", 9),
+          "mnist_cnn_legacy": ("fc1", 70), "mnist_cnn_dynamo": ("fc1", 70)}
+
+#: command → CLI arguments for (model, output, layer, width); output None: writes nothing.
+COMMANDS: dict[str, Callable[[Path, Path, str, int], list[object]]] = {
+    "widen": lambda m, out, layer, width: ["widen", m, "--node", layer, "--to", width, "-o", out],
+    "deepen": lambda m, out, layer, width: ["deepen", m, "--after", layer, "-o", out],
+    "deepen --width": lambda m, out, layer, width: ["deepen", m, "--after", layer, "--width", width, "-o", out],
+    "inspect": lambda m, out, layer, width: ["inspect", m],
+    "inspect --json": lambda m, out, layer, width: ["inspect", m, "--json"],
+    "verify": lambda m, out, layer, width: ["verify", m, m, "--samples", 2],
+    "diff": lambda m, out, layer, width: ["diff", m, m, "--numeric"],
+}
+WRITES = {"widen", "deepen", "deepen --width"}
+
+
+def copy_fixture(stem: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in FIXTURES.glob(f"{stem}.onnx*"):
+        (folder / src.name).write_bytes(src.read_bytes())
+    return folder / f"{stem}.onnx"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("stem", REFERENCE_MODELS)
+def test_inputs_are_byte_identical_after_every_command(tmp_path: Path, stem: str, command: str) -> None:
+    src = copy_fixture(stem, tmp_path / "in")
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    out = out_folder / "grown.onnx"
+    layer, width = LAYERS[stem]
+    with untouched(src.parent):
+        result = run_cli(*COMMANDS[command](src, out, layer, width))
+    assert_clean(result, (0,))
+    if command in WRITES:
+        assert listing(out_folder) <= {"grown.onnx", "grown.onnx.data"} and out.exists()
+        assert_checker_passes(out)
+    else:
+        assert listing(out_folder) == set()
+
+
+def test_default_output_beside_the_input(tmp_path: Path) -> None:
+    """Without -o the output goes beside the input; the input files themselves stay identical."""
+    src = copy_fixture("mnist_cnn_dynamo", tmp_path)
+    before = hashes(model_files(src))
+    assert_clean(run_cli("widen", src, "--node", "conv1", "--to", 80), (0,))
+    assert hashes(model_files(src)) == before
+    assert listing(tmp_path) == {src.name, src.name + ".data", "mnist_cnn_dynamo.grown.onnx",
+                                 "mnist_cnn_dynamo.grown.onnx.data"}
+
+
+# ----- failures during the save -----------------------------------------------------------
+def partial_save(failure: BaseException) -> Callable[..., None]:
+    """An ``ir.save`` that writes the model and data, cuts the data in half, then fails."""
+    real_save = ir.save
+
+    def save(model: ir.Model, path: str | os.PathLike[str], **kwargs: object) -> None:
+        real_save(model, path, **kwargs)
+        data = Path(path).with_name(Path(path).name + ".data")
+        written = data if data.exists() else Path(path)
+        written.write_bytes(written.read_bytes()[: written.stat().st_size // 2])
+        raise failure
+
+    return save
+
+
+FAILURES = {
+    "disk full": (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), 2, "No space left on device"),
+    "Ctrl-C": (KeyboardInterrupt(), 130, "interrupted; nothing written"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize("command", sorted(WRITES))
+@pytest.mark.parametrize("stem", ["mlp_legacy", "mnist_cnn_dynamo"])
+def test_failed_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stem: str,
+                                    command: str, failure: str) -> None:
+    exc, code, message = FAILURES[failure]
+    src = copy_fixture(stem, tmp_path)
+    out = tmp_path / "grown.onnx"
+    monkeypatch.setattr(model_io.ir, "save", partial_save(exc))
+    layer, width = LAYERS[stem]
+    with untouched(tmp_path):
+        result = run_cli(*COMMANDS[command](src, out, layer, width))
+    assert result.exception is None and result.code == code, (result.code, result.stderr, result.exception)
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_any_exception_during_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = copy_fixture("mnist_cnn_dynamo", tmp_path)
+    monkeypatch.setattr(model_io.ir, "save", partial_save(RuntimeError("serializer bug")))
+    with untouched(tmp_path), pytest.raises(RuntimeError, match="serializer bug"):
+        onnxgrow.widen_file(src, tmp_path / "grown.onnx", {"fc1": 70})
+
+
+def test_failed_final_rename_restores_the_earlier_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data file is in place, then renaming the model fails: the earlier output comes back whole."""
+    src = copy_fixture("mnist_cnn_dynamo", tmp_path)
+    out = tmp_path / "grown.onnx"
+    assert_clean(run_cli("widen", src, "--node", "fc1", "--to", 70, "-o", out), (0,))
+    real_replace = os.replace
+
+    def replace(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+        if Path(b) == out and Path(a).name == out.name:  # the new model, not the restore of the old one
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_replace(a, b)
+
+    monkeypatch.setattr(model_io.os, "replace", replace)
+    with untouched(tmp_path):
+        result = run_cli("widen", src, "--node", "fc1", "--to", 90, "-o", out)
+    assert_clean(result, (2,))
+    assert "cannot write" in result.stderr
+    monkeypatch.undo()
+    assert_checker_passes(out)
+    assert onnxgrow.load_model(out).graph.initializers["fc1.weight"].const_value.shape[0] == 70
+
+
+def test_failed_check_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grown model that onnxruntime finds different (simulated): exit 1, nothing written."""
+    from onnxgrow import grow
+
+    src = copy_fixture("mlp_dynamo", tmp_path)
+    real_verify = grow.verify
+
+    def failing_verify(*args: object, **kwargs: object) -> onnxgrow.VerifyReport:
+        report = real_verify(*args, **kwargs)
+        report.passed = False
+        return report
+
+    monkeypatch.setattr(grow, "verify", failing_verify)
+    with untouched(tmp_path):
+        result = run_cli("widen", src, "--node", "layer_2", "--to", 9, "-o", tmp_path / "grown.onnx")
+    assert_clean(result, (1,))
+    assert "nothing written" in result.stderr
+
+
+@pytest.mark.parametrize("output_kind", ["folder in the way of the data file", "output folder is a file"])
+def test_unwritable_output_is_one_line(tmp_path: Path, output_kind: str) -> None:
+    src = copy_fixture("mnist_cnn_dynamo", tmp_path / "in")
+    if output_kind == "folder in the way of the data file":
+        out = tmp_path / "grown.onnx"
+        (tmp_path / "grown.onnx.data").mkdir()
+    else:
+        (tmp_path / "file").write_text("not a folder")
+        out = tmp_path / "file" / "grown.onnx"
+    with untouched(tmp_path):
+        result = run_cli("widen", src, "--node", "fc1", "--to", 70, "-o", out)
+    assert_clean(result, (2,))
+
+
+SIGTERM_SCRIPT = """
+import os, signal, sys, time
+from pathlib import Path
+import onnx_ir as ir
+from onnxgrow import model_io
+from onnxgrow.cli import main
+real_save = ir.save
+def save(model, path, **kwargs):
+    real_save(model, path, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)  # the CI job is cancelled while the data is on disk
+    time.sleep(30)
+model_io.ir.save = save
+sys.argv = ["onnxgrow", *sys.argv[1:]]
+main()
+"""
+
+
+def test_sigterm_during_save_leaves_nothing(tmp_path: Path) -> None:
+    src = copy_fixture("mnist_cnn_dynamo", tmp_path)
+    with untouched(tmp_path):
+        proc = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT, "widen", str(src), "--node", "fc1",
+                               "--to", "70", "-o", str(tmp_path / "grown.onnx")],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip() == "terminated; nothing written"
