@@ -134,10 +134,13 @@ def _pull_back(ref: ConstantRef, array: np.ndarray) -> np.ndarray:
 
 
 def unique_name(graph: ir.Graph, base: str) -> str:
-    """A value name not used yet in ``graph`` (initializers, inputs, node outputs)."""
-    taken = set(graph.initializers)
-    taken.update(v.name for v in graph.inputs if v.name)
-    for node in graph:
+    """A value name not used yet in ``graph`` or any of its subgraphs (initializers, inputs,
+    node outputs): ONNX values share one namespace, a subgraph reusing an outer name breaks SSA."""
+    taken: set[str] = set()
+    for g in (graph, *graph.subgraphs()):
+        taken.update(g.initializers)
+        taken.update(v.name for v in g.inputs if v.name)
+    for node in graph.all_nodes():
         taken.update(v.name for v in node.outputs if v.name)
     if base not in taken:
         return base

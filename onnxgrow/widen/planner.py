@@ -37,6 +37,21 @@ def node_label(node: ir.Node) -> str:
     return f"unnamed {node.op_type} node" + (f" {generated!r}" if generated else "")
 
 
+def subgraph_owner(graph: ir.Graph, subgraph: ir.Graph) -> ir.Node | None:
+    """The node of ``graph`` (If, Loop, Scan...) holding ``subgraph`` in an attribute, at any depth."""
+    for node in graph:
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                inner = [attr.as_graph()]
+            elif attr.type == ir.AttributeType.GRAPHS:
+                inner = list(attr.as_graphs())
+            else:
+                continue
+            if any(g is subgraph or subgraph_owner(g, subgraph) is not None for g in inner):
+                return node
+    return None
+
+
 @dataclass
 class TensorChange:
     """One constant rewritten: its name and shapes before and after."""
@@ -117,8 +132,10 @@ class GroupContext:
         while self._queue:
             node = self._queue.popleft()
             if node.graph is not self.graph:
-                owner = node.graph.name if node.graph is not None else "?"
-                self.refuse(node, f"the channels flow into a subgraph ({owner}); subgraphs are not rewritten")
+                owner = subgraph_owner(self.graph, node.graph) if node.graph is not None else None
+                where = f"its subgraph {node.graph.name!r}" if node.graph is not None else "a subgraph"
+                self.refuse(owner or node, f"the channels are used inside {where} (by {node_label(node)}); "
+                                           "subgraphs are not rewritten")
             rule = rule_for(node)
             if rule is None:
                 domain = f" of domain {node.domain!r}" if node.domain else ""
