@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
+from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
 from onnxgrow.grow import VerifyOptions, check_output_path, default_output, write_grown
 from onnxgrow.layers import Layer, find_layer, find_layers
@@ -27,7 +28,7 @@ from onnxgrow.verify import check_seed
 from onnxgrow.widen.channel_map import Init, build_channel_map
 from onnxgrow.widen.planner import GroupContext, TensorChange, plan_group
 
-#: Refuse requests whose rewritten weights alone would need more than this many bytes.
+#: Refuse requests that would need more than this many bytes (or the machine's memory, if less).
 MAX_NEW_WEIGHT_BYTES = 64 * 1024**3
 
 
@@ -72,17 +73,39 @@ def _check_width(layer: Layer, name: str, width: object) -> int:
     return width
 
 
+def memory_limit() -> int:
+    """Bytes a widening may need: :data:`MAX_NEW_WEIGHT_BYTES`, or this machine's memory if smaller."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return MAX_NEW_WEIGHT_BYTES
+    return min(MAX_NEW_WEIGHT_BYTES, physical) if physical > 0 else MAX_NEW_WEIGHT_BYTES
+
+
 def _check_size(ctx: GroupContext, q: int, name: str) -> None:
-    """Refuse before allocating when the rewritten weights would be absurdly large."""
-    needed = 0
+    """Refuse before allocating when the widening would need more memory than :func:`memory_limit`.
+
+    Estimate: every constant input of the group's producers and contractors (found through
+    Identity/Transpose chains) grows by ``q / n``; the largest is also built in float64;
+    the channel map takes 17 bytes per unit.
+    """
+    weights = largest = 0
     for node in ctx.producers + ctx.contractors:
         for value in node.inputs[1:]:
-            tensor = value.const_value if value is not None else None
-            if tensor is not None:
-                needed += tensor.nbytes * q // max(ctx.width, 1)
-    if needed > MAX_NEW_WEIGHT_BYTES:
-        raise GrowError(f"widening {name!r} to {q} would need about {needed / 1024**3:.0f} GiB of "
-                        f"new weights (limit {MAX_NEW_WEIGHT_BYTES // 1024**3} GiB)")
+            ref = find_constant(value)
+            if ref is not None:
+                grown = ref.tensor.nbytes * q // max(ctx.width, 1)
+                weights += grown
+                largest = max(largest, grown // max(ref.tensor.dtype.itemsize, 1))
+    needed = weights + 8 * largest + 17 * q
+    limit = memory_limit()
+    if needed > limit:
+        raise GrowError(f"widening {name!r} from {ctx.width} to {q} would need about {_gib(needed)} of memory "
+                        f"({_gib(weights)} of new weights); the limit is {_gib(limit)}")
+
+
+def _gib(count: int) -> str:
+    return f"{count / 1024**3:,.1f} GiB" if count < 1024**5 else f"{count / 1024**3:.3g} GiB"
 
 
 def infer_shapes(model: ir.Model) -> None:
