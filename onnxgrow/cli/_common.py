@@ -48,7 +48,8 @@ def _sigterm_unwinds() -> Iterator[None]:
 def user_errors(func: F) -> F:
     """Turn user errors into one line on stderr and the documented exit status, no traceback.
 
-    Interrupted by Ctrl-C: exit 130; by SIGTERM: exit 143; both after cleanup.
+    Out of memory: exit 2. Interrupted by Ctrl-C: exit 130; by SIGTERM: exit 143; both
+    after cleanup.
     """
 
     @functools.wraps(func)
@@ -61,6 +62,10 @@ def user_errors(func: F) -> F:
             sys.exit(EXIT_CHECK_FAILED)
         except GrowError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except MemoryError:
+            click.echo("error: out of memory; nothing written (try a smaller width, or a machine "
+                       "with more memory)", err=True)
             sys.exit(EXIT_USAGE)
         except Terminated:
             click.echo("terminated; nothing written", err=True)
