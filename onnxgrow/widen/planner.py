@@ -125,7 +125,7 @@ class GroupContext:
 
     def require_uniform(self, node: ir.Node, reason: str) -> None:
         """The map must copy every unit equally often and add no fresh units."""
-        self.uniform_required[node.name or node.op_type] = reason
+        self.uniform_required[node.name or generated_name(node) or node.op_type] = reason
 
     def close(self) -> None:
         """Propagate until no rule tracks anything new."""
