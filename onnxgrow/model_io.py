@@ -14,12 +14,14 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
@@ -52,9 +54,50 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
         raise GrowError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from None
     if len(model.graph.outputs) == 0 or not model.opset_imports:
         raise GrowError(f"{p}: not an ONNX model (no graph outputs or opset)")
+    check_node_fields(model, p)
     check_external_data(model, p)
     model.meta[SOURCE_EXTERNAL_KEY] = any(True for _ in external_tensors(model))
     return model
+
+
+def check_node_fields(model: ir.Model, model_path: Path) -> None:
+    """Fail when a node's name, op type or domain, a value's or an attribute's name is not
+    text (protobuf hands over bytes for a string field that is not valid UTF-8), or when an
+    attribute of a standard op has another type than its ONNX schema declares."""
+    opset = model.opset_imports.get("", None)
+    for graph in (model.graph, *model.graph.subgraphs()):
+        values = [*graph.inputs, *graph.outputs, *graph.initializers.values()]
+        for index, node in enumerate(graph):
+            fields = [node.name, node.op_type, node.domain, *node.attributes]
+            values += [v for v in (*node.inputs, *node.outputs) if v is not None]
+            if not all(isinstance(f, str) for f in fields if f is not None):
+                raise GrowError(f"{model_path}: node {index} of graph {graph.name!r} has a name, op type, "
+                                "domain or attribute name that is not valid UTF-8 text")
+            if node.domain in ("", "ai.onnx") and opset is not None:
+                _check_attribute_types(node, opset, model_path)
+        for value in values:
+            if value.name is not None and not isinstance(value.name, str):
+                raise GrowError(f"{model_path}: a value name in graph {graph.name!r} is not valid UTF-8 text "
+                                f"({value.name!r})")
+
+
+@functools.lru_cache(maxsize=1024)
+def _declared_attribute_types(op_type: str, opset: int) -> dict[str, int]:
+    """Attribute name → AttributeProto type of a standard op's schema (empty if unknown to onnx)."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return {}  # onnxruntime will judge it
+    return {name: int(attr.type.value) for name, attr in schema.attributes.items()}
+
+
+def _check_attribute_types(node: ir.Node, opset: int, model_path: Path) -> None:
+    declared = _declared_attribute_types(node.op_type, opset)
+    for name, attr in node.attributes.items():
+        expected = declared.get(name)
+        if expected is not None and attr.type.value != expected:
+            raise GrowError(f"{model_path}: attribute {name!r} of {node.op_type} node {node.name!r} is "
+                            f"{attr.type.name}, its schema wants {ir.AttributeType(expected).name}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -179,7 +222,7 @@ def save_model(
                 written += 1
                 progress(written, info.total)
 
-        with _writing(out):
+        with _writing(out), _serializable(out):
             if use_external:
                 ir.save(
                     model,
@@ -205,6 +248,18 @@ def _writing(out: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise GrowError(f"{out}: cannot write ({exc.strerror or exc}); nothing written") from None
+
+
+@contextlib.contextmanager
+def _serializable(out: Path) -> Iterator[None]:
+    """A model onnx-ir cannot serialize (a malformed attribute, say) is a GrowError, not a traceback."""
+    try:
+        yield
+    except ir.serde.SerdeError as exc:
+        cause = exc
+        while cause.__cause__ is not None:  # the innermost error names what is malformed
+            cause = cause.__cause__
+        raise GrowError(f"{out}: the model cannot be saved, it is not valid ONNX ({_first_line(cause)})") from None
 
 
 def _move_into_place(tmp: Path, data_files: list[str], out: Path) -> None:
