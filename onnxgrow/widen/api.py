@@ -109,8 +109,22 @@ def _gib(count: int) -> str:
 
 
 def infer_shapes(model: ir.Model) -> None:
-    """Annotate value shapes (weights are left out of the call, so this is cheap)."""
+    """Annotate value shapes (weights are left out of the call, so this is cheap).
+
+    When the model cannot be serialized, onnx-ir's pass (1.1) fails after turning the
+    initializers into graph inputs and dropping the large ones; they are put back here,
+    so the model is left as it was (a broken model is then refused when it is saved).
+    """
+    inputs = list(model.graph.inputs)
+    initializers = {name: (value, value.const_value) for name, value in model.graph.initializers.items()}
     ShapeInferencePass(strict_mode=False)(model)
+    if len(model.graph.inputs) != len(inputs):
+        model.graph.inputs.clear()
+        model.graph.inputs.extend(inputs)
+        for name, (value, tensor) in initializers.items():
+            value.const_value = tensor
+            if name not in model.graph.initializers:
+                model.graph.initializers.add(value)
 
 
 def _group_key(ctx: GroupContext) -> frozenset[int]:
