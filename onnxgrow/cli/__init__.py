@@ -2,9 +2,13 @@
 
 Exit status: 0 ok, 1 a check failed or differences were found, 2 usage or input error.
 Each subcommand lives in its own module and registers itself on :data:`main`.
+Libraries' log records below ERROR are not printed: onnx-ir logs a failed shape
+inference (which onnxgrow tolerates) as a warning with a full traceback.
 """
 
 from __future__ import annotations
+
+import logging
 
 import click
 
@@ -15,6 +19,7 @@ from onnxgrow import __version__
 @click.version_option(__version__, prog_name="onnxgrow")
 def main() -> None:
     """Grow trained ONNX models without changing what they compute."""
+    logging.getLogger("onnx_ir").setLevel(logging.ERROR)
 
 
 def _register() -> None:
