@@ -37,6 +37,7 @@ from onnxgrow.grow import VerifyOptions, check_output_path, default_output, writ
 from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import load_model
+from onnxgrow.verify import check_seed
 from onnxgrow.widen.api import WidenReport, infer_shapes, widen
 from onnxgrow.widen.planner import node_label
 
@@ -110,6 +111,7 @@ def deepen(
     if not isinstance(model, ir.Model):
         model = load_model(model)
     mode = parse_mode(mode)
+    check_seed(seed)
     if width is not None:
         if isinstance(width, bool) or not isinstance(width, int):
             raise GrowError(f"--width must be an integer, got {width!r}")
