@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,11 +81,31 @@ class CliResult:
     exception: BaseException | None
 
 
-def run_cli(*args: str) -> CliResult:
-    """``onnxgrow ARGS`` in-process; an exception that escaped the command is kept, not raised."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
+class _LogLines(logging.Handler):
+    """Log records formatted as Python prints them on stderr when no logging is configured."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text += self.format(record) + "\n"
+
+
+def run_cli(*args: object) -> CliResult:
+    """``onnxgrow ARGS`` in-process; an exception that escaped the command is kept, not raised.
+
+    Warnings logged by libraries are added to stderr, as a real process would print them
+    (under pytest its logging plugin would swallow them).
+    """
+    logs = _LogLines()
+    logging.getLogger().addHandler(logs)
+    try:
+        result = CliRunner().invoke(main, [str(a) for a in args])
+    finally:
+        logging.getLogger().removeHandler(logs)
     escaped = result.exception if not isinstance(result.exception, SystemExit) else None
-    return CliResult(result.exit_code, result.stdout, result.stderr, escaped)
+    return CliResult(result.exit_code, result.stdout, result.stderr + logs.text, escaped)
 
 
 def assert_clean(result: CliResult, codes: Sequence[int] = (0, 2)) -> None:
