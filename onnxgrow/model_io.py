@@ -54,6 +54,9 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
         raise GrowError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from None
     if len(model.graph.outputs) == 0 or not model.opset_imports:
         raise GrowError(f"{p}: not an ONNX model (no graph outputs or opset)")
+    if not 3 <= model.ir_version <= onnx.IR_VERSION:
+        raise GrowError(f"{p}: unsupported IR version {model.ir_version} (onnx {onnx.__version__} checks and "
+                        f"writes 3 to {onnx.IR_VERSION})")
     check_node_fields(model, p)
     check_external_data(model, p)
     model.meta[SOURCE_EXTERNAL_KEY] = any(True for _ in external_tensors(model))

@@ -23,6 +23,11 @@ EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 
 
+def one_line(exc: BaseException) -> str:
+    """The message with line breaks escaped: names from a damaged model may contain them."""
+    return str(exc).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a CI job cancelled or timed out), raised so that cleanup code runs."""
 
@@ -58,10 +63,10 @@ def user_errors(func: F) -> F:
             with _sigterm_unwinds():
                 return func(*args, **kwargs)
         except NotEquivalentError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(EXIT_CHECK_FAILED)
         except GrowError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(EXIT_USAGE)
         except MemoryError:
             click.echo("error: out of memory; nothing written (try a smaller width, or a machine "
