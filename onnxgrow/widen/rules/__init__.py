@@ -10,6 +10,7 @@ from onnxgrow.widen.rules import (  # noqa: F401
     pooling,
     reduction,
     reshape,
+    shape,
 )
 from onnxgrow.widen.rules.registry import PRODUCERS, RULES, Producer, rule_for
 

@@ -9,23 +9,25 @@ blocks of equal product. The block holding the channel axis decides:
 - one merged axis split into several (the inverse, e.g. ``[N, C·H·W]`` back to
   ``[N, C, H, W]``): allowed when one output axis holds exactly the channels.
 
-A Reshape's constant shape has the entry of the channel axis rewritten (old size →
-new size); ``-1`` and ``0`` entries are kept. A shape computed at run time is accepted
-only when its channel entry is a constant ``-1`` of a Concat.
+A Reshape's target shape is followed entry by entry (:mod:`shape_values`), also when
+the exporter builds it at run time (``Concat`` of constants and ``Shape`` reads). The
+entry of the channel axis must follow the widening: a constant is rewritten (old size →
+new size, wherever the exporter stored it); ``-1`` and a run-time read of the input's
+own channel count follow by themselves; ``0`` must copy the same axis. Entries of other
+axes keep their meaning.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.constants import constant_array, find_constant
 from onnxgrow.widen.layout import AxisLayout, Channel, Embedding
-from onnxgrow.widen.rules.common import static_dims
 from onnxgrow.widen.rules.registry import Known, rule
+from onnxgrow.widen.rules.shape_values import Const, DimOf, Entry, entries, rewrite_entry, shared_path
 
 if TYPE_CHECKING:
     from onnxgrow.widen.planner import GroupContext
@@ -81,7 +83,7 @@ def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> E
     t = len(src) + embedding.axis
     blocks = _blocks(src, dst)
     if blocks is None:
-        return "its input and output dimensions cannot be matched"
+        return f"its input dims {_show(src)} and output dims {_show(dst)} cannot be matched axis to axis"
     block = next(b for b in blocks if t in b[0])
     ins, outs = block
     if len(ins) == 1 and len(outs) == 1:
@@ -105,7 +107,12 @@ def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> E
                 and size == (seg.outer // before) * n * (seg.inner // after) and (size != 1 or n == 1)):
             return Embedding(o - len(dst), len(dst), AxisLayout((Channel(seg.outer // before, seg.inner // after),)))
         before *= size  # type: ignore[operator]
-    return "it splits the channels across several axes"
+    return (f"it splits the widened axis ({src[t]}) into several axes {_show([dst[k] for k in outs])} "
+            "(attention heads, for instance); the channels cannot be widened across them")
+
+
+def _show(dims: list[Dim]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
 def _input_dims(ctx: GroupContext, x: ir.Value, embedding: Embedding) -> list[Dim] | None:
@@ -146,25 +153,68 @@ class FlattenRule:
         """Nothing to change: Flatten computes its output shape."""
 
 
-def _target_shape(node: ir.Node) -> np.ndarray | None:
-    return constant_array(node.inputs[1])
+def _resolve_minus_one(dims: list[Dim], src: list[Dim]) -> Dim | None:
+    """The size a ``-1`` entry takes: symbols common to both sides cancel."""
+    known = [d for d in dims if d != -1]
+    left = Counter(d for d in src if isinstance(d, str))
+    left.subtract(Counter(d for d in known if isinstance(d, str)))
+    if any(v != 0 for v in left.values()):
+        return None
+    total = math.prod(d for d in src if isinstance(d, int))
+    return total // max(math.prod(d for d in known if isinstance(d, int)), 1)
 
 
-def _concat_minus_one(shape: ir.Value, index: int) -> bool:
-    """True when a computed shape is a Concat whose entry ``index`` is a constant -1."""
-    producer = shape.producer()
-    if producer is None or producer.op_type != "Concat":
-        return False
-    position = 0
-    for part in producer.inputs:
-        array = constant_array(part)
-        length = array.size if array is not None else (static_dims(part) or [None])[0]
-        if not isinstance(length, int):
-            return False
-        if position <= index < position + length:
-            return array is not None and int(array.reshape(-1)[index - position]) == -1
-        position += length
-    return False
+def _output_dims(node: ir.Node, x: ir.Value, src: list[Dim], target: list[Entry]) -> list[Dim] | None:
+    """Output dims from the target entries (0 copies, -1 is inferred), else the annotation."""
+    annotated = _symbolic_dims(node.outputs[0])
+    if annotated is not None and len(annotated) != len(target):
+        annotated = None
+    allowzero = node.attributes.get_int("allowzero", 0)
+    dims: list[Dim] = []
+    for k, entry in enumerate(target):
+        if isinstance(entry, Const):
+            copies = entry.value == 0 and not allowzero
+            if copies and k >= len(src):
+                return None
+            dims.append(src[k] if copies else entry.value)
+        elif isinstance(entry, DimOf) and entry.value is x:
+            dims.append(src[len(src) + entry.axis])
+        elif annotated is not None:
+            dims.append(annotated[k])
+        else:
+            return None
+    if -1 in dims:
+        inferred = _resolve_minus_one(dims, src)
+        if inferred is None:
+            inferred = annotated[dims.index(-1)] if annotated is not None else None
+        if inferred is None:
+            return None
+        dims[dims.index(-1)] = inferred
+    return dims
+
+
+def _target_problem(target: list[Entry], out_t: int, x: ir.Value, embedding: Embedding,
+                    result: Embedding, src: list[Dim], allowzero: int) -> str:
+    """Why the target shape would not follow the widening ('' when it does or is rewritten)."""
+    channel = DimOf(x, embedding.axis)
+    for k, entry in enumerate(target):
+        if entry == channel and k != out_t:
+            return f"entry {k} of its target shape is the channel count read at run time"
+    entry = target[out_t]
+    if isinstance(entry, Const):
+        if entry.value != 0 or allowzero:
+            if entry.value not in (-1, 0) and shared_path(entry):
+                return "its target shape is computed by nodes that other nodes use as well"
+            return ""
+        if len(src) + embedding.axis == out_t and embedding.layout == result.layout:
+            return ""
+        return "its target shape copies (0) an axis that changes size differently"
+    if entry == channel and embedding.layout == result.layout:
+        return ""
+    if isinstance(entry, DimOf):
+        return (f"the channel entry of its target shape is the run-time size of {entry.value.name!r} "
+                f"(axis {entry.axis}), which would not follow the widening")
+    return "the channel entry of its target shape is computed at run time"
 
 
 @rule("Reshape")
@@ -178,59 +228,26 @@ class ReshapeRule:
         if x not in known:
             ctx.refuse(node, "cannot trace channels backward through Reshape")
         embedding = known[x]
+        target = entries(node.inputs[1], (node, 1))
+        if target is None:
+            ctx.refuse(node, "its target shape is computed at run time in a way onnxgrow cannot follow")
         src = _input_dims(ctx, x, embedding)
-        dst = self._output_dims(node, src)
+        dst = None if src is None else _output_dims(node, x, src, target)
         if src is None or dst is None:
             ctx.refuse(node, "its input or output shape is unknown")
         result = _reshaped(embedding, ctx.width, src, dst)
         if isinstance(result, str):
             ctx.refuse(node, result)
-        target = _target_shape(node)
-        out_t = len(dst) + result.axis
-        if target is None:
-            if not _concat_minus_one(node.inputs[1], out_t):  # type: ignore[arg-type]
-                ctx.refuse(node, "its target shape is computed at run time")
-        elif int(target[out_t]) == 0 and (len(src) <= out_t or src[out_t] != dst[out_t]
-                                           or len(src) + embedding.axis != out_t
-                                           or embedding.layout != result.layout):
-            ctx.refuse(node, "its target shape copies (0) an axis that changes size differently")
+        problem = _target_problem(target, len(dst) + result.axis, x, embedding, result, src,
+                                  node.attributes.get_int("allowzero", 0))
+        if problem:
+            ctx.refuse(node, problem)
         ctx.track(y, result, node)
-
-    @staticmethod
-    def _output_dims(node: ir.Node, src: list[Dim] | None) -> list[Dim] | None:
-        """Output dims: from the target constant when it resolves, else the annotation."""
-        target = _target_shape(node)
-        if target is not None and src is not None:
-            allowzero = node.attributes.get_int("allowzero", 0)
-            dims: list[Dim] = [src[k] if (v == 0 and not allowzero) else int(v) for k, v in enumerate(target)]
-            if -1 in dims:
-                known = [d for d in dims if d != -1]
-                if all(isinstance(d, int) for d in src + known):
-                    total = math.prod(src)  # type: ignore[arg-type]
-                    dims[dims.index(-1)] = total // max(math.prod(known), 1)  # type: ignore[arg-type]
-                else:
-                    annotated = _symbolic_dims(node.outputs[0])
-                    if annotated is None or len(annotated) != len(dims):
-                        return None
-                    dims[dims.index(-1)] = annotated[dims.index(-1)]
-            return dims
-        return _symbolic_dims(node.outputs[0])
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         assert ctx.cmap is not None
-        y = node.outputs[0]
-        embedding = known[y]
-        target = _target_shape(node)
-        if target is None or find_constant(node.inputs[1]) is None:
-            return
-        out_t = len(target) + embedding.axis
-        if int(target[out_t]) in (0, -1):
-            return
-        new_size = embedding.layout.new_size(ctx.cmap.q)
-
-        def set_entry(shape: np.ndarray) -> np.ndarray:
-            shape = shape.copy()
-            shape[out_t] = new_size
-            return shape
-
-        ctx.edit(node, 1, set_entry)
+        target = entries(node.inputs[1], (node, 1))
+        assert target is not None
+        entry = target[len(target) + known[node.outputs[0]].axis]
+        if isinstance(entry, Const) and entry.value not in (0, -1):
+            rewrite_entry(ctx, entry, known[node.outputs[0]].layout.new_size(ctx.cmap.q))
