@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
-from onnxgrow.names import NodeNames, names_of, resolve
+from onnxgrow.names import NodeNames, names_of, resolve, weight_prefix
 from onnxgrow.widen.rules import PRODUCERS, Producer
 
 #: Ops that count as "the activation after a layer".
@@ -58,11 +58,14 @@ class NotGrowable:
 
 
 def _weight_names(node: ir.Node) -> list[str | None]:
+    """The parameter names of ``node``: the name its input carries when that is a weight
+    name (exporters that share one deduplicated initializer keep each parameter's own
+    name on an Identity), else the name of the constant behind it."""
     names = []
     for value in node.inputs[1:]:
         ref = find_constant(value)
         if ref is not None:
-            names.append(ref.root.name)
+            names.append(value.name if weight_prefix(value.name) else ref.root.name)  # type: ignore[union-attr]
     return names
 
 
