@@ -55,6 +55,29 @@ def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     return tuple(ref.array().shape)
 
 
+def constant_through_casts(value: ir.Value | None) -> np.ndarray | None:
+    """The constant behind ``value`` when only Cast/CastLike stand in between (value not cast)."""
+    while value is not None and find_constant(value) is None:
+        cast = value.producer()
+        if cast is None or cast.op_type not in ("Cast", "CastLike") or cast.domain not in ("", "ai.onnx"):
+            return None
+        value = cast.inputs[0]
+    ref = find_constant(value)
+    return None if ref is None else ref.array()
+
+
+def uniform_fill(value: ir.Value | None) -> float | None:
+    """The one value all elements of ``value`` share when it is a constant scalar broadcast at
+    run time (the dynamo exporter's zero bias ``Expand(CastLike(0.0, x), Shape(W)[:1])``)."""
+    node = value.producer() if value is not None else None
+    if node is None or node.op_type != "Expand" or node.domain not in ("", "ai.onnx"):
+        return None
+    scalar = constant_through_casts(node.inputs[0])
+    if scalar is None or scalar.size != 1:
+        return None
+    return float(scalar.reshape(-1)[0])
+
+
 def _axis_shape(ndim: int, axis: int) -> list[int]:
     shape = [1] * ndim
     shape[axis] = -1
