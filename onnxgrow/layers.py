@@ -1,9 +1,10 @@
 """The growable layers of a model: producers with constant weights, and their names.
 
 A layer is a node some registered producer rule accepts (Gemm, MatMul with a constant
-weight, Conv with group 1). Nodes of those op types that are not growable are listed
-with the reason. Each layer gets the names users can type (see :mod:`onnxgrow.names`)
-and a display name that resolves to it alone.
+weight, Conv with group 1, Gather from a constant embedding table). Nodes of those op
+types that are not growable are listed with the reason (nodes that are no candidate at
+all, like a Gather reading a shape, are skipped). Each layer gets the names users can
+type (see :mod:`onnxgrow.names`) and a display name that resolves to it alone.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def find_layers(model: ir.Model) -> tuple[list[Layer], list[NotGrowable]]:
         if describe is None:
             continue
         found = describe(node)
+        if found is None:
+            continue
         names = node_names(node)
         if isinstance(found, str):
             refused.append(NotGrowable(node, names, found))
@@ -138,5 +141,5 @@ def find_layer(model: ir.Model, name: str, layers: list[Layer] | None = None,
         if other:
             node = other[0].node
             raise GrowError(f"{name!r} is a {node.op_type} node, not a growable layer "
-                            "(Gemm, MatMul with a constant weight, Conv)") from None
+                            "(Gemm, MatMul with a constant weight, Conv, embedding Gather)") from None
         raise not_a_layer

@@ -3,6 +3,7 @@
 from onnxgrow.widen.rules import (  # noqa: F401
     conv,
     elementwise,
+    gather,
     gemm,
     layout_ops,
     matmul,

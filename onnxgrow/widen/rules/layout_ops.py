@@ -1,11 +1,9 @@
-"""Ops that move axes around: Transpose, Squeeze, Unsqueeze, Gather, Split, Slice, Concat.
+"""Ops that move axes around: Transpose, Squeeze, Unsqueeze, Split, Slice, Concat.
 
 They carry the channels to a new axis position without touching values:
 
 - Transpose: the channel axis follows ``perm``.
 - Squeeze/Unsqueeze: the axis index shifts by the axes removed/inserted after it.
-- Gather with constant indices on another axis: the axis shifts by ``rank(indices) - 1``
-  when the gathered axis comes after it.
 - Split, Slice on other axes: every output carries the channels. Slicing the channel
   axis is refused unless the slice keeps it whole (an end equal to the old size is
   rewritten to the new one).
@@ -19,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.constants import constant_array
 from onnxgrow.widen.layout import AxisLayout, Embedding, Fixed
 from onnxgrow.widen.rules.common import dim_at, rank_of
 from onnxgrow.widen.rules.registry import Known, rule
@@ -106,28 +103,6 @@ class SqueezeRule(_NoRewrite):
                 if a <= new_t:
                     new_t += 1
         ctx.track(y, embedding.with_axis(new_t - new_rank, new_rank), node)
-
-
-@rule("Gather")
-class GatherRule(_NoRewrite):
-    """Gathering along another axis with constant indices keeps the channels."""
-
-    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        data, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
-        if data not in known or indices in known:
-            ctx.refuse(node, "the channels reach Gather's indices or output only")
-        embedding = known[data]
-        rank = _rank(embedding, data)
-        index_array = constant_array(indices)
-        if rank is None or index_array is None:
-            ctx.refuse(node, "Gather needs a known rank and constant indices")
-        axis = node.attributes.get_int("axis", 0) % rank
-        t = rank + embedding.axis
-        if axis == t:
-            ctx.refuse(node, "it gathers along the widened axis")
-        new_rank = rank - 1 + index_array.ndim
-        new_axis = embedding.axis if axis < t else embedding.axis - (index_array.ndim - 1)
-        ctx.track(y, embedding.with_axis(new_axis, new_rank), node)
 
 
 @rule("Split")
