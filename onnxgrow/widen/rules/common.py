@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.constants import find_constant
+from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
 from onnxgrow.widen.channel_map import Init
 from onnxgrow.widen.layout import AxisIndex
 
@@ -43,6 +43,30 @@ def static_dims(value: ir.Value | None) -> list[int | None] | None:
     if value is None or value.shape is None:
         return None
     return [d if isinstance(d, int) else None for d in value.shape.dims]
+
+
+def model_input_behind(value: ir.Value | None) -> ir.Value | None:
+    """The graph input that ``value`` is (through Identity/Transpose), if any."""
+    while value is not None and not value.is_graph_input():
+        producer = value.producer()
+        if producer is None or producer.op_type not in PASS_THROUGH_OPS or not producer.inputs:
+            return None
+        value = producer.inputs[0]
+    return value
+
+
+def weight_problem(value: ir.Value | None, what: str) -> str:
+    """Why the weight ``value`` cannot be rewritten ('' when it is a constant).
+
+    An initializer that is also a graph input is no constant: callers may feed another
+    value at run time, so onnxgrow leaves it alone.
+    """
+    if value is None or find_constant(value) is not None:
+        return ""
+    root = model_input_behind(value)
+    if root is not None:
+        return f"its {what} {root.name!r} is a model input (callers may replace it at run time), not a constant"
+    return f"its {what} is computed at run time, not a constant"
 
 
 def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:

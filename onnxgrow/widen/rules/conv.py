@@ -22,7 +22,7 @@ import onnx_ir as ir
 from onnxgrow.constants import find_constant
 from onnxgrow.names import weight_prefix
 from onnxgrow.widen.layout import AxisIndex, Embedding
-from onnxgrow.widen.rules.common import const_shape, contract, gather, produce, uniform_fill
+from onnxgrow.widen.rules.common import const_shape, contract, gather, produce, uniform_fill, weight_problem
 from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
@@ -40,9 +40,9 @@ def _channel_embedding(rank: int) -> Embedding:
 def _bias_problem(node: ir.Node) -> str:
     """Why the bias cannot be rewritten ('' when it is absent, constant or a uniform fill)."""
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is None or const_shape(bias) is not None or uniform_fill(bias) is not None:
+    if uniform_fill(bias) is not None:
         return ""
-    return "its bias is computed at run time, not a constant"
+    return weight_problem(bias, "bias")
 
 
 def _is_depthwise(node: ir.Node, w: tuple[int, ...]) -> bool:
@@ -54,7 +54,7 @@ def _is_depthwise(node: ir.Node, w: tuple[int, ...]) -> bool:
 def describe_conv(node: ir.Node) -> Producer | str:
     w = _weight_shape(node)
     if w is None:
-        return "its filters are computed at run time, not a constant"
+        return weight_problem(node.inputs[1], "filter tensor")
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     problem = _bias_problem(node)
     if problem:
@@ -75,7 +75,7 @@ class ConvRule:
         x, y = node.inputs[0], node.outputs[0]
         w = _weight_shape(node)
         if w is None:
-            ctx.refuse(node, "its filters are computed at run time, not a constant")
+            ctx.refuse(node, weight_problem(node.inputs[1], "filter tensor"))
         if any(v in known for v in node.inputs[1:]):
             ctx.refuse(node, "the channels would reach the filters or bias")
         if y in known and _bias_problem(node):

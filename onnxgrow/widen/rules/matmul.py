@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import onnx_ir as ir
 
 from onnxgrow.widen.layout import Embedding
-from onnxgrow.widen.rules.common import const_shape, contract, produce, rank_of
+from onnxgrow.widen.rules.common import const_shape, contract, model_input_behind, produce, rank_of, weight_problem
 from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ def describe_matmul(node: ir.Node) -> Producer | str:
     b = node.inputs[1]
     shape = const_shape(b)
     if shape is None:
+        if model_input_behind(b) is not None:
+            return weight_problem(b, "weight")
         return "both operands are computed at run time (no constant weight)"
     if len(shape) != 2:
         return f"its constant operand has rank {len(shape)}; only 2-D weights are supported"
