@@ -165,7 +165,7 @@ def unique_name(graph: ir.Graph, base: str) -> str:
 def make_initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType) -> ir.Value:
     """Register a new initializer holding ``array`` (cast to ``dtype``)."""
     name = unique_name(graph, name)
-    array = np.ascontiguousarray(array.astype(dtype.numpy(), copy=False))
+    array = np.require(array.astype(dtype.numpy(), copy=False), requirements="C")  # keeps 0-d arrays 0-d
     tensor = ir.Tensor(array, name=name, dtype=dtype)
     value = ir.Value(name=name, type=ir.TensorType(dtype), shape=ir.Shape(array.shape), const_value=tensor)
     graph.register_initializer(value)
@@ -192,7 +192,7 @@ def edit_constant(
     dtype = ref.dtype
     new = np.asarray(edit(ref.array()))
     if _is_exclusive(ref, node, index, tuple(new.shape)):
-        root_array = np.ascontiguousarray(_pull_back(ref, new).astype(dtype.numpy(), copy=False))
+        root_array = np.require(_pull_back(ref, new).astype(dtype.numpy(), copy=False), requirements="C")
         ref.root.const_value = ir.Tensor(root_array, name=ref.root.name, dtype=dtype)
         ref.root.shape = ir.Shape(root_array.shape)
         array = root_array
