@@ -123,7 +123,10 @@ class SplitRule(_NoRewrite):
         else:
             axis_neg = axis - rank
         if axis_neg == embedding.axis:
-            ctx.refuse(node, "it splits the widened axis")
+            parts = constant_ints(node, 1) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+            sizes = f" into parts {parts}" if parts else f" into {len(node.outputs)} parts"
+            ctx.refuse(node, f"it splits the widened axis{sizes} (a fused projection, for instance); "
+                             "copied units would land in the wrong part")
         for out in node.outputs:
             ctx.track(out, embedding.with_axis(embedding.axis, rank), node)
 

@@ -9,6 +9,10 @@ blocks of equal product. The block holding the channel axis decides:
 - one merged axis split into several (the inverse, e.g. ``[N, C·H·W]`` back to
   ``[N, C, H, W]``): allowed when one output axis holds exactly the channels.
 
+Dynamic axes match by their products (``[batch, 6, 16]`` ↔ ``[6*batch, 16]``, the
+Reshape pairs that exporters put around a Gemm in a transformer). A Reshape is also
+followed backward (from its output to its input), by the inverse matching.
+
 A Reshape's target shape is followed entry by entry (:mod:`shape_values`), also when
 the exporter builds it at run time (``Concat`` of constants and ``Shape`` reads). The
 entry of the channel axis must follow the widening: a constant is rewritten (old size →
@@ -20,19 +24,18 @@ axes keep their meaning.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
 from onnxgrow.widen.layout import AxisLayout, Channel, Embedding
+from onnxgrow.widen.rules.dims import Dim, product, static_product
 from onnxgrow.widen.rules.registry import Known, rule
 from onnxgrow.widen.rules.shape_values import Const, DimOf, Entry, entries, rewrite_entry, shared_path
 
 if TYPE_CHECKING:
     from onnxgrow.widen.planner import GroupContext
 
-Dim = int | str
 
 
 def _symbolic_dims(value: ir.Value | None) -> list[Dim] | None:
@@ -44,32 +47,31 @@ def _symbolic_dims(value: ir.Value | None) -> list[Dim] | None:
 def _blocks(src: list[Dim], dst: list[Dim]) -> list[tuple[range, range]] | None:
     """Pair the shortest contiguous runs of ``src`` and ``dst`` axes with equal products.
 
-    Equal dimensions (a symbol included) pair one to one; trailing size-1 axes join the
-    last block. None when the shapes cannot be matched (a symbol inside a merge).
+    Equal dimensions pair one to one; a run grows on the side whose product divides the
+    other's (for integers: the smaller one), so ``[batch, 6, 16]`` and ``[6*batch, 16]``
+    match. Trailing size-1 axes join the last block. None when no matching exists.
     """
     blocks: list[tuple[range, range]] = []
     i = j = 0
     while i < len(src) and j < len(dst):
-        if src[i] == dst[j]:
-            blocks.append((range(i, i + 1), range(j, j + 1)))
-            i, j = i + 1, j + 1
-            continue
-        if isinstance(src[i], str) or isinstance(dst[j], str):
-            return None
         i0, j0 = i, j
-        p, q = int(src[i]), int(dst[j])
+        p, q = product([src[i]]), product([dst[j]])
         i, j = i + 1, j + 1
         while p != q:
-            if p < q:
-                if i >= len(src) or isinstance(src[i], str):
-                    return None
-                p *= int(src[i])
-                i += 1
+            if not p.symbols and not q.symbols:
+                grow_src = p.coef < q.coef
+            elif p.divides(q) or q.divides(p):
+                grow_src = p.divides(q)
             else:
-                if j >= len(dst) or isinstance(dst[j], str):
+                return None
+            if grow_src:
+                if i >= len(src):
                     return None
-                q *= int(dst[j])
-                j += 1
+                p, i = p * product([src[i]]), i + 1
+            else:
+                if j >= len(dst):
+                    return None
+                q, j = q * product([dst[j]]), j + 1
         blocks.append((range(i0, i), range(j0, j)))
     if not blocks or any(d != 1 for d in [*src[i:], *dst[j:]]):
         return None
@@ -83,13 +85,18 @@ def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> E
     t = len(src) + embedding.axis
     blocks = _blocks(src, dst)
     if blocks is None:
+        kept = _kept_axis(src, dst, t)
+        if kept is not None:
+            return Embedding(kept - len(dst), len(dst), embedding.layout)
         return f"its input dims {_show(src)} and output dims {_show(dst)} cannot be matched axis to axis"
-    block = next(b for b in blocks if t in b[0])
-    ins, outs = block
+    ins, outs = next(b for b in blocks if t in b[0])
     if len(ins) == 1 and len(outs) == 1:
         return Embedding(outs[0] - len(dst), len(dst), embedding.layout)
-    outer = math.prod(src[k] for k in range(ins.start, t))  # type: ignore[misc]
-    inner = math.prod(src[k] for k in range(t + 1, ins.stop))  # type: ignore[misc]
+    outer = static_product(src[k] for k in range(ins.start, t))
+    inner = static_product(src[k] for k in range(t + 1, ins.stop))
+    sizes = [dst[k] for k in outs]
+    if outer is None or inner is None or not all(isinstance(d, int) for d in sizes):
+        return "it merges the channels with axes of dynamic size"
     merged = embedding.layout.scaled(inner).repeated(outer)
     if merged is None:
         return "it merges concatenated channels with other axes"
@@ -107,8 +114,25 @@ def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> E
                 and size == (seg.outer // before) * n * (seg.inner // after) and (size != 1 or n == 1)):
             return Embedding(o - len(dst), len(dst), AxisLayout((Channel(seg.outer // before, seg.inner // after),)))
         before *= size  # type: ignore[operator]
-    return (f"it splits the widened axis ({src[t]}) into several axes {_show([dst[k] for k in outs])} "
+    return (f"it splits the widened axis ({src[t]}) into several axes {_show(sizes)} "
             "(attention heads, for instance); the channels cannot be widened across them")
+
+
+def _kept_axis(src: list[Dim], dst: list[Dim], t: int) -> int | None:
+    """The output axis that is input axis ``t`` unchanged, when it lies in a run of equal
+    leading or trailing dimensions (then the other axes need not be matched: a merge of
+    dynamic axes shape inference could not name, ``[unk, 48]`` → ``[batch, 6, 48]``)."""
+    for k in range(min(len(src), len(dst))):
+        if product([src[k]]) != product([dst[k]]):
+            break
+        if k == t:
+            return k
+    for k in range(1, min(len(src), len(dst)) + 1):
+        if product([src[-k]]) != product([dst[-k]]):
+            break
+        if len(src) - k == t:
+            return len(dst) - k
+    return None
 
 
 def _show(dims: list[Dim]) -> str:
@@ -154,14 +178,9 @@ class FlattenRule:
 
 
 def _resolve_minus_one(dims: list[Dim], src: list[Dim]) -> Dim | None:
-    """The size a ``-1`` entry takes: symbols common to both sides cancel."""
-    known = [d for d in dims if d != -1]
-    left = Counter(d for d in src if isinstance(d, str))
-    left.subtract(Counter(d for d in known if isinstance(d, str)))
-    if any(v != 0 for v in left.values()):
-        return None
-    total = math.prod(d for d in src if isinstance(d, int))
-    return total // max(math.prod(d for d in known if isinstance(d, int)), 1)
+    """The size a ``-1`` entry takes: the input's product over the other entries' product."""
+    total, known = product(src), product(d for d in dims if d != -1)
+    return (total / known).as_dim() if known.divides(total) else None
 
 
 def _output_dims(node: ir.Node, x: ir.Value, src: list[Dim], target: list[Entry]) -> list[Dim] | None:
@@ -225,12 +244,13 @@ class ReshapeRule:
         x, y = node.inputs[0], node.outputs[0]
         if node.inputs[1] in known:
             ctx.refuse(node, "the channels reach the shape input")
-        if x not in known:
-            ctx.refuse(node, "cannot trace channels backward through Reshape")
-        embedding = known[x]
         target = entries(node.inputs[1], (node, 1))
         if target is None:
             ctx.refuse(node, "its target shape is computed at run time in a way onnxgrow cannot follow")
+        if x not in known:
+            self._propagate_backward(ctx, node, known[y], target)
+            return
+        embedding = known[x]
         src = _input_dims(ctx, x, embedding)
         dst = None if src is None else _output_dims(node, x, src, target)
         if src is None or dst is None:
@@ -243,6 +263,22 @@ class ReshapeRule:
         if problem:
             ctx.refuse(node, problem)
         ctx.track(y, result, node)
+
+    @staticmethod
+    def _propagate_backward(ctx: GroupContext, node: ir.Node, out: Embedding, target: list[Entry]) -> None:
+        """Track the input by the inverse reshape; the forward pass, run once the input is
+        tracked, then checks the target shape and that both directions agree."""
+        x = node.inputs[0]
+        assert x is not None
+        src = _symbolic_dims(x)
+        dst = None if src is None else _output_dims(node, x, src, target)
+        if src is None or dst is None:
+            ctx.refuse(node, "its input or output shape is unknown")
+        dst[len(dst) + out.axis] = out.layout.old_size(ctx.width)
+        result = _reshaped(out, ctx.width, dst, src)
+        if isinstance(result, str):
+            ctx.refuse(node, result)
+        ctx.track(x, result, node)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         assert ctx.cmap is not None
