@@ -278,3 +278,20 @@ def test_layer_norm_uniform_factor_or_refusal(d: int, factor: int, remainder: in
         with pytest.raises(RefusedError, match=f"multiple of {d}") as refused:
             widen(load_model(path), {"proj": factor * d + 1 + remainder % (d - 1)})
         assert blocking in str(refused.value)
+
+
+@pytest.mark.parametrize("layer", ["query", "key"])
+def test_single_head_attention_query_and_key_are_refused_at_the_score_matmul(layer: str) -> None:
+    """Without a head split, q and k meet in ``MatMul(q, kᵀ)``: two computed operands."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"], name="query"),
+        helper.make_node("MatMul", ["x", "wk"], ["k"], name="key"),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"], name="scores"),
+        helper.make_node("Softmax", ["scores"], ["y"], axis=-1),
+    ]
+    with model_file() as path:
+        save_graph(path, nodes, {"x": [2, 3, 4]}, ["y"], {"wq": weights(rng, 4, 4), "wk": weights(rng, 4, 4)})
+        with pytest.raises(RefusedError, match="at MatMul node 'scores': it multiplies two tensors computed"):
+            widen(load_model(path), {layer: 8})

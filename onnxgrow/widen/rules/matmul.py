@@ -42,9 +42,11 @@ class MatMulRule:
         a, b = node.inputs[0], node.inputs[1]
         y = node.outputs[0]
         found = describe_matmul(node)
+        if const_shape(b) is None and model_input_behind(b) is None:
+            ctx.refuse(node, "it multiplies two tensors computed at run time (attention scores, for "
+                             "instance), which mixes the channels with the other operand")
         if b in known or isinstance(found, str):
-            reason = found if isinstance(found, str) else "the channels reach its weight input"
-            ctx.refuse(node, reason)
+            ctx.refuse(node, found if isinstance(found, str) else "the channels reach its weight input")
         if y in known:
             if known[y].axis != -1 or not known[y].layout.is_plain or found.width != ctx.width:
                 ctx.refuse(node, "output channels do not match the group")
