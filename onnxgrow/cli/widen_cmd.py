@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from onnxgrow.cli import main
-from onnxgrow.cli._common import load_npz_inputs, parse_input_shapes, parse_providers, user_errors, verification_options
+from onnxgrow.cli._common import echo_verification, user_errors, verification_kwargs, verification_options
 from onnxgrow.errors import GrowError
 from onnxgrow.grow import VerifyOptions, default_output
 from onnxgrow.widen import Init
@@ -26,14 +26,9 @@ def _print_report(report: WidenReport, output: Path) -> None:
             click.echo(f"  contracting layers adjusted: {', '.join(group.contractors)}")
         for change in group.changes:
             click.echo(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
-    verification = report.verification
-    if verification is not None:
-        click.echo(verification.summary())  # type: ignore[attr-defined]
-        if not report.exact:
-            click.echo("note: random-pad is not function-preserving by design; the differences above are expected")
-    else:
-        click.echo("verification skipped (--no-verify)")
-    click.echo(f"wrote {output}")
+    if report.verification is not None and not report.exact:
+        click.echo("note: random-pad is not function-preserving by design; the differences below are expected")
+    echo_verification(report.verification, output)
 
 
 @main.command("widen")
@@ -63,11 +58,9 @@ def widen_command(model: str, nodes: tuple[str, ...], widths: tuple[int, ...], o
         raise GrowError("a layer is named twice")
     source = Path(model)
     out = Path(output) if output else default_output(source)
-    options = VerifyOptions(
-        enabled=not no_verify, atol=atol, rtol=rtol, samples=samples, seed=seed,
-        providers=parse_providers(providers), input_shapes=parse_input_shapes(input_shapes),
-        inputs=load_npz_inputs(inputs_file) if inputs_file else None,
-    )
+    options = VerifyOptions(enabled=not no_verify, **verification_kwargs(
+        atol=atol, rtol=rtol, samples=samples, input_shapes=input_shapes, inputs_file=inputs_file,
+        providers=providers, seed=seed))
     report = widen_file(source, out, dict(zip(nodes, widths)), init=init, noise=noise, seed=seed,
                         verify=options)
     _print_report(report, out)
