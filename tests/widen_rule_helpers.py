@@ -1,7 +1,7 @@
 """Small ONNX graphs written with ``onnx.helper``, for widening rules real exports do not reach.
 
-:func:`save_graph` builds a float graph from nodes, inputs/outputs and initializers,
-checks it and saves it; :func:`assert_widens_exactly` widens one layer and has
+:func:`save_graph` builds a float graph from nodes, inputs/outputs and initializers
+(typing the outputs by shape inference) and saves it with :func:`graph_builders.save`; :func:`assert_widens_exactly` widens one layer and has
 onnxruntime compare the result with the saved original.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from graph_builders import save
 from onnxgrow import load_model, verify, widen
 from onnxgrow.layers import find_layer
 from onnxgrow.widen import WidenReport
@@ -29,21 +30,17 @@ def save_graph(
     initializers: Mapping[str, np.ndarray],
     opset: int = 18,
 ) -> Path:
-    """Save a checked model: float ``inputs`` (name → shape), ``outputs`` typed by shape inference."""
-    graph = helper.make_graph(
-        list(nodes), "g",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)) for name, shape in inputs.items()],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
-        [numpy_helper.from_array(np.asarray(array), name) for name, array in initializers.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 9
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)  # the checker wants output shapes
-    del model.graph.output[:]
-    model.graph.output.extend(inferred.graph.output)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    """Save a checked model (:func:`graph_builders.save`) with float ``inputs`` (name → shape)
+    and ``outputs`` typed by onnx shape inference."""
+    input_infos = [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)) for name, shape in inputs.items()]
+    arrays = {name: np.asarray(array) for name, array in initializers.items()}
+    draft = helper.make_model(
+        helper.make_graph(list(nodes), "g", input_infos,
+                          [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+                          [numpy_helper.from_array(array, name) for name, array in arrays.items()]),
+        opset_imports=[helper.make_opsetid("", opset)])
+    inferred = onnx.shape_inference.infer_shapes(draft, strict_mode=True)
+    return save(list(nodes), input_infos, list(inferred.graph.output), arrays, path, opset)
 
 
 def weights(rng: np.random.Generator, *shape: int) -> np.ndarray:
