@@ -205,31 +205,16 @@ def edit_constant(
     assert old is not None
     base = name_hint or old.name or ref.root.name or f"{node.name}_input{index}"
     node.replace_input_with(index, None)
-    remove_if_unused(graph, old)  # frees the name when this input was its last user
+    remove_dead(graph, old)  # frees the name when this input was its last user
     value = make_initializer(graph, base, new, dtype)
     node.replace_input_with(index, value)
     return value
 
 
-def remove_if_unused(graph: ir.Graph, value: ir.Value) -> None:
-    """Drop a constant (and the Identity/Transpose/Constant chain making it) nobody uses."""
-    while value is not None and not value.uses() and not value.is_graph_output():
-        producer = value.producer()
-        if producer is None:
-            if value.is_initializer() and not value.is_graph_input() and value.name in graph.initializers:
-                del graph.initializers[value.name]
-            return
-        if producer.op_type not in PASS_THROUGH_OPS | {"Constant"} or len(producer.outputs) != 1:
-            return
-        upstream = producer.inputs[0] if producer.inputs else None
-        graph.remove(producer, safe=True)
-        if upstream is None:
-            return
-        value = upstream
-
-
 def remove_dead(graph: ir.Graph, value: ir.Value) -> None:
-    """Remove the nodes that computed ``value`` once nothing uses it, then their unused inputs."""
+    """Remove the nodes that computed ``value`` once nothing uses it, then their unused inputs
+    (an Identity/Transpose/Constant chain to a weight, the nodes computing a replaced value),
+    and initializers nothing reads any more."""
     stack = [value]
     while stack:
         current = stack.pop()

@@ -113,13 +113,10 @@ def _entries(value: ir.Value | None, holder: tuple[ir.Node, int] | None, depth: 
         return _unknown(value)
     found = [_via(e, node) for p in parts for e in p]  # type: ignore[union-attr]
     if node.op_type == "Gather":
-        picks = constant_ints(node, 1)
-        if picks is None or node.attributes.get_int("axis", 0) != 0 or (rank_of(node.inputs[0]) or 1) > 1:
-            return None
-        return [found[i] if -len(found) <= i < len(found) else None for i in picks]
-    if node.op_type == "Slice":
-        return _sliced(node, found)
-    return found
+        found = _gathered(node, found)
+    elif node.op_type == "Slice":
+        found = _sliced(node, found)
+    return found if found is not None else _unknown(value)
 
 
 def _unknown(value: ir.Value) -> list[Entry] | None:
@@ -150,6 +147,13 @@ def _shape_entries(node: ir.Node) -> list[Entry] | None:
     start = node.attributes.get_int("start", 0)
     end = node.attributes.get_int("end", rank)
     return [DimOf(x, k - rank) for k in range(rank)[slice(start, end)]]
+
+
+def _gathered(node: ir.Node, found: list[Entry]) -> list[Entry] | None:
+    picks = constant_ints(node, 1)
+    if picks is None or node.attributes.get_int("axis", 0) != 0 or (rank_of(node.inputs[0]) or 1) > 1:
+        return None
+    return [found[i] if -len(found) <= i < len(found) else None for i in picks]
 
 
 def _sliced(node: ir.Node, found: list[Entry]) -> list[Entry] | None:
