@@ -391,3 +391,7 @@ def test_inspect_reports_groups_and_refusals(zoo_dir: Path) -> None:
     assert {info.node for info in summary.not_growable} == {"node_matmul", "node_matmul_1"}
     resnet = {info.name: info for info in inspect_model(exported(zoo_dir, "resnet", "legacy")).layers}
     assert set(resnet["layer2.conv2"].group) == {"layer2.conv2", "layer2.downsample.0"}
+    bert = {info.name: info for info in inspect_model(exported(zoo_dir, "bert", "legacy")).layers}
+    assert bert["word_embeddings"].op == "Gather" and bert["word_embeddings"].deepen == "-"
+    assert "at Shape node '/attention/Shape_2'" in bert["word_embeddings"].reason
+    assert "Div node '/attention/Div' computes with it" in bert["word_embeddings"].reason
