@@ -395,3 +395,38 @@ def test_inspect_reports_groups_and_refusals(zoo_dir: Path) -> None:
     assert bert["word_embeddings"].op == "Gather" and bert["word_embeddings"].deepen == "-"
     assert "at Shape node '/attention/Shape_2'" in bert["word_embeddings"].reason
     assert "Div node '/attention/Div' computes with it" in bert["word_embeddings"].reason
+
+
+@pytest.mark.parametrize(("model", "variant", "widths"), [
+    ("squeezenet", "dynamo", {"fire2.squeeze": 9, "fire2.expand1x1": 13, "fire3.expand3x3": 10}),
+    ("vgg", "legacy", {"features.5": 33, "classifier.0": 40}),
+    ("gpt2", "dynamo", {"wpe": 32, "mlp.c_fc": 100}),
+])
+def test_several_groups_in_one_call(zoo_dir: Path, model: str, variant: str, widths: dict[str, int]) -> None:
+    path = exported(zoo_dir, model, variant)
+    grown, report = widen(load_model(path), widths)
+    check = verify(path, grown)
+    assert check.passed and check.max_rel_error <= MAX_REL_ERROR, check.summary()
+    infer_shapes(grown)
+    assert {name: find_layer(grown, name).width for name in widths} == widths
+    assert len(report.groups) == len(widths)
+
+
+@pytest.mark.parametrize(("model", "variant", "name", "q", "init", "noise"), [
+    ("mobilenet", "dynamo", "block1.conv.0.0", 40, "zero-pad", 0.0),
+    ("resnet", "legacy-nofold", "conv1", 13, "zero-pad", 0.0),
+    ("bert", "legacy-nofold", "output", 32, "net2wider", 0.1),
+    ("squeezenet", "legacy", "fire3.expand1x1", 11, "net2wider", 0.3),
+])
+def test_exact_inits_other_than_the_even_split(zoo_dir: Path, model: str, variant: str, name: str, q: int,
+                                               init: str, noise: float) -> None:
+    path = exported(zoo_dir, model, variant)
+    grown, _ = widen(load_model(path), {name: q}, init=init, noise=noise, seed=3)
+    check = verify(path, grown)
+    assert check.passed and check.max_rel_error <= MAX_REL_ERROR, check.summary()
+
+
+def test_zero_pad_refused_under_layer_norm(zoo_dir: Path) -> None:
+    """Fresh units change a LayerNorm's statistics: only net2wider to a multiple of n is exact."""
+    with pytest.raises(RefusedError, match="LayerNormalization.*net2wider to a multiple of 16"):
+        widen(load_model(exported(zoo_dir, "gpt2", "dynamo")), {"wpe": 32}, init="zero-pad")
