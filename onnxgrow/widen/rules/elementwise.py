@@ -108,11 +108,9 @@ class CastLikeRule:
     """``CastLike(x, like)``: ``x`` carries the channels to the output; ``like`` gives a type."""
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        x, like, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        x, y = node.inputs[0], node.outputs[0]
         if x not in known and y not in known:
-            return
-        if like in known and x is like:
-            return
+            return  # only ``like`` carries the channels: the output does not depend on them
         embedding = known.get(x) or known[y]
         assert x is not None
         ctx.track(x, _same_axis(embedding, x), node)
