@@ -27,7 +27,7 @@ import onnx_ir as ir
 import pytest
 
 import zoo
-from onnxgrow import RefusedError, load_model, verify, widen
+from onnxgrow import GrowError, RefusedError, load_model, verify, widen
 from onnxgrow.constants import find_constant
 from onnxgrow.inspect import inspect_model
 from onnxgrow.layers import Layer, find_layer, find_layers
@@ -377,7 +377,7 @@ def test_initializers_as_graph_inputs_are_refused(tmp_path: Path) -> None:
     layers, refused = find_layers(model)
     assert not layers
     assert all("is a model input" in item.reason for item in refused)
-    with pytest.raises(Exception, match="features.0.weight' is a model input"):
+    with pytest.raises(GrowError, match="features.0.weight' is a model input"):
         widen(model, {"features.0": 9})
 
 
