@@ -19,7 +19,7 @@ Exports are written once per test session (shared by its xdist workers) in a tem
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +54,7 @@ class Refused:
     reason: str
 
 
-@dataclass(frozen=True)
-class Broken:
-    """A known defect outside the rules (strict xfail, so a fix shows up)."""
-
-    why: str
-    expected: Widens | Refused = field(default_factory=Widens)
-
-
-Outcome = Widens | Refused | Broken
+Outcome = Widens | Refused
 
 
 def group(*names: str, ln: bool = False) -> Widens:
@@ -73,8 +65,6 @@ OUTPUT = "reach model output"
 HEADS = "splits the widened axis (16) into several axes [2, 8]"
 RUNTIME_COUNT = "reads the channel count at run time"
 LEGACY_DYNAMIC = ("legacy", "legacy-opset16")  # dynamic batch: attention reads d_model with Shape
-SEQUENCE_TYPE_BUG = ("onnx_ir ShapeInferencePass (onnxgrow.widen.api.infer_shapes) retypes the "
-                     "SplitToSequence output as a tensor; onnxruntime then cannot load the grown model")
 
 EXPECTED: dict[str, dict[str, Outcome]] = {
     "resnet": {
@@ -142,11 +132,7 @@ EXCEPTIONS: dict[tuple[str, str], dict[str, Outcome | None]] = {
         "mlp.c_proj": Refused("Shape", RUNTIME_COUNT),
     } for v in LEGACY_DYNAMIC},
     ("gpt2", "dynamo-noopt"): {
-        "wpe": Broken(SEQUENCE_TYPE_BUG, EXPECTED["gpt2"]["wpe"]),
         "attn.c_attn": Refused("SplitToSequence", "no widening rule for op SplitToSequence"),
-        "attn.c_proj": Broken(SEQUENCE_TYPE_BUG, EXPECTED["gpt2"]["attn.c_proj"]),
-        "mlp.c_fc": Broken(SEQUENCE_TYPE_BUG),
-        "mlp.c_proj": Broken(SEQUENCE_TYPE_BUG, EXPECTED["gpt2"]["mlp.c_proj"]),
     },
     **{("bert", v): {
         "word_embeddings": Refused("Shape", RUNTIME_COUNT),
@@ -186,9 +172,8 @@ def expected_layers(model: str, variant: str) -> dict[str, Outcome]:
 def matrix() -> Iterator[object]:
     for model in zoo.MODELS:
         for variant in zoo.VARIANTS:
-            for layer, outcome in expected_layers(model, variant).items():
-                marks = [pytest.mark.xfail(strict=True, reason=outcome.why)] if isinstance(outcome, Broken) else []
-                yield pytest.param(model, variant, layer, id=f"{model}-{variant}-{layer}", marks=marks)
+            for layer in expected_layers(model, variant):
+                yield pytest.param(model, variant, layer, id=f"{model}-{variant}-{layer}")
 
 
 @pytest.fixture(scope="session")
@@ -219,8 +204,6 @@ def widen_and_verify(path: Path, name: str, q: int) -> tuple[ir.Model, object]:
 def test_widen_every_layer(zoo_dir: Path, model: str, variant: str, name: str) -> None:
     path = exported(zoo_dir, model, variant)
     outcome = expected_layers(model, variant)[name]
-    if isinstance(outcome, Broken):
-        outcome = outcome.expected
     n = layer_of(load_model(path), name).width
     if isinstance(outcome, Refused):
         with pytest.raises(RefusedError) as refused:
