@@ -87,7 +87,12 @@ def parse_mode(mode: str | Mode) -> Mode:
 
 
 def deepen_summary(layer: Layer) -> str:
-    """What ``auto`` inserts after ``layer``: ``identity``, ``identity+Relu`` or ``residual (Gelu)``."""
+    """What ``auto`` inserts after ``layer``: ``identity``, ``identity+Relu`` or ``residual (Gelu)``;
+    ``-`` for layers no kind of new layer follows (an embedding lookup)."""
+    try:
+        kind_for(layer.node)
+    except GrowError:
+        return "-"
     point = find_insertion_point(layer.node)
     if point.kind is ActivationKind.OTHER:
         return f"residual ({point.label})"

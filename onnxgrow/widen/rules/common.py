@@ -46,20 +46,49 @@ def static_dims(value: ir.Value | None) -> list[int | None] | None:
     return [d if isinstance(d, int) else None for d in value.shape.dims]
 
 
+def model_input_behind(value: ir.Value | None) -> ir.Value | None:
+    """The graph input that ``value`` is (through Identity/Transpose), if any."""
+    while value is not None and not value.is_graph_input():
+        producer = value.producer()
+        if producer is None or producer.op_type not in PASS_THROUGH_OPS or not producer.inputs:
+            return None
+        value = producer.inputs[0]
+    return value
+
+
 def weight_problem(value: ir.Value | None, what: str) -> str:
-    """Why the weight ``value`` cannot be rewritten ('' when absent or constant), naming the
-    node that computes it: a DequantizeLinear (a quantized weight) or any other op."""
+    """Why the weight ``value`` cannot be rewritten ('' when it is a constant).
+
+    An initializer that is also a graph input is no constant: callers may feed another
+    value at run time, so onnxgrow leaves it alone. A computed weight is reported with
+    the node computing it (through Identity/Transpose); a DequantizeLinear there means a
+    quantized weight.
+    """
     if value is None or find_constant(value) is not None:
         return ""
-    node = value.producer()
-    while node is not None and node.op_type in PASS_THROUGH_OPS and node.inputs and node.inputs[0] is not None:
-        node = node.inputs[0].producer()
+    root = model_input_behind(value)
+    if root is not None:
+        return f"its {what} {root.name!r} is a model input (callers may replace it at run time), not a constant"
+    node = computing_node(value)
     if node is None:
-        return f"its {what} {value.name!r} is computed at run time, not a constant"
+        return f"its {what} is computed at run time, not a constant"
     label = f"{node.op_type} node {node.name!r}" if node.name else f"an unnamed {node.op_type} node"
-    if node.op_type in QUANTIZATION_OPS and node.domain in ("", "ai.onnx"):
+    if is_quantization(node):
         return f"its {what} is quantized (dequantized at run time by {label}); onnxgrow widens float weights only"
     return f"its {what} is computed at run time by {label}, not a constant"
+
+
+def computing_node(value: ir.Value | None) -> ir.Node | None:
+    """The node computing ``value``, looking through Identity/Transpose."""
+    node = value.producer() if value is not None else None
+    while node is not None and node.op_type in PASS_THROUGH_OPS and node.inputs and node.inputs[0] is not None:
+        node = node.inputs[0].producer()
+    return node
+
+
+def is_quantization(node: ir.Node | None) -> bool:
+    """Whether ``node`` (de)quantizes or computes on quantized tensors."""
+    return node is not None and node.op_type in QUANTIZATION_OPS and node.domain in ("", "ai.onnx")
 
 
 def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
@@ -70,6 +99,29 @@ def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     if not ref.chain:
         return tuple(ref.tensor.shape.numpy())
     return tuple(ref.array().shape)
+
+
+def constant_through_casts(value: ir.Value | None) -> np.ndarray | None:
+    """The constant behind ``value`` when only Cast/CastLike stand in between (value not cast)."""
+    while value is not None and find_constant(value) is None:
+        cast = value.producer()
+        if cast is None or cast.op_type not in ("Cast", "CastLike") or cast.domain not in ("", "ai.onnx"):
+            return None
+        value = cast.inputs[0]
+    ref = find_constant(value)
+    return None if ref is None else ref.array()
+
+
+def uniform_fill(value: ir.Value | None) -> float | None:
+    """The one value all elements of ``value`` share when it is a constant scalar broadcast at
+    run time (the dynamo exporter's zero bias ``Expand(CastLike(0.0, x), Shape(W)[:1])``)."""
+    node = value.producer() if value is not None else None
+    if node is None or node.op_type != "Expand" or node.domain not in ("", "ai.onnx"):
+        return None
+    scalar = constant_through_casts(node.inputs[0])
+    if scalar is None or scalar.size != 1:
+        return None
+    return float(scalar.reshape(-1)[0])
 
 
 def _axis_shape(ndim: int, axis: int) -> list[int]:

@@ -34,8 +34,7 @@ def describe_gemm(node: ir.Node) -> Producer | str:
     if problem:
         return problem
     shape = const_shape(b)
-    if shape is None or len(shape) != 2:
-        return "its weight B is not a 2-D constant"
+    assert shape is not None
     width = shape[_b_axes(node)[1]]
     return Producer(node, width, Embedding(-1, 2), b, bias)  # type: ignore[arg-type]
 
@@ -61,7 +60,7 @@ class GemmRule:
             if known[a].axis != k_axis:
                 ctx.refuse(node, "the channels reach Gemm's M axis, which it does not contract")
             if find_constant(b) is None:
-                ctx.refuse(node, "contracts the channels with a weight it cannot rewrite: " + weight_problem(b, "weight B"))
+                ctx.refuse(node, weight_problem(b, "weight B"))
             ctx.mark_contractor(node)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
