@@ -115,7 +115,7 @@ def damage_cases(draw: st.DrawFn) -> tuple[str, str, str, str]:
     return stem, target, draw(st.sampled_from(sorted(DAMAGE))), draw(st.sampled_from(COMMANDS))
 
 
-@byte_settings(60)
+@byte_settings(150)
 @given(case=damage_cases(), data=st.data())
 def test_damaged_files_through_the_cli(case: tuple[str, str, str, str], data: st.DataObject) -> None:
     stem, target, damage, command = case

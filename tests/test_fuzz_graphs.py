@@ -194,7 +194,7 @@ def check_case(model: FuzzModel, request: Request, folder: Path) -> str:
     return "grown"
 
 
-@fuzz_settings(150)
+@fuzz_settings(300)
 @given(fuzz_cases())
 def test_random_graphs_and_requests(case: tuple[FuzzModel, Request]) -> None:
     model, request = case
@@ -202,7 +202,7 @@ def test_random_graphs_and_requests(case: tuple[FuzzModel, Request]) -> None:
         check_case(model, request, Path(tmp))
 
 
-@fuzz_settings(60)
+@fuzz_settings(100)
 @given(fuzz_cases(dtypes=[TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16]))
 def test_low_and_high_precision_graphs(case: tuple[FuzzModel, Request]) -> None:
     """fp16/bf16/fp64 cases on their own, so every run draws some of each."""
@@ -225,7 +225,7 @@ def _cli_args(request: Request) -> list[str] | None:
     return args + ["--init", request.init, "--noise", repr(float(request.noise)), "--seed", str(request.seed)]
 
 
-@fuzz_settings(60)
+@fuzz_settings(100)
 @given(fuzz_cases(dtypes=[TensorProto.FLOAT, TensorProto.FLOAT16]))
 def test_random_requests_through_the_cli(case: tuple[FuzzModel, Request]) -> None:
     """The same requests through ``onnxgrow widen``: exit 0 or 2, one error line, no traceback."""
