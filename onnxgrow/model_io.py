@@ -64,24 +64,35 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
 
 
 def check_node_fields(model: ir.Model, model_path: Path) -> None:
-    """Fail when a node's name, op type or domain, a value's or an attribute's name is not
-    text (protobuf hands over bytes for a string field that is not valid UTF-8), or when an
-    attribute of a standard op has another type than its ONNX schema declares."""
+    """Fail when a string field is not text (protobuf hands over bytes for a string field that
+    is not valid UTF-8): the model's producer, domain, metadata and opset domains; each
+    graph's name and metadata; each node's name, op type, domain, attribute names and
+    metadata; each value's name. Also fail when an attribute of a standard op has another
+    type than its ONNX schema declares."""
     opset = model.opset_imports.get("", None)
+    _require_text(model_path, "the model's header", [
+        model.producer_name, model.producer_version, model.domain, model.doc_string,
+        *model.opset_imports, *_metadata(model)])
     for graph in (model.graph, *model.graph.subgraphs()):
+        _require_text(model_path, "a graph's name or metadata", [graph.name, graph.doc_string, *_metadata(graph)])
         values = [*graph.inputs, *graph.outputs, *graph.initializers.values()]
         for index, node in enumerate(graph):
-            fields = [node.name, node.op_type, node.domain, *node.attributes]
+            _require_text(model_path, f"node {index} of a graph", [
+                node.name, node.op_type, node.domain, node.doc_string, *node.attributes, *_metadata(node)])
             values += [v for v in (*node.inputs, *node.outputs) if v is not None]
-            if not all(isinstance(f, str) for f in fields if f is not None):
-                raise GrowError(f"{model_path}: node {index} of graph {graph.name!r} has a name, op type, "
-                                "domain or attribute name that is not valid UTF-8 text")
             if node.domain in ("", "ai.onnx") and opset is not None:
                 _check_attribute_types(node, opset, model_path)
-        for value in values:
-            if value.name is not None and not isinstance(value.name, str):
-                raise GrowError(f"{model_path}: a value name in graph {graph.name!r} is not valid UTF-8 text "
-                                f"({value.name!r})")
+        _require_text(model_path, "a value name", [v.name for v in values])
+
+
+def _metadata(owner: ir.Model | ir.Graph | ir.Node) -> list[object]:
+    return [text for item in owner.metadata_props.items() for text in item]
+
+
+def _require_text(model_path: Path, where: str, fields: list[object]) -> None:
+    for field in fields:
+        if field is not None and not isinstance(field, str):
+            raise GrowError(f"{model_path}: {where} has a string that is not valid UTF-8 text ({field!r:.60})")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -145,11 +145,16 @@ def _replace_with_directory(model: Path) -> None:
     model.mkdir()
 
 
-def _non_utf8_node_name(model: Path) -> None:
-    """Regression (fuzz): protobuf hands over bytes for a name that is not UTF-8; names.py crashed."""
-    proto = onnx.load(str(model), load_external_data=False)
-    proto.graph.node[0].name = "@@@@"
-    model.write_bytes(proto.SerializeToString().replace(b"@@@@", b"\xee\xff\xfe\xfd"))
+def _non_utf8(place: Callable[[onnx.ModelProto], None]) -> Callable[[Path], None]:
+    """Regression (fuzz): protobuf hands over bytes for a string that is not UTF-8; names.py and
+    inspect crashed on them. ``place`` puts the marker '@@@@' where the bad bytes go."""
+
+    def damage(model: Path) -> None:
+        proto = onnx.load(str(model), load_external_data=False)
+        place(proto)
+        model.write_bytes(proto.SerializeToString().replace(b"@@@@", b"\xee\xff\xfe\xfd"))
+
+    return damage
 
 
 def _undefined_attribute_type(model: Path) -> None:
@@ -179,7 +184,8 @@ STRUCTURAL: dict[str, Callable[[Path], None]] = {
     "IR version 2": _proto_edit(lambda m: setattr(m, "ir_version", 2)),  # regression (fuzz): output failed the checker
     "IR version 99": _proto_edit(lambda m: setattr(m, "ir_version", 99)),
     "op type with a line break": _proto_edit(_break_op_type),
-    "node name not UTF-8": _non_utf8_node_name,
+    "node name not UTF-8": _non_utf8(lambda m: setattr(m.graph.node[0], "name", "@@@@")),
+    "producer name not UTF-8": _non_utf8(lambda m: setattr(m, "producer_name", "@@@@")),
     "attribute of undefined type": _undefined_attribute_type,
     "empty file": lambda m: m.write_bytes(b""),
     "directory": _replace_with_directory,
