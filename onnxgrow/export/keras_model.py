@@ -21,8 +21,8 @@ import importlib.util
 import os
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ import onnx_ir as ir
 from onnxgrow.errors import GrowError
 from onnxgrow.export.naming import ParameterTable, parameter_table
 from onnxgrow.export.program import FixedRef, ParameterRef, Program, Ref, Step, ValueRef, build_program
-from onnxgrow.model_io import atomic_output, load_model
+from onnxgrow.model_io import load_model
 
 KERAS_SUFFIX = ".keras"
 _BACKENDS = ("tensorflow", "jax", "torch")
@@ -161,11 +161,11 @@ def to_keras(model: ir.Model | str | os.PathLike[str]) -> KerasExport:
     return KerasExport(builder.build(), table, builder.names.frozen)
 
 
-def save_keras(keras_model: Any, output: str | os.PathLike[str]) -> Path:
-    """Save ``keras_model`` as a ``.keras`` file, atomically."""
-    out = Path(output)
-    if out.suffix != KERAS_SUFFIX:
-        raise GrowError(f"{out}: a Keras model file must end in {KERAS_SUFFIX}")
-    with atomic_output(out) as tmp:
-        keras_model.save(tmp)
-    return out
+def run_keras(keras_model: Any, feeds: Mapping[str, np.ndarray], input_names: Sequence[str],
+              output_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Run ``keras_model`` in inference mode on named numpy inputs; outputs by ONNX name."""
+    keras = import_keras()
+    args = [feeds[name] for name in input_names]
+    result = keras_model(args if len(args) > 1 else args[0], training=False)
+    results = result if isinstance(result, (list, tuple)) else [result]
+    return {name: np.asarray(keras.ops.convert_to_numpy(r)) for name, r in zip(output_names, results)}

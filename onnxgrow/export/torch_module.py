@@ -21,8 +21,7 @@ The module pickles with ``torch.save(module, path)`` and loads with
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,7 @@ from onnxgrow.errors import GrowError
 from onnxgrow.export.naming import ParameterTable, parameter_table
 from onnxgrow.export.program import FixedRef, ParameterRef, Program, Ref, ValueRef, build_program
 from onnxgrow.export.torch_ops import TORCH_OPS, OpCall
-from onnxgrow.model_io import atomic_output, load_model
+from onnxgrow.model_io import load_model
 
 #: op type → number of outputs its PyTorch function computes.
 SUPPORTED_OPS = {op: entry.outputs for op, entry in TORCH_OPS.items()}
@@ -62,6 +61,8 @@ class OnnxModule(nn.Module):
     def __init__(self, program: Program, table: ParameterTable) -> None:
         super().__init__()
         self._onnx_program = program
+        #: What naming the weights found: folded BatchNorms, added entries, unnamed weights.
+        self.notes: list[str] = table.notes()
         self._onnx_constants = ConstantStore()
         for key, array in program.constants.items():
             self._onnx_constants.register_buffer(key, _tensor(array), persistent=False)
@@ -147,15 +148,7 @@ def to_torch(model: ir.Model | str | os.PathLike[str]) -> OnnxModule:
     return OnnxModule(program, table).eval()
 
 
-def save_torch(module: nn.Module, output: str | os.PathLike[str]) -> Path:
-    """``torch.save(module)`` to ``output``, written atomically."""
-    out = Path(output)
-    with atomic_output(out) as tmp:
-        torch.save(module, tmp)
-    return out
-
-
-def run_torch(module: nn.Module, feeds: dict[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+def run_torch(module: OnnxModule, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
     """Run ``module`` in eval mode without gradients on named numpy inputs."""
     module.eval()
     with torch.no_grad():
