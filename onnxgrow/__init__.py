@@ -1,5 +1,6 @@
 """onnxgrow: grow trained ONNX models without changing what they compute."""
 
+from onnxgrow.diff import diff_models
 from onnxgrow.errors import GrowError, NotEquivalentError, RefusedError
 from onnxgrow.export import export_model, export_state_dict, state_dict, to_keras, to_torch
 from onnxgrow.model_io import load_model, save_model
@@ -26,6 +27,7 @@ __all__ = [
     "RefusedError",
     "VerifyReport",
     "__version__",
+    "diff_models",
     "load_model",
     "save_model",
     "verify",

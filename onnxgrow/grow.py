@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ class VerifyOptions:
     samples: int = 1
     seed: int = 0
     providers: Sequence[str] = ("cpu",)
-    input_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    input_shapes: Mapping[str, Sequence[int]] | None = None
     inputs: Sequence[Mapping[str, np.ndarray]] | None = None
 
 

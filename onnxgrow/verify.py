@@ -4,13 +4,23 @@ Both models run on the same seeded inputs. Every output is compared by name:
 max absolute error, max relative error ``max|a-b| / max|a|`` (``a`` the reference),
 NaN at the same place on both sides counts as equal. An output passes when
 ``max|a-b| <= atol + rtol * max|a|``. The report names the provider that actually
-ran (``session.get_providers()``) and the smallest ``rtol`` that would pass.
+ran (``session.get_providers()``) and, per output, the smallest ``atol`` (at the
+given ``rtol``) and ``rtol`` (at the given ``atol``) that would pass.
+
+Inputs are either seeded random values (floats standard normal, integers in
+``[0, table size)`` when they index a Gather, else ``[0, 10)``, booleans 0/1; dynamic
+dimensions from ``input_shapes`` or 2) or one user-given sample (an ``.npz`` file),
+which must match the reference's inputs by name, dtype, rank and every static dimension.
+Two models whose inputs or outputs differ in name, dtype or a static dimension are
+not comparable: the report fails with that reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import zipfile
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -66,6 +76,30 @@ class OutputComparison:
             0.0 if excess == 0 else float("inf")
         )
 
+    @property
+    def min_atol(self) -> float:
+        """Smallest atol (with this rtol) under which this output would pass."""
+        if self.nan_mismatch:
+            return float("inf")
+        return max(self.max_abs_error - self.rtol * self.reference_max_abs, 0.0)
+
+    def line(self) -> str:
+        """``PASSED name: errors (tolerances); what would pass``, for people."""
+        verdict = "PASSED" if self.passed else "FAILED"
+        text = f"{verdict}  {self.name} {self.shape} {self.dtype}: "
+        if self.reason and math.isinf(self.max_abs_error):
+            return text + self.reason
+        text += (
+            f"max abs error {self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g} "
+            f"(atol {self.atol:g}, rtol {self.rtol:g})"
+        )
+        if self.nan_mismatch:
+            return text + f"; {self.reason}: no tolerance passes"
+        text += f"; min atol to pass {_round_up(self.min_atol)} (at rtol {self.rtol:g})"
+        if math.isinf(self.min_rtol):
+            return text
+        return text + f", min rtol to pass {_round_up(self.min_rtol)} (at atol {self.atol:g})"
+
 
 @dataclass
 class VerifyReport:
@@ -80,6 +114,7 @@ class VerifyReport:
     reason: str = ""
     expected_exact: bool = True
     extra: dict[str, object] = field(default_factory=dict)
+    input_source: str = "random"
 
     @property
     def max_abs_error(self) -> float:
@@ -104,13 +139,59 @@ class VerifyReport:
             text += f" ({self.reason})"
         return text
 
+    def lines(self) -> list[str]:
+        """The full report for people: provider, inputs, one line per output, verdict."""
+        source = (
+            f"random, seed {self.seed}, {self.samples} sample(s)"
+            if self.input_source == "random" else self.input_source
+        )
+        shapes = ", ".join(
+            f"{name} {list(info['shape'])} {info['dtype']}" for name, info in self.inputs.items()
+        )
+        out = [
+            f"provider: {', '.join(self.providers) or 'none (not run)'}",
+            f"inputs:   {source}: {shapes or 'none'}",
+        ]
+        if not self.expected_exact:
+            out.append("note:     this change is not meant to be exact")
+        out.extend(o.line() for o in self.outputs)
+        failed = sum(not o.passed for o in self.outputs)
+        if self.passed:
+            out.append(f"PASSED: {len(self.outputs)} output(s) within tolerance")
+        elif failed:
+            out.append(f"FAILED: {failed} of {len(self.outputs)} output(s) differ beyond tolerance")
+        else:
+            out.append(f"FAILED: {self.reason}")
+        return out
+
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready: non-finite numbers (an output that cannot pass) become ``None``."""
         data = asdict(self)
         for out, comp in zip(data["outputs"], self.outputs):
             out["min_rtol"] = comp.min_rtol
+            out["min_atol"] = comp.min_atol
         data["max_abs_error"] = self.max_abs_error
         data["max_rel_error"] = self.max_rel_error
-        return data
+        return _finite_or_none(data)  # type: ignore[no-any-return]
+
+
+def _finite_or_none(data: object) -> object:
+    """Replace inf and NaN (not valid JSON) with None, recursively."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite_or_none(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_finite_or_none(v) for v in data]
+    return data
+
+
+def _round_up(value: float) -> str:
+    """``value`` to 2 significant digits, rounded up so the printed tolerance passes."""
+    if value <= 0:
+        return "0"
+    exponent = math.floor(math.log10(value)) - 1
+    return f"{math.ceil(value / 10**exponent) * 10**exponent:.2g}"
 
 
 def _import_onnxruntime():  # type: ignore[no-untyped-def]
@@ -278,8 +359,15 @@ def _compare_one(
             name, list(ref.shape), dtype.name, float("inf"), float("inf"), 0.0, 0, atol, rtol,
             False, f"shape {list(ref.shape)} became {list(cand.shape)}",
         )
-    a = np.asarray(ref, dtype=np.float64) if ref.dtype != object else ref
-    b = np.asarray(cand, dtype=np.float64) if cand.dtype != object else cand
+    if ref.dtype.kind in "OSU":  # strings: equal or not, no distance
+        differ = int(np.count_nonzero(ref != cand))
+        error = 0.0 if differ == 0 else float("inf")
+        return OutputComparison(
+            name, list(ref.shape), dtype.name, error, error, 0.0, 0, atol, rtol, differ == 0,
+            f"{differ} values differ" if differ else "",
+        )
+    a = np.asarray(ref, dtype=np.float64)
+    b = np.asarray(cand, dtype=np.float64)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     nan_mismatch = int(np.count_nonzero(nan_a != nan_b))
     both = nan_a | nan_b
@@ -309,21 +397,86 @@ def model_on_disk(model: ir.Model | str | os.PathLike[str]) -> Iterator[Path]:
         yield path
 
 
+
+
+def shape_dims(shape: ir.Shape | None) -> list[int | str | None] | None:
+    """A shape as JSON: ints for static dims, names for symbolic ones, None when unnamed."""
+    if shape is None:
+        return None
+    return [d if isinstance(d, int) else d.value for d in shape.dims]
+
+
+def format_dims(dims: Sequence[int | str | None] | None) -> str:
+    """``[N, 4]``; ``?`` for an unnamed dynamic dim, ``[?]`` for an unknown rank."""
+    if dims is None:
+        return "[?]"
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _dims_compatible(a: Sequence[object] | None, b: Sequence[object] | None) -> bool:
+    """Same rank and equal static dims; dynamic dims and unknown shapes match anything."""
+    if a is None or b is None:
+        return True
+    return len(a) == len(b) and all(
+        x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b)
+    )
+
+
+def _true_inputs(model: ir.Model) -> list[ir.Value]:
+    return [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+
+
 def signature_mismatch(reference: ir.Model, candidate: ir.Model) -> str:
-    """Why the two models cannot be compared output by output ('' when they can)."""
-    ref_in = {v.name: v.dtype for v in reference.graph.inputs if v.name not in reference.graph.initializers}
-    cand_in = {v.name: v.dtype for v in candidate.graph.inputs if v.name not in candidate.graph.initializers}
-    if ref_in != cand_in:
-        return f"inputs differ: {_describe(ref_in)} vs {_describe(cand_in)}"
-    ref_out = {v.name: v.dtype for v in reference.graph.outputs}
-    cand_out = {v.name: v.dtype for v in candidate.graph.outputs}
-    if ref_out != cand_out:
-        return f"outputs differ: {_describe(ref_out)} vs {_describe(cand_out)}"
+    """Why the two models cannot be compared output by output ('' when they can).
+
+    Inputs and outputs must agree in names, dtypes, ranks and static dimensions.
+    """
+    sides = (
+        ("input", _true_inputs(reference), _true_inputs(candidate)),
+        ("output", list(reference.graph.outputs), list(candidate.graph.outputs)),
+    )
+    for kind, ref_values, cand_values in sides:
+        ref_by_name = {v.name: v for v in ref_values}
+        cand_by_name = {v.name: v for v in cand_values}
+        if set(ref_by_name) != set(cand_by_name):
+            return (
+                f"{kind}s differ: the reference has {', '.join(map(str, ref_by_name)) or 'none'}, "
+                f"the candidate has {', '.join(map(str, cand_by_name)) or 'none'}"
+            )
+        for name, ref_value in ref_by_name.items():
+            cand_value = cand_by_name[name]
+            if ref_value.dtype != cand_value.dtype:
+                return (
+                    f"{kind} {name!r} is {_dtype_name(ref_value.dtype)} in the reference but "
+                    f"{_dtype_name(cand_value.dtype)} in the candidate"
+                )
+            ref_dims, cand_dims = shape_dims(ref_value.shape), shape_dims(cand_value.shape)
+            if not _dims_compatible(ref_dims, cand_dims):
+                return (
+                    f"{kind} {name!r} has shape {format_dims(ref_dims)} in the reference but "
+                    f"{format_dims(cand_dims)} in the candidate"
+                )
     return ""
 
 
-def _describe(sig: Mapping[str, ir.DataType | None]) -> str:
-    return "{" + ", ".join(f"{n}:{d.name if d else '?'}" for n, d in sig.items()) + "}"
+def _dtype_name(dtype: ir.DataType | None) -> str:
+    return dtype.name if dtype is not None else "?"
+
+
+def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """One input sample from an ``.npz`` file (``numpy.savez``), keyed by input name."""
+    p = Path(path)
+    if not p.is_file():
+        raise GrowError(f"{p}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an archive of named arrays")
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
+        raise GrowError(
+            f"{p}: not a readable .npz file of named input arrays ({_first_line(exc)})"
+        ) from None
 
 
 def verify(
@@ -341,26 +494,36 @@ def verify(
 ) -> VerifyReport:
     """Run both models on the same inputs and compare every output by name.
 
-    ``inputs`` (a list of feed dicts) replaces random inputs. Raises GrowError for input
-    errors (missing onnxruntime or provider, unloadable model); a model that computes
-    something else gives a report with ``passed=False``.
+    ``inputs`` (a list of feed dicts, one per sample) replaces random inputs and then
+    ``input_shapes`` and ``samples`` must be left out. Raises GrowError for input errors
+    (missing onnxruntime or provider, unloadable model, inputs that do not fit the
+    reference); a candidate that is not comparable or computes something else gives a
+    report with ``passed=False`` and a reason.
     """
     ref_model = reference if isinstance(reference, ir.Model) else load_model(reference)
     cand_model = candidate if isinstance(candidate, ir.Model) else load_model(candidate)
     full_providers = resolve_providers(providers)
-    specs = input_specs(ref_model, input_shapes)
     if inputs is not None:
+        if input_shapes or samples != 1:
+            raise GrowError(
+                "given inputs fix the shapes and the samples: leave out input shapes and samples"
+            )
         feeds_list = [dict(f) for f in inputs]
-        _check_feeds(feeds_list, specs)
+        if not feeds_list:
+            raise GrowError("no input samples given")
+        _check_feeds(feeds_list, ref_model)
     else:
+        specs = input_specs(ref_model, input_shapes)
         feeds_list = [random_inputs(specs, seed + i) for i in range(samples)]
+    source = "random" if inputs is None else "given"
     input_info: dict[str, dict[str, object]] = {
         name: {"shape": list(arr.shape), "dtype": str(arr.dtype)}
         for name, arr in feeds_list[0].items()
-    } if feeds_list else {}
+    }
     mismatch = signature_mismatch(ref_model, cand_model)
     if mismatch:
-        return VerifyReport(False, [], [], input_info, len(feeds_list), seed, mismatch, expected_exact)
+        return VerifyReport(False, [], [], input_info, len(feeds_list), seed, mismatch,
+                            expected_exact, input_source=source)
     dtypes = {v.name: v.dtype or ir.DataType.FLOAT for v in ref_model.graph.outputs}
     with model_on_disk(reference) as ref_path, model_on_disk(candidate) as cand_path:
         ref_sess = open_session(ref_path, full_providers)
@@ -376,13 +539,14 @@ def verify(
             except Exception as exc:
                 return VerifyReport(False, [], cand_sess.providers, input_info, len(feeds_list),
                                     seed, f"the candidate fails to run: {_first_line(exc)}",
-                                    expected_exact)
+                                    expected_exact, input_source=source)
             for comp in compare_outputs(ref_out, cand_out, atol, rtol, dtypes):
                 merged[comp.name] = _worse(merged.get(comp.name), comp)
     outputs = list(merged.values())
     passed = all(o.passed for o in outputs)
     return VerifyReport(passed, outputs, ref_sess.providers, input_info, len(feeds_list), seed,
-                        "" if passed else "outputs differ beyond tolerance", expected_exact)
+                        "" if passed else "outputs differ beyond tolerance", expected_exact,
+                        input_source=source)
 
 
 def _worse(old: OutputComparison | None, new: OutputComparison) -> OutputComparison:
@@ -392,22 +556,35 @@ def _worse(old: OutputComparison | None, new: OutputComparison) -> OutputCompari
     return new if (not new.passed, new.max_abs_error) > (not old.passed, old.max_abs_error) else old
 
 
-def _check_feeds(
-    feeds_list: list[dict[str, np.ndarray]],
-    specs: Mapping[str, tuple[tuple[int, ...], ir.DataType, int]],
-) -> None:
+
+
+def _check_feeds(feeds_list: list[dict[str, np.ndarray]], model: ir.Model) -> None:
+    """Given inputs must name every true input and match its dtype, rank and static dims."""
+    wanted = {v.name: v for v in _true_inputs(model)}
     for feeds in feeds_list:
-        missing = set(specs) - set(feeds)
-        extra = set(feeds) - set(specs)
+        missing = sorted(set(wanted) - set(feeds))
+        extra = sorted(set(feeds) - set(wanted))
         if missing or extra:
             raise GrowError(
                 "inputs do not match the model: "
-                + (f"missing {', '.join(sorted(missing))}" if missing else "")
-                + ("; " if missing and extra else "")
-                + (f"unknown {', '.join(sorted(extra))}" if extra else "")
+                + "; ".join(
+                    part for part in (
+                        f"missing {', '.join(missing)}" if missing else "",
+                        f"unknown {', '.join(extra)}" if extra else "",
+                    ) if part
+                )
+                + f" (the model's inputs: {', '.join(wanted) or 'none'})"
             )
-        for name, (_, dtype, _) in specs.items():
-            if feeds[name].dtype != dtype.numpy():
+        for name, value in wanted.items():
+            array = feeds[name]
+            if value.dtype is not None and array.dtype != value.dtype.numpy():
                 raise GrowError(
-                    f"input {name!r} has dtype {feeds[name].dtype}, the model wants {dtype.numpy()}"
+                    f"input {name!r} has dtype {array.dtype}, the model wants "
+                    f"{np.dtype(value.dtype.numpy())}"
+                )
+            dims = shape_dims(value.shape)
+            if not _dims_compatible(dims, list(array.shape)):
+                raise GrowError(
+                    f"input {name!r} has shape {list(array.shape)}, the model wants "
+                    f"{format_dims(dims)}"
                 )

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-import numpy as np
 
 from onnxgrow.errors import GrowError, NotEquivalentError
+from onnxgrow.verify import load_inputs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,7 +68,8 @@ def verification_options(func: F) -> F:
         click.option("--input-shapes", "input_shapes", multiple=True, metavar="NAME:[d,...]",
                      help="Concrete shape for an input with dynamic dimensions (repeatable)."),
         click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None,
-                     help="A .npz file of input arrays, used instead of random inputs."),
+                     help="A .npz file with one array per model input (one sample), "
+                          "used instead of random inputs."),
         click.option("--providers", default="cpu", show_default=True,
                      help="Comma-separated execution providers: cpu, cuda."),
     ]
@@ -78,19 +79,59 @@ def verification_options(func: F) -> F:
 
 
 def parse_providers(text: str) -> list[str]:
-    """``"cuda,cpu"`` → ``["cuda", "cpu"]``."""
+    """``cuda,cpu`` → ``["cuda", "cpu"]``; at least one name."""
     names = [p.strip() for p in text.split(",") if p.strip()]
     if not names:
-        raise GrowError("--providers needs at least one provider (cpu, cuda)")
+        raise GrowError("--providers: give at least one of cpu, cuda")
     return names
 
 
-def load_npz_inputs(path: str) -> list[dict[str, np.ndarray]]:
-    """One sample of named input arrays from a ``.npz`` file."""
+def verification_kwargs(
+    *,
+    atol: float | None,
+    rtol: float | None,
+    samples: int,
+    input_shapes: tuple[str, ...],
+    inputs_file: str | None,
+    providers: str,
+    seed: int,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`onnxgrow.verify.verify` for the verification options.
+
+    ``--inputs`` gives one sample and fixes every shape, so it excludes ``--input-shapes``
+    and ``--samples`` other than 1.
+    """
+    if inputs_file is not None and (input_shapes or samples != 1):
+        raise GrowError("--inputs gives one sample with its own shapes: leave out --input-shapes and --samples")
+    return {
+        "inputs": [load_inputs(inputs_file)] if inputs_file is not None else None,
+        "input_shapes": parse_input_shapes(input_shapes) or None,
+        "samples": samples,
+        "seed": seed,
+        "atol": atol,
+        "rtol": rtol,
+        "providers": parse_providers(providers),
+    }
+
+
+def write_report(destination: str, text: str) -> None:
+    """Write ``text`` to a file, or to stdout when ``destination`` is ``-``."""
+    if destination == "-":
+        click.echo(text, nl=not text.endswith("\n"))
+        return
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return [{name: data[name] for name in data.files}]
-    except FileNotFoundError:
-        raise GrowError(f"{path}: no such file") from None
-    except Exception as exc:  # zipfile/numpy raise many kinds on garbage
-        raise GrowError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
+        with open(destination, "w", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+    except OSError as exc:
+        raise GrowError(f"{destination}: cannot write ({exc.strerror})") from None
+
+
+def report_destinations(*destinations: str | None) -> bool:
+    """Check that at most one report goes to stdout; True when one does.
+
+    Human-readable text then goes to stderr, so stdout holds only the report.
+    """
+    to_stdout = [d for d in destinations if d == "-"]
+    if len(to_stdout) > 1:
+        raise GrowError("only one report can be written to stdout ('-')")
+    return bool(to_stdout)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from onnxgrow.cli import main
-from onnxgrow.cli._common import load_npz_inputs, parse_input_shapes, parse_providers, user_errors, verification_options
+from onnxgrow.cli._common import user_errors, verification_kwargs, verification_options
 from onnxgrow.export.api import FORMATS, ExportReport, export_model
 from onnxgrow.grow import VerifyOptions
 
@@ -50,10 +50,8 @@ def export_command(model: str, fmt: str, output: str | None, seed: int, no_verif
     weights it could not name. The PyTorch and Keras models are loaded back from the
     written file and compared with onnxruntime; on a difference nothing is written (exit 1).
     """
-    options = VerifyOptions(
-        enabled=not no_verify, atol=atol, rtol=rtol, samples=samples, seed=seed,
-        providers=parse_providers(providers), input_shapes=parse_input_shapes(input_shapes),
-        inputs=load_npz_inputs(inputs_file) if inputs_file else None,
-    )
+    options = VerifyOptions(enabled=not no_verify, **verification_kwargs(
+        atol=atol, rtol=rtol, samples=samples, input_shapes=input_shapes, inputs_file=inputs_file,
+        providers=providers, seed=seed))
     report = export_model(Path(model), Path(output) if output else None, fmt, verify=options)
     _print_report(report)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from onnxgrow.cli import main
-from onnxgrow.cli._common import load_npz_inputs, parse_input_shapes, parse_providers, user_errors, verification_options
+from onnxgrow.cli._common import user_errors, verification_kwargs, verification_options
 from onnxgrow.errors import GrowError
 from onnxgrow.grow import VerifyOptions, default_output
 from onnxgrow.widen import Init
@@ -63,11 +63,9 @@ def widen_command(model: str, nodes: tuple[str, ...], widths: tuple[int, ...], o
         raise GrowError("a layer is named twice")
     source = Path(model)
     out = Path(output) if output else default_output(source)
-    options = VerifyOptions(
-        enabled=not no_verify, atol=atol, rtol=rtol, samples=samples, seed=seed,
-        providers=parse_providers(providers), input_shapes=parse_input_shapes(input_shapes),
-        inputs=load_npz_inputs(inputs_file) if inputs_file else None,
-    )
+    options = VerifyOptions(enabled=not no_verify, **verification_kwargs(
+        atol=atol, rtol=rtol, samples=samples, input_shapes=input_shapes, inputs_file=inputs_file,
+        providers=providers, seed=seed))
     report = widen_file(source, out, dict(zip(nodes, widths)), init=init, noise=noise, seed=seed,
                         verify=options)
     _print_report(report, out)

@@ -62,25 +62,32 @@ def default_export_output(source: Path, fmt: str) -> Path:
 def compare_with_onnxruntime(model: ir.Model, run: Runner, options: VerifyOptions) -> VerifyReport:
     """Run ``model`` in onnxruntime and ``run`` on the same inputs; compare every output.
 
-    Samples are stacked so the report covers all of them at once.
+    The inputs are ``options.inputs`` or seeded random ones, as for ``onnxgrow verify``;
+    samples are stacked so one comparison covers them all.
     """
     providers = resolve_providers(options.providers)
-    specs = input_specs(model, options.input_shapes)
-    feeds_list = [dict(f) for f in options.inputs] if options.inputs is not None else [
-        random_inputs(specs, options.seed + i) for i in range(options.samples)]
+    if options.inputs is not None:
+        feeds_list = [dict(f) for f in options.inputs]
+    else:
+        specs = input_specs(model, options.input_shapes)
+        feeds_list = [random_inputs(specs, options.seed + i) for i in range(options.samples)]
     with model_on_disk(model) as path:
         session = open_session(path, providers)
-        references = [session.run(feeds) for feeds in feeds_list]
+        try:
+            references = [session.run(feeds) for feeds in feeds_list]
+        except Exception as exc:  # onnxruntime raises its own kinds on unfit inputs
+            raise GrowError(f"the ONNX model fails on these inputs: {str(exc).splitlines()[0]}") from None
     candidates = [run(feeds) for feeds in feeds_list]
     reference = {name: np.stack([r[name] for r in references]) for name in references[0]}
-    candidate = {name: np.stack([c[name] for c in candidates]) for name in candidates[0] if name in reference}
+    candidate = {name: np.stack([c[name] for c in candidates]) for name in candidates[0]}
     dtypes = {v.name: v.dtype or ir.DataType.FLOAT for v in model.graph.outputs}
     outputs = compare_outputs(reference, candidate, options.atol, options.rtol, dtypes)
     passed = all(o.passed for o in outputs)
     info: dict[str, dict[str, object]] = {
         name: {"shape": list(arr.shape), "dtype": str(arr.dtype)} for name, arr in feeds_list[0].items()}
     return VerifyReport(passed, outputs, session.providers, info, len(feeds_list), options.seed,
-                        "" if passed else "outputs differ beyond tolerance")
+                        "" if passed else "outputs differ beyond tolerance",
+                        input_source="random" if options.inputs is None else "given")
 
 
 def _checked_write(model: ir.Model, output: Path, write: Callable[[Path], None],

@@ -1,0 +1,36 @@
+"""Shared test fixtures: the committed reference models and file-safety helpers."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+REFERENCE_MODELS = ["mlp_legacy", "mlp_dynamo", "mnist_cnn_legacy", "mnist_cnn_dynamo"]
+
+
+def fixture_path(name: str) -> Path:
+    """Path of a committed fixture model by stem."""
+    return FIXTURES / f"{name}.onnx"
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (to prove inputs are untouched)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def fixture_copy(tmp_path: Path):
+    """Copy a reference model (and its external data) into a fresh folder; return its path."""
+
+    def copy(name: str) -> Path:
+        for src in FIXTURES.glob(f"{name}.onnx*"):
+            (tmp_path / src.name).write_bytes(src.read_bytes())
+        return tmp_path / f"{name}.onnx"
+
+    return copy
