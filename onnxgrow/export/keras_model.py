@@ -137,7 +137,8 @@ class _KerasBuilder:
         outputs = [self.fetch(ref) for _, ref in self.program.outputs]
         if any(not isinstance(o, self.keras.KerasTensor) for o in outputs):
             raise GrowError("cannot export to Keras: a graph output does not depend on the inputs")
-        return self.keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0],
+        return self.keras.Model(inputs if len(inputs) > 1 else inputs[0],
+                                outputs if len(outputs) > 1 else outputs[0],
                                 name=_model_name(self.program))
 
 

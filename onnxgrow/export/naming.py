@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.constants import ConstantRef, find_constant
+from onnxgrow.constants import PASS_THROUGH_OPS, ConstantRef, find_constant
 from onnxgrow.names import NAME_SCOPES_KEY, module_path
 
 
@@ -280,8 +280,9 @@ class _Builder:
         return name
 
     def name_slot(self, node: ir.Node, spec: SlotSpec, owner: str | None, weight_name: str | None,
-                  fold: FoldedNorm | None) -> None:
-        """Name the constant ``node`` reads at ``spec.index`` (see the module docstring)."""
+                  fold: FoldedNorm | None, fallback: str) -> None:
+        """Name the constant ``node`` reads at ``spec.index`` (see the module docstring);
+        ``fallback`` stands in for an unknown ``owner`` and is reported."""
         value = node.inputs[spec.index]
         ref = constant_ref(value)
         if value is None or ref is None or not ref.dtype.is_floating_point():
@@ -294,7 +295,7 @@ class _Builder:
             return
         layout = spec.layout(node)
         if owner is None:
-            owner = self.unique(_fallback_prefix(node))
+            owner = fallback
             self.unnamed.append(Unnamed(source.name or "", _node_label(node), node.op_type,
                                         f"{owner}.{spec.suffix}"))
         self.add(f"{owner}.{spec.suffix}", layout.to_framework(ref.array()), spec.buffer, node,
@@ -313,9 +314,10 @@ class _Builder:
             owner = fold.into
         else:
             owner = _owner(node, specs[0].suffix, weight_name)
+        fallback = self.unique(_fallback_prefix(node)) if owner is None else owner
         for spec in specs:
             if spec.index < len(node.inputs):
-                self.name_slot(node, spec, owner, weight_name, fold)
+                self.name_slot(node, spec, owner, weight_name, fold, fallback)
         if node.op_type == "BatchNormalization" and owner:
             self.norm_modules.append(owner)
         return True
@@ -333,11 +335,15 @@ class _Builder:
                     or ref is None or len(ref.tensor.shape) != 1:
                 continue
             owner = binding[0].rpartition(".")[0] or None
-            self.name_slot(node, SlotSpec(index, "bias"), owner, None, None)
+            fallback = owner or self.unique(_fallback_prefix(node))
+            self.name_slot(node, SlotSpec(index, "bias"), owner, None, None, fallback)
             return
 
     def name_framework_constants(self, node: ir.Node) -> None:
-        """Other float constants with framework names are parameters under those names."""
+        """Other float constants with framework names are parameters under those names
+        (the Identity/Transpose nodes that merely pass a constant on are not readers)."""
+        if node.op_type in PASS_THROUGH_OPS:
+            return
         for index, value in enumerate(node.inputs):
             if value is None or (id(node), index) in self.slots:
                 continue

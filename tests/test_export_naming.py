@@ -1,0 +1,164 @@
+"""Framework names and PyTorch layouts of exported weights (onnxgrow.export.naming)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from export_helpers import assert_close, assert_every_parameter_learns, export_onnx, ort_run, torch_run
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.torch import load_file
+from torch import nn
+
+from onnxgrow.export import export_state_dict, state_dict, to_torch
+from onnxgrow.export.naming import is_framework_name
+
+pytestmark = pytest.mark.torch
+
+EXPORTS = [("legacy", True), ("legacy", False), ("dynamo", True), ("dynamo", False)]
+
+
+class TinyEncoder(nn.Module):
+    """Embedding + a free position parameter, LayerNorm, and Linears on a 3-D input (MatMul)."""
+
+    def __init__(self, vocab: int = 20, dim: int = 8, hidden: int = 16, length: int = 5) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, length, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.emb(tokens) + self.pos)
+        return self.down(nn.functional.gelu(self.up(x)))
+
+
+class TiedLM(nn.Module):
+    """An output projection that shares the embedding table."""
+
+    def __init__(self, vocab: int = 20, dim: int = 8) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.emb(tokens)))
+
+
+def _export(cls: type[nn.Module], folder: Path, exporter: str, fold: bool) -> tuple[nn.Module, Path]:
+    torch.manual_seed(0)
+    model = cls().eval()
+    path = export_onnx(model, (torch.randint(0, 20, (2, 5)),), folder / "m.onnx", dynamo=exporter == "dynamo",
+                       fold=fold, input_names=("tokens",))
+    return model, path
+
+
+def _tokens(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 20, (3, 5)).astype(np.int64)
+
+
+@pytest.mark.parametrize("exporter, fold", EXPORTS)
+def test_matmul_weights_come_back_as_out_by_in(tmp_path: Path, exporter: str, fold: bool) -> None:
+    """Linear on a 3-D input exports as MatMul with a [in, out] weight (``onnx::MatMul_12``,
+    ``val_0``, or ``Transpose(up.weight)``); the state dict has PyTorch's [out, in]."""
+    model, path = _export(TinyEncoder, tmp_path, exporter, fold)
+    result = state_dict(path)
+    expected = model.state_dict()
+    assert set(result.tensors) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(result.tensors[key], value.numpy(), err_msg=key)
+    assert result.notes() == []
+
+
+@pytest.mark.parametrize("exporter, fold", [("legacy", True), ("dynamo", True)])
+def test_free_parameters_are_trainable_in_the_torch_module(tmp_path: Path, exporter: str, fold: bool) -> None:
+    """``pos`` is added to a tensor (no layer): it is still an nn.Parameter that learns."""
+    _, path = _export(TinyEncoder, tmp_path, exporter, fold)
+    module = to_torch(path)
+    tokens = _tokens()
+    assert_close(ort_run(path, {"tokens": tokens}), torch_run(module, tokens))
+    assert "pos" in dict(module.named_parameters())
+    assert_every_parameter_learns(module, tokens)
+
+
+@pytest.mark.parametrize("exporter, fold", EXPORTS)
+def test_tied_weights_load_strictly(tmp_path: Path, exporter: str, fold: bool) -> None:
+    model, path = _export(TiedLM, tmp_path, exporter, fold)
+    result = state_dict(path)
+    fresh = TiedLM()
+    fresh.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in result.tensors.items()}, strict=True)
+    np.testing.assert_array_equal(fresh.emb.weight.detach().numpy(), model.emb.weight.detach().numpy())
+    tokens = _tokens(1)
+    assert_close(ort_run(path, {"tokens": tokens}), torch_run(fresh, tokens))
+
+
+def test_tied_weights_stay_one_parameter_in_the_torch_module(tmp_path: Path) -> None:
+    _, path = _export(TiedLM, tmp_path, "dynamo", True)
+    assert any("tied weights" in note for note in state_dict(path).notes())
+    module = to_torch(path)
+    assert module.get_parameter("emb.weight") is module.get_parameter("head.weight")
+    assert len(list(module.parameters())) == 1
+
+
+def test_safetensors_round_trip(tmp_path: Path) -> None:
+    model, path = _export(TinyEncoder, tmp_path, "legacy", True)
+    export_state_dict(path, tmp_path / "weights.safetensors")
+    fresh = TinyEncoder()
+    fresh.load_state_dict(load_file(tmp_path / "weights.safetensors"), strict=True)
+    tokens = _tokens(2)
+    assert_close(ort_run(path, {"tokens": tokens}), torch_run(fresh, tokens))
+
+
+def test_pt_file_loads_with_weights_only(tmp_path: Path) -> None:
+    model, path = _export(TiedLM, tmp_path, "legacy", False)
+    export_state_dict(path, tmp_path / "weights.pt")
+    loaded = torch.load(tmp_path / "weights.pt")  # weights_only=True by default
+    assert loaded["emb.weight"].data_ptr() == loaded["head.weight"].data_ptr()
+    TiedLM().load_state_dict(loaded, strict=True)
+
+
+def _unscoped_model(folder: Path) -> Path:
+    """A Conv and a Gemm (transB=0) with exporter-made weight names and no module scope."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "onnx::Conv_7")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "onnx::Conv_8")
+    k = numpy_helper.from_array(rng.standard_normal((4 * 6 * 6, 5)).astype(np.float32), "val_3")
+    nodes = [
+        helper.make_node("Conv", ["x", "onnx::Conv_7", "onnx::Conv_8"], ["c"], name="conv_0"),
+        helper.make_node("Flatten", ["c"], ["f"], name="flatten_0"),
+        helper.make_node("Gemm", ["f", "val_3"], ["y"], name="gemm_0", transB=0),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], [w, b, k])
+    path = folder / "unscoped.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_weights_without_a_framework_name_are_kept_under_the_node_name_and_listed(tmp_path: Path) -> None:
+    path = _unscoped_model(tmp_path)
+    result = state_dict(path)
+    assert sorted(result.tensors) == ["conv_0.bias", "conv_0.weight", "gemm_0.weight"]
+    assert result.tensors["gemm_0.weight"].shape == (5, 144)  # [out, in], like nn.Linear
+    kept = {(u.onnx_name, u.kept_as) for u in result.table.unnamed}
+    assert kept == {("onnx::Conv_7", "conv_0.weight"), ("onnx::Conv_8", "conv_0.bias"),
+                    ("val_3", "gemm_0.weight")}
+    assert any("'val_3' (Gemm node 'gemm_0'): no framework name" in note for note in result.notes())
+    module = to_torch(path)
+    x = np.random.default_rng(1).standard_normal((2, 2, 8, 8)).astype(np.float32)
+    assert_close(ort_run(path, {"x": x}), torch_run(module, x))
+    assert_every_parameter_learns(module, x)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("fc1.weight", True), ("layer1.0.conv1.weight", True), ("cls_token", True), ("weight", True),
+    ("onnx::Conv_35", False), ("onnx::MatMul_12", False), ("val_0", False), ("/fc/Transpose_output_0", False),
+    ("sequential/dense/kernel:0", False), ("", False), ("lifted_tensor_0", False),
+])
+def test_framework_names(name: str, expected: bool) -> None:
+    assert is_framework_name(name) is expected
