@@ -7,7 +7,8 @@ Shared by the state-dict, PyTorch and Keras exports. The rules:
   BatchNormalization scale/B/mean/var, Layer/Instance/GroupNormalization scale/B, PRelu
   slope, Gather data on axis 0), the bias constant an ``Add`` puts on a MatMul's output,
   and any other floating-point constant whose name is a framework name (a position
-  embedding, a class token). BatchNormalization means and variances are buffers.
+  embedding, a class token), except inputs that configure an op (a dropout ratio, clip
+  bounds, a pad value). BatchNormalization means and variances are buffers.
 - **Name**: the name the exporter gave the value the node reads (an initializer, or the
   ``Identity`` output a deduplicating exporter leaves under each original name), found
   by looking back through ``Transpose`` nodes, when it is a framework name (dotted
@@ -101,6 +102,8 @@ PARAMETER_SLOTS: dict[str, tuple[SlotSpec, ...]] = {
     "PRelu": (SlotSpec(1, "weight"),),
     "Gather": (SlotSpec(0, "weight"),),
 }
+#: Inputs that configure an op (a dropout ratio, clip bounds, a pad value): never weights.
+_SETTINGS = {"Dropout": frozenset({1, 2}), "Clip": frozenset({1, 2}), "Pad": frozenset({2})}
 #: Ops whose weights absorb a BatchNorm when an exporter folds it.
 _FOLD_TARGETS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _BATCH_NORM_STATE = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -344,8 +347,9 @@ class _Builder:
         (the Identity/Transpose nodes that merely pass a constant on are not readers)."""
         if node.op_type in PASS_THROUGH_OPS:
             return
+        settings = _SETTINGS.get(node.op_type, frozenset())
         for index, value in enumerate(node.inputs):
-            if value is None or (id(node), index) in self.slots:
+            if value is None or (id(node), index) in self.slots or index in settings:
                 continue
             ref = constant_ref(value)
             if ref is None or not ref.dtype.is_floating_point():

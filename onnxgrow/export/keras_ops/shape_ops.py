@@ -96,6 +96,8 @@ def slice_(call: KerasCall, inputs: list[KerasInput]) -> Any:
     for k, (start, end) in enumerate(zip(starts, ends)):
         axis = (axes[k] if axes is not None else k) % rank
         step = steps[k] if steps else 1
+        if step < 1:
+            raise call.refuse("negative or zero steps are not supported")
         bound = 2**62
         index[axis] = slice(max(min(start, bound), -bound), max(min(end, bound), -bound), step)
     return x[tuple(index)]

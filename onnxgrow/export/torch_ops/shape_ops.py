@@ -24,7 +24,7 @@ def dropout(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
     the module trains, like the ``nn.Dropout`` it came from."""
     ratio = call.attr("ratio", 0.5)
     if len(inputs) > 1 and inputs[1] is not None:
-        ratio = float(inputs[1])
+        ratio = float(inputs[1].item())
     return torch.nn.functional.dropout(inputs[0], ratio, training=call.training)
 
 
@@ -176,6 +176,10 @@ def pad(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
         raise call.refuse(f"pad mode {mode!r} is not supported")
     if torch_mode == "constant":
         return F.pad(x, pairs, mode="constant", value=value)
+    while pairs and pairs[-2:] == [0, 0]:  # PyTorch pads only trailing axes in these modes
+        pairs = pairs[:-2]
+    if len(pairs) // 2 > x.dim() - 2:
+        raise call.refuse(f"{mode} padding of the first two axes is not supported")
     return F.pad(x, pairs, mode=torch_mode)
 
 
