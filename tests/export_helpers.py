@@ -52,6 +52,35 @@ class ResNetish(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class TinyEncoder(nn.Module):
+    """Embedding + a free position parameter, LayerNorm, and Linears on a 3-D input (MatMul)."""
+
+    def __init__(self, vocab: int = 20, dim: int = 8, hidden: int = 16, length: int = 5) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, length, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.emb(tokens) + self.pos)
+        return self.down(nn.functional.gelu(self.up(x)))
+
+
+class TiedLM(nn.Module):
+    """An output projection that shares the embedding table."""
+
+    def __init__(self, vocab: int = 20, dim: int = 8) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.emb(tokens)))
+
+
 def seeded(factory, seed: int = 0, **kwargs) -> nn.Module:  # type: ignore[no-untyped-def]
     """A model built under ``torch.manual_seed(seed)``, BatchNorms given non-trivial statistics."""
     torch.manual_seed(seed)

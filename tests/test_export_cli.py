@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -84,8 +83,8 @@ def test_torch_module_is_checked_and_loads(fixture_copy, tmp_path: Path) -> None
     assert f"wrote {out}: 8 trainable parameters" in stdout
     assert "PASSED" in stdout and "on 2 sample(s)" in stdout and "CPUExecutionProvider" in stdout
     module = torch.load(out, weights_only=False)
-    x = random_input((3, 1, 28, 28))
-    assert_close(ort_run(src, {"x": x}), torch_run(module, x))
+    images = random_input((3, 1, 28, 28))
+    assert_close(ort_run(src, {"x": images}), torch_run(module, images))
 
 
 def test_a_torch_module_that_computes_something_else_is_not_written(fixture_copy, tmp_path: Path,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from export_helpers import TiedLM, TinyEncoder, export_onnx
 from export_op_graphs import OpGraph, op_graphs
 
 pytestmark = pytest.mark.torch
@@ -52,15 +54,28 @@ _RUN = textwrap.dedent("""
         errors = [float(np.abs(np.asarray(keras.ops.convert_to_numpy(g), np.float64) - e).max()
                         / max(float(np.abs(e).max()), 1e-30)) for g, e in zip(got, expected)]
         results[name] = {"error": max(errors), "outputs": len(got), "expected": len(expected),
-                         "trainable": len(model.trainable_variables)}
+                         "trainable": len(model.trainable_variables), "notes": exported.notes()}
     print(json.dumps(results))
 """)
+
+
+def _torch_exports(folder: Path) -> list[tuple[str, str, str]]:
+    """A transformer-ish block and a tied-embedding LM, exported from PyTorch."""
+    jobs = []
+    tokens = np.random.default_rng(0).integers(0, 20, (3, 5)).astype(np.int64)
+    for name, cls, dynamo in (("TinyEncoder-legacy", TinyEncoder, False), ("TiedLM-dynamo", TiedLM, True)):
+        torch.manual_seed(0)
+        path = export_onnx(cls(), (torch.from_numpy(tokens),), folder / f"{name}.onnx", dynamo=dynamo,
+                           input_names=("tokens",))
+        np.savez(folder / f"{name}.npz", tokens=tokens)
+        jobs.append((name, str(path), str(folder / f"{name}.npz")))
+    return jobs
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     folder = tmp_path_factory.mktemp("keras_ops")
-    jobs = []
+    jobs = _torch_exports(folder)
     for case in CASES:
         feeds = folder / f"{case.id}.npz"
         np.savez(feeds, **case.feeds)
@@ -92,3 +107,18 @@ def test_keras_refuses_with_a_message_naming_the_node(results: dict[str, dict], 
                                              ("Gather-embedding", 1), ("MatMul-Add-3d", 2)])
 def test_weights_become_trainable_keras_variables(results: dict[str, dict], name: str, variables: int) -> None:
     assert results[name]["trainable"] == variables
+
+
+def test_a_free_parameter_is_a_listed_constant_in_keras(results: dict[str, dict]) -> None:
+    """``pos`` is added to a tensor: Keras has no layer to hold it as a variable."""
+    result = results["TinyEncoder-legacy"]
+    assert result["error"] <= 1e-5
+    assert result["notes"] == ["pos: read by an op with no Keras layer; kept as a constant (not trainable)"]
+    assert result["trainable"] == 6  # emb, norm (2), up (2), down
+
+
+def test_tied_weights_are_listed_as_untied_copies_in_keras(results: dict[str, dict]) -> None:
+    result = results["TiedLM-dynamo"]
+    assert result["error"] <= 1e-5 and result["trainable"] == 2
+    assert "head.weight: read by 2 layers; in Keras each holds its own copy (they start equal and are no "\
+           "longer tied)" in result["notes"]

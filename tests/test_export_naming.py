@@ -8,7 +8,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_helpers import assert_close, assert_every_parameter_learns, export_onnx, ort_run, torch_run
+from export_helpers import (
+    TiedLM,
+    TinyEncoder,
+    assert_close,
+    assert_every_parameter_learns,
+    export_onnx,
+    ort_run,
+    torch_run,
+)
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import load_file
 from torch import nn
@@ -19,35 +27,6 @@ from onnxgrow.export.naming import is_framework_name
 pytestmark = pytest.mark.torch
 
 EXPORTS = [("legacy", True), ("legacy", False), ("dynamo", True), ("dynamo", False)]
-
-
-class TinyEncoder(nn.Module):
-    """Embedding + a free position parameter, LayerNorm, and Linears on a 3-D input (MatMul)."""
-
-    def __init__(self, vocab: int = 20, dim: int = 8, hidden: int = 16, length: int = 5) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.pos = nn.Parameter(torch.randn(1, length, dim))
-        self.norm = nn.LayerNorm(dim)
-        self.up = nn.Linear(dim, hidden)
-        self.down = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.emb(tokens) + self.pos)
-        return self.down(nn.functional.gelu(self.up(x)))
-
-
-class TiedLM(nn.Module):
-    """An output projection that shares the embedding table."""
-
-    def __init__(self, vocab: int = 20, dim: int = 8) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.head = nn.Linear(dim, vocab, bias=False)
-        self.head.weight = self.emb.weight
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.tanh(self.emb(tokens)))
 
 
 def _export(cls: type[nn.Module], folder: Path, exporter: str, fold: bool) -> tuple[nn.Module, Path]:

@@ -61,11 +61,14 @@ class KerasExport:
     model: Any
     table: ParameterTable
     frozen: list[str] = field(default_factory=list)
+    shared: dict[str, int] = field(default_factory=dict)  # weight → Keras layers holding a copy
 
     def notes(self) -> list[str]:
         lines = self.table.notes()
         lines += [f"{name}: read by an op with no Keras layer; kept as a constant (not trainable)"
                   for name in self.frozen]
+        lines += [f"{name}: read by {count} layers; in Keras each holds its own copy (they start equal "
+                  "and are no longer tied)" for name, count in self.shared.items()]
         return lines
 
 
@@ -159,7 +162,9 @@ def to_keras(model: ir.Model | str | os.PathLike[str]) -> KerasExport:
     table = parameter_table(model)
     program = build_program(model, table, {op: k.outputs for op, k in KERAS_OPS.items()}, "Keras")
     builder = _KerasBuilder(keras, program, table)
-    return KerasExport(builder.build(), table, builder.names.frozen)
+    keras_model = builder.build()
+    shared = {name: count for name, count in builder.names.variables.items() if count > 1}
+    return KerasExport(keras_model, table, builder.names.frozen, shared)
 
 
 def run_keras(keras_model: Any, feeds: Mapping[str, np.ndarray], input_names: Sequence[str],

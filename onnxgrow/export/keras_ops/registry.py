@@ -36,10 +36,13 @@ class Weight:
 
 @dataclass
 class LayerNames:
-    """Unique Keras layer names made from framework names (``layer1.0.conv1`` → ``layer1_0_conv1``)."""
+    """Unique Keras layer names made from framework names (``layer1.0.conv1`` → ``layer1_0_conv1``),
+    and what the export noted about weights: those kept as constants, and how many layers
+    each weight seeded (a tied weight seeds several, untied in Keras)."""
 
     used: set[str] = field(default_factory=set)
     frozen: list[str] = field(default_factory=list)
+    variables: dict[str, int] = field(default_factory=dict)  # weight name → Keras layers made from it
 
     def make(self, base: str) -> str:
         text = re.sub(r"\W+", "_", base).strip("_") or "layer"
@@ -69,7 +72,10 @@ class KerasCall:
         return GrowError(f"cannot export {self.op_type} node {self.node!r} to Keras: {why}")
 
     def layer_name(self, weight: Weight | None) -> str:
-        """A layer name from the weight's module (``fc1.weight`` → ``fc1``), else the node's."""
+        """The name of a new layer holding ``weight``: from the weight's module (``fc1.weight``
+        → ``fc1``), else the node's."""
+        if weight is not None:
+            self.names.variables[weight.name] = self.names.variables.get(weight.name, 0) + 1
         base = weight.name.rpartition(".")[0] if weight is not None and "." in weight.name else self.node
         return self.names.make(base)
 
