@@ -141,3 +141,24 @@ def test_weights_without_a_framework_name_are_kept_under_the_node_name_and_liste
 ])
 def test_framework_names(name: str, expected: bool) -> None:
     assert is_framework_name(name) is expected
+
+
+def test_two_tensors_claiming_one_name_keep_the_second_under_its_node(tmp_path: Path) -> None:
+    """Two legacy-scoped Gemms in module ``fc`` with exporter-made weight names both map to
+    ``fc.weight``; the second is kept apart and listed."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((3, 3)).astype(np.float32), f"onnx::Gemm_{k}")
+               for k in (1, 2)]
+    nodes = [helper.make_node("Gemm", ["x", "onnx::Gemm_1"], ["h"], name="/fc/Gemm", transB=1),
+             helper.make_node("Gemm", ["h", "onnx::Gemm_2"], ["y"], name="/fc/Gemm_1", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    result = state_dict(tmp_path / "m.onnx")
+    assert sorted(result.tensors) == ["fc.weight", "fc_Gemm_1.weight"]
+    np.testing.assert_array_equal(result.tensors["fc_Gemm_1.weight"], numpy_helper.to_array(weights[1]))
+    assert result.notes() == ["'onnx::Gemm_2' (Gemm node '/fc/Gemm_1'): 'fc.weight' already names a different "
+                              "tensor; kept as 'fc_Gemm_1.weight'"]
+    module = to_torch(tmp_path / "m.onnx")
+    x = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
+    assert_close(ort_run(tmp_path / "m.onnx", {"x": x}), torch_run(module, x))

@@ -145,28 +145,29 @@ class FoldedNorm:
         return [f"{self.norm}.{key}" for key in _BATCH_NORM_STATE] if self.norm else []
 
     def describe(self) -> str:
-        what = f"BatchNorm {self.norm}" if self.norm else "a BatchNorm (its name is not kept in the model)"
         into = self.into or f"node {self.node!r}"
-        text = (f"{what} was folded into {into} by the {self.exporter} exporter: "
-                f"its weight and bias hold the folded values")
         if self.norm:
-            text += f"; {', '.join(self.lost)} no longer exist"
+            text = (f"BatchNorm {self.norm} was folded into {into} by the {self.exporter} exporter: its "
+                    f"weight and bias hold the folded values; {', '.join(self.lost)} no longer exist")
+        else:
+            text = (f"{into}'s weights were computed by the {self.exporter} exporter's constant folding "
+                    "(a BatchNorm folded into it, whose name the model does not keep)")
         flag = "do_constant_folding=False" if self.exporter == "legacy" else "optimize=False"
-        return text + f". Re-export with {flag} to keep them."
+        return text + f". Re-export with {flag} to keep them apart."
 
 
 @dataclass
 class Unnamed:
-    """A weight with no framework name: where it is read and the name it was kept under."""
+    """A weight kept under a name made from its node: where it is read, and why."""
 
     onnx_name: str
     node: str
     op_type: str
     kept_as: str
+    reason: str = "no framework name"
 
     def describe(self) -> str:
-        return (f"{self.onnx_name!r} ({self.op_type} node {self.node!r}): no framework name; "
-                f"kept as {self.kept_as!r}")
+        return f"{self.onnx_name!r} ({self.op_type} node {self.node!r}): {self.reason}; kept as {self.kept_as!r}"
 
 
 @dataclass
@@ -178,6 +179,7 @@ class ParameterTable:
     folded: list[FoldedNorm]
     generated: list[str]  # entries not in the ONNX model (num_batches_tracked)
     unnamed: list[Unnamed]
+    #: (id(node), input index) → parameter: valid while the model the table was made from lives.
     _slots: dict[tuple[int, int], tuple[str, Layout]] = field(default_factory=dict, repr=False)
 
     def binding(self, node: ir.Node, index: int) -> tuple[str, Layout] | None:
@@ -267,8 +269,10 @@ class _Builder:
         if existing is not None and not (existing.array.shape == array.shape
                                          and np.array_equal(existing.array, array)):
             # two different tensors claim one name: keep this one under the node's name
+            taken = name
             name = self.unique(f"{_fallback_prefix(node)}.{name.rsplit('.', 1)[-1]}")
-            self.unnamed.append(Unnamed(source.name or "", _node_label(node), node.op_type, name))
+            self.unnamed.append(Unnamed(source.name or "", _node_label(node), node.op_type, name,
+                                        f"{taken!r} already names a different tensor"))
             existing = None
         if existing is None:
             self.parameters[name] = Parameter(name, np.ascontiguousarray(array), buffer, [], source.name or "")
