@@ -23,6 +23,8 @@ def _print_report(report: ExportReport) -> None:
     for note in report.notes:
         click.echo(f"  note: {note}")
     if report.format == "state-dict":
+        click.echo("not compared with onnxruntime: a state dict has no code to run "
+                   "(--to torch runs the same names and layouts)")
         return
     if report.verification is not None:
         click.echo(report.verification.summary())
