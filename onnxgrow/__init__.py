@@ -8,10 +8,12 @@ from onnxgrow.verify import VerifyReport, verify
 from onnxgrow.widen import Init, WidenReport, widen
 from onnxgrow.widen.api import widen_file
 from onnxgrow.inspect import inspect_model
+from onnxgrow.deepen import DeepenReport, deepen, deepen_file
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DeepenReport",
     "GrowError",
     "export_model",
     "export_state_dict",
@@ -23,6 +25,8 @@ __all__ = [
     "inspect_model",
     "widen",
     "widen_file",
+    "deepen",
+    "deepen_file",
     "NotEquivalentError",
     "RefusedError",
     "VerifyReport",
