@@ -30,6 +30,44 @@ MLP = reference_models.MLP
 MnistCNN = reference_models.MnistCNN
 
 
+class DeeperMLP(nn.Module):
+    """The MLP after ``deepen --after layer_2 --width W``: ``layer_2_deep`` (ReLU) before ``layer_3``."""
+
+    def __init__(self, width_1: int = 4, width_2: int = 5, width_deep: int = 7) -> None:
+        super().__init__()
+        self.layer_1 = nn.Linear(3, width_1)
+        self.layer_2 = nn.Linear(width_1, width_2)
+        self.layer_2_deep = nn.Linear(width_2, width_deep)
+        self.layer_3 = nn.Linear(width_deep, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.layer_1(x))
+        x = torch.relu(self.layer_2(x))
+        x = torch.relu(self.layer_2_deep(x))
+        return self.layer_3(x)
+
+
+class DeeperMnistCNN(nn.Module):
+    """The MNIST CNN after ``deepen --after conv2`` and ``--after fc1``: ``conv2_deep`` (3×3,
+    ReLU) before the second pool, ``fc1_deep`` (ReLU) before ``fc2``."""
+
+    def __init__(self, conv1: int = 64, conv2: int = 64, fc1: int = 64) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, conv1, 3, padding=1)
+        self.conv2 = nn.Conv2d(conv1, conv2, 3, padding=1)
+        self.conv2_deep = nn.Conv2d(conv2, conv2, 3, padding=1)
+        self.fc1 = nn.Linear(conv2 * 7 * 7, fc1)
+        self.fc1_deep = nn.Linear(fc1, fc1)
+        self.fc2 = nn.Linear(fc1, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.relu(self.conv2_deep(torch.relu(self.conv2(x))))
+        x = torch.flatten(nn.functional.max_pool2d(x, 2), 1)
+        x = torch.relu(self.fc1_deep(torch.relu(self.fc1(x))))
+        return torch.softmax(self.fc2(x), dim=-1)
+
+
 class ResNetish(nn.Module):
     """A stem conv and one residual block with BatchNorms, pooled into a Linear head.
 

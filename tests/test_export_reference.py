@@ -1,7 +1,7 @@
 """Issue 6, done-when: grown reference models come back to PyTorch and Keras.
 
-For the MLP and the MNIST CNN (both exporters) and a ResNet-ish block with BatchNorm
-(constant folding on and off), widened with onnxgrow: the state dict loads strictly into
+For the MLP and the MNIST CNN (both exporters), widened and deepened with onnxgrow, and a
+ResNet-ish block with BatchNorm (constant folding on and off): the state dict loads strictly into
 the matching wider PyTorch class and computes what onnxruntime computes on the grown
 model; ``to_torch`` and the Keras model match too, and every parameter gets a gradient
 in one training step.
@@ -23,6 +23,8 @@ import torch
 from conftest import fixture_path
 from export_helpers import (
     MLP,
+    DeeperMLP,
+    DeeperMnistCNN,
     MnistCNN,
     ResNetish,
     assert_close,
@@ -56,6 +58,12 @@ def _widen(source: Path, folder: Path, widths: dict[str, int]) -> Path:
     return out
 
 
+def _deepen(source: Path, folder: Path, after: str, width: int | None = None) -> Path:
+    out = folder / f"{source.stem}.{after}_deep.onnx"
+    onnxgrow.deepen_file(source, out, after, width=width)
+    return out
+
+
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
     folder = tmp_path_factory.mktemp("grown")
@@ -67,6 +75,12 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
         found[f"cnn-{exporter}"] = Case(
             _widen(fixture_path(f"mnist_cnn_{exporter}"), folder, {"conv1": 128, "fc1": 128}),
             lambda: MnistCNN(conv1=128, fc1=128), (2, 1, 28, 28))
+        found[f"mlp-{exporter}-deeper"] = Case(
+            _deepen(fixture_path(f"mlp_{exporter}"), folder, "layer_2", width=7), DeeperMLP, (5, 3))
+        widened = found[f"cnn-{exporter}"].path
+        found[f"cnn-{exporter}-deeper"] = Case(
+            _deepen(_deepen(widened, folder, "conv2"), folder, "fc1"),
+            lambda: DeeperMnistCNN(conv1=128, fc1=128), (2, 1, 28, 28))
     example = (torch.randn(2, 3, 8, 8),)
     for exporter, fold in (("legacy", False), ("legacy", True), ("dynamo", True)):
         onnx_path = export_onnx(seeded(ResNetish), example, folder / f"resnet_{exporter}_{fold}.onnx",
@@ -81,7 +95,8 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
     return found
 
 
-UNFOLDED = ["mlp-legacy", "mlp-dynamo", "cnn-legacy", "cnn-dynamo", "resnet-legacy-nofold", "resnet-dynamo-nofold"]
+UNFOLDED = ["mlp-legacy", "mlp-dynamo", "cnn-legacy", "cnn-dynamo", "mlp-legacy-deeper", "mlp-dynamo-deeper",
+            "cnn-legacy-deeper", "cnn-dynamo-deeper", "resnet-legacy-nofold", "resnet-dynamo-nofold"]
 FOLDED = ["resnet-legacy-fold", "resnet-dynamo-fold"]
 
 
@@ -160,7 +175,7 @@ def test_torch_module_matches_onnxruntime_and_every_parameter_learns(
     assert_every_parameter_learns(module, x)
 
 
-@pytest.mark.parametrize("name", ["mlp-dynamo", "cnn-legacy", "resnet-legacy-nofold"])
+@pytest.mark.parametrize("name", ["mlp-dynamo", "cnn-legacy", "cnn-dynamo-deeper", "resnet-legacy-nofold"])
 def test_torch_module_state_dict_loads_into_the_wider_class(cases: dict[str, Case], name: str) -> None:
     case = cases[name]
     model = case.wider()  # type: ignore[operator]
