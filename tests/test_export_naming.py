@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 from export_helpers import (
+    ResNetish,
     TiedLM,
     TinyEncoder,
     assert_close,
@@ -162,3 +163,22 @@ def test_two_tensors_claiming_one_name_keep_the_second_under_its_node(tmp_path: 
     module = to_torch(tmp_path / "m.onnx")
     x = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
     assert_close(ort_run(tmp_path / "m.onnx", {"x": x}), torch_run(module, x))
+
+
+def test_tensors_the_exporter_deduplicated_stay_separate(tmp_path: Path) -> None:
+    """Fresh BatchNorms hold equal tensors (zeros, ones); the legacy exporter keeps one
+    initializer and Identity nodes for the others. They are still separate entries."""
+    torch.manual_seed(0)
+    model = ResNetish().eval()
+    path = export_onnx(model, (torch.randn(2, 3, 8, 8),), tmp_path / "m.onnx", dynamo=False, fold=False)
+    assert any(n.op_type == "Identity" for n in onnx.load(path).graph.node)
+    export_state_dict(path, tmp_path / "w.pt")
+    loaded = torch.load(tmp_path / "w.pt")
+    pointers = [loaded[k].data_ptr() for k in ("bn1.bias", "bn1.running_mean", "bn2.bias", "bn2.running_mean")]
+    assert len(set(pointers)) == 4
+    fresh = ResNetish()
+    fresh.load_state_dict(loaded, strict=True)
+    module = to_torch(path)
+    assert module.get_parameter("bn1.bias") is not module.get_parameter("bn2.bias")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert_close(ort_run(path, {"x": x}), torch_run(fresh, x))

@@ -53,7 +53,7 @@ def save_state_dict(result: StateDict, output: str | os.PathLike[str]) -> Path:
         if out.suffix == SAFETENSORS_SUFFIX:
             _save_safetensors(result.tensors, tmp)
         else:
-            _save_torch(result.tensors, tmp)
+            _save_torch(result.tensors, result.table.aliases, tmp)
     return out
 
 
@@ -66,18 +66,16 @@ def _save_safetensors(tensors: dict[str, np.ndarray], path: Path) -> None:
     save_file({name: np.ascontiguousarray(array) for name, array in tensors.items()}, str(path))
 
 
-def _save_torch(tensors: dict[str, np.ndarray], path: Path) -> None:
+def _save_torch(tensors: dict[str, np.ndarray], aliases: dict[str, str], path: Path) -> None:
+    """Every entry its own tensor, except tied names, which share one (as in ``nn.Module.state_dict()``)."""
     try:
         import torch
     except ImportError:
         raise GrowError("writing a .pt state dict needs PyTorch (pip install 'onnxgrow[torch]'); "
                         "or write .safetensors") from None
-    converted: dict[int, torch.Tensor] = {}
-    state = {}
-    for name, array in tensors.items():
-        if id(array) not in converted:  # tied names share one tensor, as in nn.Module.state_dict()
-            converted[id(array)] = torch.from_numpy(np.array(array, copy=True))
-        state[name] = converted[id(array)]
+    state = {name: torch.from_numpy(np.array(array, copy=True))
+             for name, array in tensors.items() if name not in aliases}
+    state.update({alias: state[name] for alias, name in aliases.items()})
     torch.save(state, path)
 
 
