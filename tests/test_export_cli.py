@@ -86,6 +86,12 @@ def test_torch_module_is_checked_and_loads(fixture_copy, tmp_path: Path) -> None
     module = torch.load(out, weights_only=False)
     images = random_input((3, 1, 28, 28))
     assert_close(ort_run(src, {"x": images}), torch_run(module, images))
+    load = ("import sys, torch; m = torch.load(sys.argv[1], weights_only=False); "
+            "print(type(m).__module__, sum(p.numel() for p in m.parameters()))")
+    fresh = subprocess.run([sys.executable, "-c", load, str(out)], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert fresh.stdout.split() == ["onnxgrow.export.torch_module", str(sum(p.numel() for p in module.parameters()))], \
+        fresh.stderr
 
 
 def test_a_torch_module_that_computes_something_else_is_not_written(fixture_copy, tmp_path: Path,

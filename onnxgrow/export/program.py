@@ -108,6 +108,8 @@ def _input_spec(value: ir.Value) -> InputSpec:
 
 
 class _ProgramBuilder:
+    """Turns node inputs into references, storing each non-weight constant once."""
+
     def __init__(self, model: ir.Model, table: ParameterTable) -> None:
         self.model = model
         self.table = table
@@ -137,7 +139,7 @@ class _ProgramBuilder:
     def needed_nodes(self) -> set[int]:
         """Nodes some graph output depends on through run-time values."""
         needed: set[int] = set()
-        stack = [v for v in self.model.graph.outputs]
+        stack = list(self.model.graph.outputs)
         while stack:
             value = stack.pop()
             producer = value.producer()
