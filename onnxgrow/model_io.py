@@ -219,10 +219,7 @@ def save_model(
     written. ``progress(done, total)`` is called per external tensor written.
     """
     out = Path(output)
-    if out.exists() and out.is_dir():
-        raise GrowError(f"{out}: is a directory; give a file name ending in .onnx")
-    if not out.parent.exists():
-        raise GrowError(f"{out.parent}: output folder does not exist")
+    _check_output_folder(out, ".onnx")
     use_external = wants_external_data(model) if external_data is None else external_data
     data_name = data_file_name(out)
     with _temporary_folder(out) as tmp:
@@ -308,6 +305,28 @@ def _save_embedded(model: ir.Model, path: Path) -> None:
     if any(True for _ in external_tensors(model)):
         ir.external_data.load_to_model(model)
     ir.save(model, path)
+
+
+def _check_output_folder(out: Path, suffix: str) -> None:
+    if out.exists() and out.is_dir():
+        raise GrowError(f"{out}: is a directory; give a file name ending in {suffix}")
+    if not out.parent.exists():
+        raise GrowError(f"{out.parent}: output folder does not exist")
+
+
+@contextlib.contextmanager
+def atomic_output(output: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path to write ``output`` at; renamed into place when the block succeeds.
+
+    For files other than ONNX models (exported weights, modules). On any failure nothing
+    is left behind.
+    """
+    out = Path(output)
+    _check_output_folder(out, out.suffix or "a suffix")
+    with _temporary_folder(out) as tmp:
+        path = tmp / out.name
+        yield path
+        os.replace(path, out)
 
 
 @contextlib.contextmanager
