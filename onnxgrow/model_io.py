@@ -326,7 +326,8 @@ def atomic_output(output: str | os.PathLike[str]) -> Iterator[Path]:
     with _temporary_folder(out) as tmp:
         path = tmp / out.name
         yield path
-        os.replace(path, out)
+        with _writing(out):
+            os.replace(path, out)
 
 
 @contextlib.contextmanager

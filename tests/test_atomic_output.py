@@ -38,8 +38,17 @@ COMMANDS: dict[str, Callable[[Path, Path, str, int], list[object]]] = {
     "inspect --json": lambda m, out, layer, width: ["inspect", m, "--json"],
     "verify": lambda m, out, layer, width: ["verify", m, m, "--samples", 2],
     "diff": lambda m, out, layer, width: ["diff", m, m, "--numeric"],
+    "export --to state-dict": lambda m, out, layer, width: ["export", m, "--to", "state-dict", "-o",
+                                                           out.with_suffix(".safetensors")],
+    "export --to torch": lambda m, out, layer, width: ["export", m, "--to", "torch", "-o", out.with_suffix(".pt")],
+    "export --to keras": lambda m, out, layer, width: ["export", m, "--to", "keras", "-o", out.with_suffix(".keras")],
 }
-WRITES = {"widen", "deepen", "deepen --width"}
+#: command → the files it writes for ``-o grown.onnx`` (ONNX outputs pass the checker).
+WRITES = {"widen": {"grown.onnx", "grown.onnx.data"}, "deepen": {"grown.onnx", "grown.onnx.data"},
+          "deepen --width": {"grown.onnx", "grown.onnx.data"},
+          "export --to state-dict": {"grown.safetensors"}, "export --to torch": {"grown.pt"},
+          "export --to keras": {"grown.keras"}}
+ONNX_WRITERS = {"widen", "deepen", "deepen --width"}
 
 
 def copy_fixture(stem: str, folder: Path) -> Path:
@@ -60,11 +69,13 @@ def test_inputs_are_byte_identical_after_every_command(tmp_path: Path, stem: str
     with untouched(src.parent):
         result = run_cli(*COMMANDS[command](src, out, layer, width))
     assert_clean(result, (0,))
+    written = listing(out_folder)
     if command in WRITES:
-        assert listing(out_folder) <= {"grown.onnx", "grown.onnx.data"} and out.exists()
-        assert_checker_passes(out)
+        assert written and written <= WRITES[command], written
     else:
-        assert listing(out_folder) == set()
+        assert written == set()
+    if command in ONNX_WRITERS:
+        assert_checker_passes(out)
 
 
 def test_default_output_beside_the_input(tmp_path: Path) -> None:
@@ -99,7 +110,7 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("failure", sorted(FAILURES))
-@pytest.mark.parametrize("command", sorted(WRITES))
+@pytest.mark.parametrize("command", sorted(ONNX_WRITERS))
 @pytest.mark.parametrize("stem", ["mlp_legacy", "mnist_cnn_dynamo"])
 def test_failed_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stem: str,
                                     command: str, failure: str) -> None:
@@ -141,6 +152,23 @@ def test_failed_final_rename_restores_the_earlier_output(tmp_path: Path, monkeyp
     monkeypatch.undo()
     assert_checker_passes(out)
     assert onnxgrow.load_model(out).graph.initializers["fc1.weight"].const_value.shape[0] == 70
+
+
+@pytest.mark.parametrize("fmt", ["state-dict", "torch"])
+def test_export_failed_rename_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    src = copy_fixture("mnist_cnn_dynamo", tmp_path)
+    real_replace = os.replace
+
+    def replace(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+        if Path(b).parent == tmp_path:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(a, b)
+
+    monkeypatch.setattr(model_io.os, "replace", replace)
+    with untouched(tmp_path):
+        result = run_cli("export", src, "--to", fmt, "-o", tmp_path / "weights.pt")
+    assert_clean(result, (2,))
+    assert "No space left on device" in result.stderr
 
 
 def test_failed_check_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

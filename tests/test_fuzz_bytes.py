@@ -33,7 +33,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LONG = os.environ.get("ONNXGROW_FUZZ_LONG") == "1"
 #: Fixture stem → a widening its intact model accepts.
 WIDENINGS = {"mlp_legacy": ("layer_1", "7"), "mlp_dynamo": ("layer_2", "9"), "mnist_cnn_dynamo": ("fc1", "70")}
-COMMANDS = ["widen", "deepen", "inspect", "verify", "diff"]
+COMMANDS = ["widen", "deepen", "inspect", "verify", "diff", "export"]
 
 
 def byte_settings(examples: int) -> settings:
@@ -61,6 +61,8 @@ def run_command(command: str, stem: str, intact: Path, damaged: Path, out: Path)
             result = run_cli("widen", damaged, "--node", node, "--to", width, "-o", out)
         elif command == "deepen":
             result = run_cli("deepen", damaged, "--after", WIDENINGS[stem][0], "-o", out)
+        elif command == "export":
+            result = run_cli("export", damaged, "--to", "state-dict", "-o", out.with_suffix(".safetensors"))
         elif command == "inspect":
             result = run_cli("inspect", damaged)
         elif command == "verify":
@@ -70,12 +72,13 @@ def run_command(command: str, stem: str, intact: Path, damaged: Path, out: Path)
     allowed = (0, 1, 2) if command in ("verify", "diff") else (0, 2)
     assert_clean(result, allowed)
     assert listing(damaged.parent) == before, "files left beside the damaged model"
-    if command in ("widen", "deepen"):
-        assert listing(out.parent) - {out.name, out.name + ".data"} == set(), "temporary files left"
-        if result.code == 0:
+    if command in ("widen", "deepen", "export"):
+        written = {out.name, out.name + ".data", out.with_suffix(".safetensors").name}
+        assert listing(out.parent) - written == set(), "temporary files left"
+        if result.code != 0:
+            assert listing(out.parent) == set()
+        elif command != "export":
             assert_checker_passes(out)
-        else:
-            assert not out.exists()
     return result.code
 
 
@@ -209,7 +212,8 @@ STRUCTURAL: dict[str, Callable[[Path], None]] = {
 #: Damage that leaves a valid model behind: commands may succeed.
 STILL_VALID = {"unaligned offset"}
 #: An unknown op loads: inspect lists it (exit 0), diff reports it (exit 1), the rest refuse.
-EXIT_CODES = {("op type with a line break", "inspect"): 0, ("op type with a line break", "diff"): 1}
+EXIT_CODES = {("op type with a line break", "inspect"): 0, ("op type with a line break", "diff"): 1,
+              ("op type with a line break", "export"): 0}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -256,7 +260,7 @@ def test_unserializable_custom_node(tmp_path: Path) -> None:
     onnx.save(proto, str(damaged))
     (tmp_path / "out").mkdir()
     out = tmp_path / "out" / "grown.onnx"
-    expected = {"inspect": 0, "diff": 1, "widen": 2, "deepen": 2, "verify": 2}
+    expected = {"inspect": 0, "diff": 1, "widen": 2, "deepen": 2, "verify": 2, "export": 0}
     assert {c: run_command(c, stem, intact, damaged, out) for c in COMMANDS} == expected
     fc1 = next(layer for layer in onnxgrow.inspect_model(damaged).layers if layer.name == "fc1")
     assert fc1.widenable, fc1.reason
