@@ -57,6 +57,12 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
     if not 3 <= model.ir_version <= onnx.IR_VERSION:
         raise GrowError(f"{p}: unsupported IR version {model.ir_version} (onnx {onnx.__version__} checks and "
                         f"writes 3 to {onnx.IR_VERSION})")
+    if model.ir_version < 4:
+        inputs = {v.name for v in model.graph.inputs}
+        loose = next((name for name in model.graph.initializers if name not in inputs), None)
+        if loose is not None:
+            raise GrowError(f"{p}: not a valid IR version {model.ir_version} model: initializer {loose!r} "
+                            "is not a graph input (required before IR version 4)")
     check_node_fields(model, p)
     check_external_data(model, p)
     model.meta[SOURCE_EXTERNAL_KEY] = any(True for _ in external_tensors(model))

@@ -186,6 +186,8 @@ def _break_op_type(proto: onnx.ModelProto) -> None:
 STRUCTURAL: dict[str, Callable[[Path], None]] = {
     "IR version 2": _proto_edit(lambda m: setattr(m, "ir_version", 2)),  # regression (fuzz): output failed the checker
     "IR version 99": _proto_edit(lambda m: setattr(m, "ir_version", 99)),
+    # regression (fuzz): before IR 4 initializers must be graph inputs; the output failed the checker
+    "IR version 3": _proto_edit(lambda m: setattr(m, "ir_version", 3)),
     "op type with a line break": _proto_edit(_break_op_type),
     "node name not UTF-8": _non_utf8(lambda m: setattr(m.graph.node[0], "name", "@@@@")),
     "producer name not UTF-8": _non_utf8(lambda m: setattr(m, "producer_name", "@@@@")),
