@@ -7,12 +7,20 @@ Rules:
 - Saving writes into a temporary folder beside the output, optionally runs a check on
   the written files, then renames them into place. On any failure nothing is left
   behind. The input model and its data files are never written.
+- Saving streams: a weight that was not changed is copied from its data file to the
+  new one by the kernel (``copy_file_range``), never read into memory, so saving
+  costs about what copying the files costs, in time and memory, whatever the size.
+- Weights can be split over several data files of at most ``max_shard_bytes`` each,
+  named ``<stem>-00001-of-00003.onnx.data`` (a larger tensor gets a file of its own).
+  Data files of an earlier save to the same output that the new model does not use
+  (shards of another count, or the unsharded file) are deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -111,6 +119,17 @@ def data_file_name(output: Path) -> str:
     return output.name + ".data"
 
 
+#: The marker onnx-ir inserts before the suffixes of a shard's name (``m-00001-of-00003.onnx.data``).
+_SHARD_MARKER = re.compile(r"-\d{5,}-of-\d{5,}(?=\.)")
+
+
+def _is_data_file_of(output: Path, path: Path) -> bool:
+    """True for ``<name>.data`` beside ``output`` and for its shards."""
+    if path.parent.resolve() != output.parent.resolve():
+        return False
+    return _SHARD_MARKER.sub("", path.name, count=1) == data_file_name(output)
+
+
 def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
     """The model file and every external data file it references."""
     paths = [model_path.resolve()]
@@ -123,10 +142,9 @@ def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
 
 
 def ensure_output_is_not_input(output: Path, inputs: list[Path]) -> None:
-    """Refuse an output path that would overwrite an input model or its data."""
-    targets = {output.resolve(), (output.parent / data_file_name(output)).resolve()}
+    """Refuse an output path that would overwrite an input model or its data (or shards)."""
     for p in inputs:
-        if p.resolve() in targets:
+        if p.resolve() == output.resolve() or _is_data_file_of(output, p):
             raise GrowError(
                 f"{output}: refusing to overwrite the input {p}; choose another output with -o"
             )
@@ -137,50 +155,83 @@ def save_model(
     output: str | os.PathLike[str],
     *,
     external_data: bool | None = None,
+    max_shard_bytes: int | None = None,
     check: Callable[[Path], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write ``model`` to ``output`` atomically, with external data beside it when wanted.
 
-    ``external_data=None`` decides by :func:`wants_external_data`. ``check`` receives the
-    path of the fully written temporary model and may raise to abort: then nothing is
-    written. ``progress(done, total)`` is called per external tensor written.
+    ``external_data=None`` decides by :func:`wants_external_data`; ``max_shard_bytes``
+    (which implies external data) splits the weights over several files. ``check``
+    receives the path of the fully written temporary model and may raise to abort: then
+    nothing is written. ``progress(done, total)`` counts bytes of external data written.
     """
     out = Path(output)
     if out.exists() and out.is_dir():
         raise GrowError(f"{out}: is a directory; give a file name ending in .onnx")
     if not out.parent.exists():
         raise GrowError(f"{out.parent}: output folder does not exist")
-    use_external = wants_external_data(model) if external_data is None else external_data
-    data_name = data_file_name(out)
+    if max_shard_bytes is not None and max_shard_bytes <= 0:
+        raise GrowError(f"the maximum shard size must be positive, got {max_shard_bytes} bytes")
+    use_external = max_shard_bytes is not None or (
+        wants_external_data(model) if external_data is None else external_data)
     with _temporary_folder(out) as tmp:
         tmp_model = tmp / out.name
-        callback = None
-        if progress is not None:
-            written = 0
-
-            def callback(_tensor: ir.TensorProtocol, info: ir.external_data.CallbackInfo) -> None:
-                nonlocal written
-                written += 1
-                progress(written, info.total)
-
         if use_external:
-            ir.save(
-                model,
-                tmp_model,
-                external_data=data_name,
-                size_threshold_bytes=INLINE_TENSOR_BYTES,
-                callback=callback,
-            )
+            _save_external(model, tmp_model, max_shard_bytes, progress)
         else:
             _save_embedded(model, tmp_model)
         if check is not None:
             check(tmp_model)
-        tmp_data = tmp / data_name
-        if tmp_data.exists():
-            os.replace(tmp_data, out.parent / data_name)
+        data_files = [p.name for p in tmp.iterdir() if p != tmp_model]
+        for name in data_files:
+            os.replace(tmp / name, out.parent / name)
         os.replace(tmp_model, out)
+    _remove_stale_data_files(out, keep=set(data_files))
     return out
+
+
+def _remove_stale_data_files(output: Path, keep: set[str]) -> None:
+    """Delete data files an earlier save of ``output`` left (e.g. shards of another count)."""
+    for path in output.parent.iterdir():
+        if path.name not in keep and path.is_file() and _is_data_file_of(output, path):
+            path.unlink()
+
+
+def _save_external(
+    model: ir.Model, path: Path, max_shard_bytes: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """``ir.save`` with every tensor over :data:`INLINE_TENSOR_BYTES` in ``<name>.data``.
+
+    Unchanged external tensors are streamed file to file by onnx-ir
+    (``ExternalTensor.tofile``: ``copy_file_range``); writes are serial, because
+    concurrent writes to one file were measured no faster (see docs/benchmarks.md).
+    """
+    callback = None
+    if progress is not None:
+        total = sum(t.nbytes for t in _tensors_to_write(model))
+        done = 0
+        progress(0, total)
+
+        def callback(tensor: ir.TensorProtocol, _info: ir.external_data.CallbackInfo) -> None:
+            nonlocal done  # called before each tensor is written: report the ones before it
+            progress(done, total)
+            done += tensor.nbytes
+
+    ir.save(model, path, external_data=data_file_name(path), size_threshold_bytes=INLINE_TENSOR_BYTES,
+            max_shard_size_bytes=max_shard_bytes, callback=callback)
+    if progress is not None:
+        progress(total, total)
+
+
+def _tensors_to_write(model: ir.Model) -> Iterator[ir.TensorProtocol]:
+    """The tensors ``ir.save`` puts in external data (those above the inline size)."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is not None and tensor.nbytes > INLINE_TENSOR_BYTES:
+                yield tensor
 
 
 def _save_embedded(model: ir.Model, path: Path) -> None:
