@@ -13,6 +13,10 @@ dimensions from ``input_shapes`` or 2) or one user-given sample (an ``.npz`` fil
 which must match the reference's inputs by name, dtype, rank and every static dimension.
 Two models whose inputs or outputs differ in name, dtype or a static dimension are
 not comparable: the report fails with that reason.
+
+The two models are loaded at once (in two threads) when their weights take at most
+half the free memory, else one after the other, the first closed before the second
+opens; sessions run with graph optimisations off, as the models are written.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import zipfile
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +35,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
-from onnxgrow.model_io import load_model, save_model
+from onnxgrow.model_io import load_model, save_model, weight_bytes
 
 #: Default tolerances by output dtype: (atol, rtol).
 DEFAULT_TOLERANCES: dict[ir.DataType, tuple[float, float]] = {
@@ -491,6 +496,7 @@ def verify(
     rtol: float | None = None,
     providers: Sequence[str] = ("cpu",),
     expected_exact: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
     """Run both models on the same inputs and compare every output by name.
 
@@ -498,7 +504,8 @@ def verify(
     ``input_shapes`` and ``samples`` must be left out. Raises GrowError for input errors
     (missing onnxruntime or provider, unloadable model, inputs that do not fit the
     reference); a candidate that is not comparable or computes something else gives a
-    report with ``passed=False`` and a reason.
+    report with ``passed=False`` and a reason. ``progress(done, total)`` counts the two
+    model loads and every run (see :func:`run_both`).
     """
     ref_model = reference if isinstance(reference, ir.Model) else load_model(reference)
     cand_model = candidate if isinstance(candidate, ir.Model) else load_model(candidate)
@@ -525,28 +532,107 @@ def verify(
         return VerifyReport(False, [], [], input_info, len(feeds_list), seed, mismatch,
                             expected_exact, input_source=source)
     dtypes = {v.name: v.dtype or ir.DataType.FLOAT for v in ref_model.graph.outputs}
+    together = _fit_in_memory_together(weight_bytes(ref_model) + weight_bytes(cand_model))
     with model_on_disk(reference) as ref_path, model_on_disk(candidate) as cand_path:
-        ref_sess = open_session(ref_path, full_providers)
-        cand_sess = open_session(cand_path, full_providers)
-        merged: dict[str, OutputComparison] = {}
-        for feeds in feeds_list:
-            try:
-                ref_out = ref_sess.run(feeds)
-            except Exception as exc:
-                raise GrowError(f"the reference model fails on these inputs: {_first_line(exc)}") from None
-            try:
-                cand_out = cand_sess.run(feeds)
-            except Exception as exc:
-                return VerifyReport(False, [], cand_sess.providers, input_info, len(feeds_list),
-                                    seed, f"the candidate fails to run: {_first_line(exc)}",
-                                    expected_exact, input_source=source)
-            for comp in compare_outputs(ref_out, cand_out, atol, rtol, dtypes):
-                merged[comp.name] = _worse(merged.get(comp.name), comp)
+        ref_runs, cand_runs = run_both(ref_path, cand_path, full_providers, feeds_list,
+                                       together=together, progress=progress)
+    if ref_runs.error:
+        raise GrowError(f"the reference model fails on these inputs: {ref_runs.error}")
+    if cand_runs.error:
+        return VerifyReport(False, [], cand_runs.providers, input_info, len(feeds_list),
+                            seed, f"the candidate fails to run: {cand_runs.error}",
+                            expected_exact, input_source=source)
+    merged: dict[str, OutputComparison] = {}
+    for ref_out, cand_out in zip(ref_runs.outputs, cand_runs.outputs):
+        for comp in compare_outputs(ref_out, cand_out, atol, rtol, dtypes):
+            merged[comp.name] = _worse(merged.get(comp.name), comp)
     outputs = list(merged.values())
     passed = all(o.passed for o in outputs)
-    return VerifyReport(passed, outputs, ref_sess.providers, input_info, len(feeds_list), seed,
+    return VerifyReport(passed, outputs, ref_runs.providers, input_info, len(feeds_list), seed,
                         "" if passed else "outputs differ beyond tolerance", expected_exact,
                         input_source=source)
+
+
+@dataclass
+class Runs:
+    """One model's outputs for every sample, or why it stopped."""
+
+    providers: list[str]
+    outputs: list[dict[str, np.ndarray]]
+    error: str = ""
+
+
+def _available_memory() -> int | None:
+    """``MemAvailable`` from /proc/meminfo in bytes (None where there is no such file)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return None
+
+
+def _fit_in_memory_together(weights: int) -> bool:
+    """Both sessions may be open at once when their weights take at most half the free memory."""
+    available = _available_memory()
+    return available is not None and weights <= available // 2
+
+
+def run_both(
+    reference: Path,
+    candidate: Path,
+    providers: Sequence[str],
+    feeds_list: Sequence[Mapping[str, np.ndarray]],
+    *,
+    together: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Runs, Runs]:
+    """Run both models on every sample; ``progress(done, total)`` counts loads and runs.
+
+    ``together``: both sessions are loaded at once, in two threads (onnxruntime loads
+    without the GIL), which nearly halves the wait on two cores. Otherwise the reference
+    session is closed before the candidate's is opened, so that only one model is in
+    memory at a time.
+    """
+    total = 2 * (1 + len(feeds_list))
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    if progress is not None:
+        progress(0, total)
+    if together:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            sessions = list(pool.map(lambda path: open_session(path, providers), (reference, candidate)))
+        step()
+        step()
+        ref_runs = _run_samples(sessions[0], feeds_list, step)
+        return ref_runs, _run_samples(sessions[1], feeds_list, step)
+    session = open_session(reference, providers)
+    step()
+    ref_runs = _run_samples(session, feeds_list, step)
+    del session  # frees the reference's weights before the candidate loads
+    if ref_runs.error:
+        return ref_runs, Runs(ref_runs.providers, [])
+    session = open_session(candidate, providers)
+    step()
+    return ref_runs, _run_samples(session, feeds_list, step)
+
+
+def _run_samples(session: Session, feeds_list: Sequence[Mapping[str, np.ndarray]],
+                 step: Callable[[], None]) -> Runs:
+    outputs = []
+    for feeds in feeds_list:
+        try:
+            outputs.append(session.run(feeds))
+        except Exception as exc:
+            return Runs(session.providers, outputs, _first_line(exc))
+        step()
+    return Runs(session.providers, outputs)
 
 
 def _worse(old: OutputComparison | None, new: OutputComparison) -> OutputComparison:
