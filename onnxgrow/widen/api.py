@@ -17,7 +17,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxgrow.errors import GrowError
-from onnxgrow.grow import VerifyOptions, check_output_path, default_output, write_grown
+from onnxgrow.grow import Progress, VerifyOptions, check_output_path, default_output, write_grown
 from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import load_model
@@ -178,11 +178,14 @@ def widen_file(
     noise: float = 0.0,
     seed: int = 0,
     verify: VerifyOptions | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    max_shard_bytes: int | None = None,
+    progress: Progress | None = None,
 ) -> WidenReport:
     """Widen the model file ``source`` and write it to ``output``, checked by onnxruntime.
 
     Nothing is written when the request is refused or the check fails (NotEquivalentError).
+    ``max_shard_bytes`` splits the weights over data files of at most that size;
+    ``progress`` follows the save and the check (see :data:`onnxgrow.grow.Progress`).
     """
     source = Path(source)
     out = Path(output) if output is not None else default_output(source)
@@ -191,6 +194,6 @@ def widen_file(
     model, report = widen(model, widths, init=init, noise=noise, seed=seed)
     report.verification = write_grown(
         model, source, out, expected_exact=report.exact, history_entries=len(report.groups),
-        options=verify or VerifyOptions(), progress=progress,
+        options=verify or VerifyOptions(), max_shard_bytes=max_shard_bytes, progress=progress,
     )
     return report
