@@ -4,6 +4,11 @@ Rules:
 - Loading parses the graph only; weights stored as external data stay memory-mapped
   until a rewrite touches them. Every external-data reference is checked against its
   file (exists, long enough) so a broken model fails here, not half-way through a save.
+- Loading with ``infer_shapes=True`` runs ONNX shape inference on the parsed protobuf
+  before it becomes an ``ir.Model`` when that protobuf holds little weight data
+  (external data, or small embedded weights): one parse instead of onnx-ir's
+  serialise-infer-parse-merge round trip. The model is marked so that the next
+  :func:`onnxgrow.widen.api.infer_shapes` call skips the work.
 - Saving writes into a temporary folder beside the output, optionally runs a check on
   the written files, then renames them into place. On any failure nothing is left
   behind. The input model and its data files are never written.
@@ -26,6 +31,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
@@ -37,13 +43,18 @@ LARGE_MODEL_BYTES = 256 * 1024 * 1024
 INLINE_TENSOR_BYTES = 1024
 #: Key in ``model.meta`` recording whether the loaded file had external data.
 SOURCE_EXTERNAL_KEY = "onnxgrow.source_external_data"
+#: Key in ``model.meta`` set when loading inferred the shapes (see the module docstring).
+SHAPES_INFERRED_KEY = "onnxgrow.shapes_inferred"
+#: Shape inference runs on the loaded protobuf when its embedded weights are at most this big.
+INFER_ON_PROTO_BYTES = 16 * 1024 * 1024
 
 
-def load_model(path: str | os.PathLike[str]) -> ir.Model:
+def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> ir.Model:
     """Load an ONNX model for growth, keeping external weights lazy.
 
-    Raises GrowError with one line naming the file when it is missing, empty, not an
-    ONNX model, or when its external data is missing or truncated.
+    ``infer_shapes`` annotates value shapes where that is cheap (see the module
+    docstring). Raises GrowError with one line naming the file when it is missing,
+    empty, not an ONNX model, or when its external data is missing or truncated.
     """
     p = Path(path)
     if not p.exists():
@@ -53,14 +64,33 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
     if p.stat().st_size == 0:
         raise GrowError(f"{p}: empty file, not an ONNX model")
     try:
-        model = ir.load(p)
+        proto = onnx.load(p, load_external_data=False)
+        inferred = infer_shapes and _infer_on_proto(proto)
+        model = ir.serde.deserialize_model(inferred or proto)
     except Exception as exc:  # protobuf and onnx-ir raise many kinds on garbage
         raise GrowError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from None
+    ir.external_data.set_base_dir(model.graph, os.path.dirname(p))  # as ir.load does
     if len(model.graph.outputs) == 0 or not model.opset_imports:
         raise GrowError(f"{p}: not an ONNX model (no graph outputs or opset)")
     check_external_data(model, p)
     model.meta[SOURCE_EXTERNAL_KEY] = any(True for _ in external_tensors(model))
+    if inferred is not None:
+        model.meta[SHAPES_INFERRED_KEY] = True
     return model
+
+
+def _infer_on_proto(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The proto with inferred shapes, or None when its embedded weights are too big to copy
+    or inference fails (onnx-ir's pass then runs later, without the weights)."""
+    embedded = sum(t.ByteSize() for t in proto.graph.initializer
+                   if t.data_location != onnx.TensorProto.EXTERNAL)
+    if embedded > INFER_ON_PROTO_BYTES:
+        return None
+    try:
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False,
+                                                 data_prop=True)
+    except Exception:  # the model may still be loadable; growth then runs the pass itself
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

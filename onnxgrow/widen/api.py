@@ -20,7 +20,7 @@ from onnxgrow.errors import GrowError
 from onnxgrow.grow import Progress, VerifyOptions, check_output_path, default_output, write_grown
 from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
-from onnxgrow.model_io import load_model
+from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model
 from onnxgrow.widen.channel_map import Init, build_channel_map
 from onnxgrow.widen.planner import GroupContext, TensorChange, plan_group
 
@@ -83,8 +83,12 @@ def _check_size(ctx: GroupContext, q: int, name: str) -> None:
 
 
 def infer_shapes(model: ir.Model) -> None:
-    """Annotate value shapes (weights are left out of the call, so this is cheap)."""
-    ShapeInferencePass(strict_mode=False)(model)
+    """Annotate value shapes (weights are left out of the call, so this is cheap).
+
+    Skipped once right after ``load_model(..., infer_shapes=True)``, which did it already.
+    """
+    if not model.meta.pop(SHAPES_INFERRED_KEY, False):
+        ShapeInferencePass(strict_mode=False)(model)
 
 
 def _group_key(ctx: GroupContext) -> frozenset[int]:
@@ -106,7 +110,7 @@ def widen(
     blocking node) when a group cannot be widened exactly; then the model is unchanged.
     """
     if not isinstance(model, ir.Model):
-        model = load_model(model)
+        model = load_model(model, infer_shapes=True)
     if not widths:
         raise GrowError("nothing to widen: give at least one --node NAME --to WIDTH")
     init = parse_init(init)
@@ -189,7 +193,7 @@ def widen_file(
     """
     source = Path(source)
     out = Path(output) if output is not None else default_output(source)
-    model = load_model(source)
+    model = load_model(source, infer_shapes=True)
     check_output_path(source, out, model)
     model, report = widen(model, widths, init=init, noise=noise, seed=seed)
     report.verification = write_grown(
