@@ -79,14 +79,19 @@ def produce(array: np.ndarray, axis: int, idx: AxisIndex, rng: np.random.Generat
 def contract(
     array: np.ndarray, axis: int, idx: AxisIndex, init: Init, rng: np.random.Generator
 ) -> np.ndarray:
-    """Input rows along ``axis`` copied from ``src`` and scaled by their shares."""
-    out = np.take(array, idx.src, axis=axis).astype(np.float64)
-    out *= idx.coef.reshape(_axis_shape(out.ndim, axis))
+    """Input rows along ``axis`` copied from ``src`` and scaled by their shares.
+
+    Each product is taken in float64 and rounded once to the weight's dtype, in place:
+    no float64 copy of the whole weight is made.
+    """
+    out = np.take(array, idx.src, axis=axis)
+    coef = np.asarray(idx.coef, dtype=np.float64).reshape(_axis_shape(out.ndim, axis))
+    np.multiply(out, coef, out=out, casting="unsafe")
     if init is Init.RANDOM_PAD and idx.fresh.any():
         std = float(np.std(array.astype(np.float64))) or 0.01
         noise = rng.normal(0.0, std, size=out.shape)
-        out = np.where(idx.fresh.reshape(_axis_shape(out.ndim, axis)), noise, out)
-    return out.astype(array.dtype)
+        out = np.where(idx.fresh.reshape(_axis_shape(out.ndim, axis)), noise, out).astype(array.dtype)
+    return out
 
 
 def broadcast_axis(shape: tuple[int, ...], axis: int) -> int | None:
