@@ -4,7 +4,7 @@
                             [--providers cpu[,cuda]] [--workdir /tmp/onnxgrow-bench]
                             [--doc docs/benchmarks.md] [--clean]
 
-Builds (never downloads) two models with external data, see ``tests/synthetic_models.py``:
+Builds (never downloads) two models with external data, see ``tests/scale_helpers.py``:
 a VGG-like CNN with a large classifier (~0.5 GB) and a 54-block transformer (~3 GB, over
 the 2 GiB protobuf limit). Every measurement is a subprocess; its wall time and peak
 RSS come from ``os.wait4`` in a small launcher. Within each repetition the commands
@@ -35,25 +35,24 @@ import argparse
 import contextlib
 import cProfile
 import io
+import json
 import os
 import platform
 import pstats
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import synthetic_models  # noqa: E402
+import scale_helpers  # noqa: E402
 
 PYTHON = sys.executable
 ONNXGROW = [PYTHON, "-m", "onnxgrow"]
@@ -90,31 +89,10 @@ class Measure:
         return int(statistics.median(s.peak_rss for s in self.samples))
 
 
-#: Spawns the measured command and reports its own wall time and peak RSS. A small
-#: interpreter of its own, because a child forked from this (large) process inherits
-#: the parent's RSS high-water mark across exec.
-_LAUNCHER = """
-import os, sys, time
-start = time.perf_counter()
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - start
-with open(sys.argv[1], "w") as f:
-    f.write(f"{wall} {usage.ru_maxrss * 1024} {os.waitstatus_to_exitcode(status)}")
-"""
-
-
 def run_measured(argv: Sequence[str]) -> tuple[Sample, int, str]:
     """Run ``argv`` (cwd: the repository); return its wall time, peak RSS, status, stderr tail."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with tempfile.TemporaryDirectory() as tmp:
-        result, err = Path(tmp) / "result", Path(tmp) / "stderr"
-        with err.open("wb") as stderr:
-            subprocess.run([PYTHON, "-c", _LAUNCHER, str(result), *argv], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=stderr, check=True)
-        wall, rss, code = result.read_text().split()
-        tail = err.read_text(errors="replace")[-2000:]
-    return Sample(float(wall), int(rss)), int(code), tail
+    done = scale_helpers.measure(argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return Sample(done.wall_s, done.peak_rss), done.returncode, done.stderr
 
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
@@ -163,7 +141,7 @@ class Subject:
     """A benchmark model, its widened copies, and the bytes the small widening rewrote."""
 
     name: str
-    built: synthetic_models.BuiltModel
+    built: scale_helpers.BuiltModel
     small_out: Path
     large_out: Path | None
     inputs_npz: Path
@@ -171,13 +149,21 @@ class Subject:
     setup_notes: list[str] = field(default_factory=list)
 
 
-def build(name: str, folder: Path, layers: int) -> synthetic_models.BuiltModel:
-    folder.mkdir(parents=True, exist_ok=True)
+def build_or_reuse(name: str, folder: Path, layers: int, rebuild: bool) -> scale_helpers.BuiltModel:
+    """Build the model into ``folder``, or reuse the one an earlier run built with the same size."""
+    record = folder / "built.json"
+    size = {"layers": layers} if name == "transformer" else {}
+    if not rebuild and record.exists():
+        saved = json.loads(record.read_text())
+        if saved.pop("size") == size and Path(saved["path"]).exists():
+            return scale_helpers.BuiltModel(**{**saved, "path": Path(saved["path"])})
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     path = folder / f"{name}.onnx"
     start = time.perf_counter()
-    built = (synthetic_models.vgg_like(path) if name == "cnn"
-             else synthetic_models.transformer(path, layers=layers))
+    built = scale_helpers.vgg_like(path) if name == "cnn" else scale_helpers.transformer(path, **size)
     print(f"built {path} ({file_bytes(path) / MB:.0f} MB) in {time.perf_counter() - start:.1f} s")
+    record.write_text(json.dumps({**asdict(built), "path": str(path), "size": size}))
     return built
 
 
@@ -208,13 +194,8 @@ def write_inputs(model: Path, npz: Path) -> None:
 def prepare_subject(name: str, workdir: Path, layers: int, rebuild: bool) -> Subject:
     """Build the model (unless it exists) and its widened copies, verified once."""
     folder = workdir / name
-    path = folder / f"{name}.onnx"
-    if rebuild or not path.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        built = build(name, folder, layers)
-    else:
-        built = (synthetic_models.BuiltModel(path, 0, "conv1", 96, "fc1", 6144) if name == "cnn"
-                 else synthetic_models.BuiltModel(path, 0, f"blocks.{layers // 2}.ffn.up", 4608))
+    built = build_or_reuse(name, folder, layers, rebuild)
+    path = built.path
     subject = Subject(name, built, folder / "small" / f"{name}.onnx",
                       folder / "large" / f"{name}.onnx" if built.large_layer else None,
                       folder / "inputs.npz")

@@ -1,6 +1,7 @@
-"""Large synthetic models, built directly with onnx-ir and written with external data.
+"""Scale helpers: large synthetic models, and a command's wall time and peak memory.
 
-Used by ``scripts/bench.py`` and ``tests/test_large_models.py``. Weights are
+Used by ``scripts/bench.py`` and the scale tests. The models are built directly with
+onnx-ir and written with external data. Weights are
 :class:`onnx_ir.LazyTensor` objects that draw their (seeded, scaled normal) values only
 when ``ir.save`` writes them, one tensor at a time, so building a 3 GB model needs
 memory for its largest tensor, not for the model. Node and weight names follow the
@@ -15,13 +16,20 @@ legacy PyTorch exporter (``/fc1/Gemm``, ``fc1.weight``), so the module paths
   the defaults (width 1024, FFN 4096, vocabulary 32000) every block holds 50.3 MB
   and the embedding and head 262 MB: 54 blocks are about 3 GB, over the 2 GiB
   protobuf limit from 38 blocks on.
+
+:func:`measure` runs a command in a small launcher interpreter and reports the
+command's own wall time and peak RSS (a child forked from a large process, such as
+pytest or the benchmark, would inherit that process's RSS high-water mark).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,24 +105,36 @@ def _save(model: ir.Model, path: Path) -> int:
                if v.const_value is not None)
 
 
-def vgg_like(path: str | os.PathLike[str], *, seed: int = 0) -> BuiltModel:
-    """The VGG-like CNN (see the module docstring), written to ``path``."""
+def vgg_like(
+    path: str | os.PathLike[str],
+    *,
+    channels: Sequence[int] = (64, 128, 256, 512, 512),
+    hidden: int = 4096,
+    classes: int = 1000,
+    image: int = 112,
+    seed: int = 0,
+) -> BuiltModel:
+    """The VGG-like CNN (see the module docstring), written to ``path``.
+
+    Every conv block but the last halves the image, so ``image`` must be a multiple of
+    ``2 ** (len(channels) - 1)``.
+    """
     path = Path(path)
     b = _Builder(seed)
-    image = ir.val("image", FLOAT, [1, 3, 112, 112])
-    x = image
-    channels = [3, 64, 128, 256, 512, 512]
-    for i in range(1, len(channels)):
-        c_in, c_out = channels[i - 1], channels[i]
-        scope = f"/conv{i}"
+    image_in = ir.val("image", FLOAT, [1, 3, image, image])
+    x = image_in
+    sizes = [3, *channels]
+    for i in range(1, len(sizes)):
+        c_in, c_out = sizes[i - 1], sizes[i]
         w = b.weight(f"conv{i}.weight", [c_out, c_in, 3, 3], std=float(np.sqrt(2.0 / (c_in * 9))))
         bias = b.weight(f"conv{i}.bias", [c_out], std=0.01)
-        x = b.op("Conv", [x, w, bias], f"{scope}/Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        x = b.op("Conv", [x, w, bias], f"/conv{i}/Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
         x = b.op("Relu", [x], f"/relu{i}/Relu")
-        if i < len(channels) - 1:
+        if i < len(sizes) - 1:
             x = b.op("MaxPool", [x], f"/pool{i}/MaxPool", kernel_shape=[2, 2], strides=[2, 2])
     x = b.op("Flatten", [x], "/flatten/Flatten", axis=1)
-    widths = [512 * 7 * 7, 4096, 4096, 1000]
+    side = image // 2 ** (len(channels) - 1)
+    widths = [channels[-1] * side * side, hidden, hidden, classes]
     for i in range(1, len(widths)):
         k, n = widths[i - 1], widths[i]
         w = b.weight(f"fc{i}.weight", [n, k], std=float(np.sqrt(2.0 / k)))
@@ -123,10 +143,10 @@ def vgg_like(path: str | os.PathLike[str], *, seed: int = 0) -> BuiltModel:
         if i < len(widths) - 1:
             x = b.op("Relu", [x], f"/fc_relu{i}/Relu")
     x.name = "logits"
-    x.dtype, x.shape = FLOAT, ir.Shape([1, 1000])
-    nbytes = _save(b.model([image], [x], "vgg_like"), path)
-    return BuiltModel(path, nbytes, small_layer="conv1", small_width=96,
-                      large_layer="fc1", large_width=6144)
+    x.dtype, x.shape = FLOAT, ir.Shape([1, classes])
+    nbytes = _save(b.model([image_in], [x], "vgg_like"), path)
+    return BuiltModel(path, nbytes, small_layer="conv1", small_width=channels[0] + channels[0] // 2,
+                      large_layer="fc1", large_width=hidden + hidden // 2)
 
 
 def transformer(
@@ -191,5 +211,38 @@ def transformer(
     logits.name = "logits"
     logits.dtype, logits.shape = FLOAT, ir.Shape([1, sequence, vocab])
     nbytes = _save(b.model([ids], [logits], "transformer"), path)
-    middle = layers // 2
-    return BuiltModel(path, nbytes, small_layer=f"blocks.{middle}.ffn.up", small_width=ffn + ffn // 8)
+    return BuiltModel(path, nbytes, small_layer=f"blocks.{layers // 2}.ffn.up", small_width=ffn + ffn // 8)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A finished command: wall time, peak resident memory, exit status, end of stderr."""
+
+    wall_s: float
+    peak_rss: int
+    returncode: int
+    stderr: str
+
+
+_LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(sys.argv[1], "w") as f:
+    f.write(f"{wall} {usage.ru_maxrss * 1024} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
+def measure(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
+            env: Mapping[str, str] | None = None) -> Measured:
+    """Run ``argv`` (stdout discarded) and measure it from a small launcher process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result, err = Path(tmp) / "result", Path(tmp) / "stderr"
+        with err.open("wb") as stderr:
+            subprocess.run([sys.executable, "-c", _LAUNCHER, str(result), *argv], cwd=cwd,
+                           env=dict(env) if env is not None else None,
+                           stdout=subprocess.DEVNULL, stderr=stderr, check=True)
+        wall, rss, code = result.read_text().split()
+        return Measured(float(wall), int(rss), int(code), err.read_text(errors="replace")[-4000:])
