@@ -56,6 +56,7 @@ import scale_helpers  # noqa: E402
 
 PYTHON = sys.executable
 ONNXGROW = [PYTHON, "-m", "onnxgrow"]
+BASELINES = [PYTHON, str(Path(__file__).resolve().parent / "bench_baselines.py")]
 GROUPS = ("startup", "widen", "verify", "naive", "diff")
 MB = 1e6
 
@@ -219,42 +220,6 @@ def prepare_subject(name: str, workdir: Path, layers: int, rebuild: bool) -> Sub
     return subject
 
 
-# --- child commands (run as subprocesses by the measurements) --------------------------
-
-
-def plain_sessions(reference: str, candidate: str, inputs: str, provider: str) -> int:
-    """Two onnxruntime sessions with default options, run on the same inputs."""
-    import numpy as np
-    import onnxruntime as ort
-
-    providers = {"cpu": ["CPUExecutionProvider"],
-                 "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}[provider]
-    with np.load(inputs) as data:
-        feeds = {k: data[k] for k in data.files}
-    sessions = [ort.InferenceSession(p, providers=providers) for p in (reference, candidate)]
-    outs = [session.run(None, feeds) for session in sessions]
-    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(*outs))
-    print(f"max abs error {worst:.3g}")
-    return 0
-
-
-def naive_onnx(source: str, target: str) -> int:
-    """``onnx.load`` (all weights into protobuf) and ``onnx.save`` with external data."""
-    import onnx
-
-    model = onnx.load(source)
-    onnx.save(model, target, save_as_external_data=True, location=Path(target).name + ".data")
-    return 0
-
-
-def ir_roundtrip(source: str, target: str) -> int:
-    """onnx-ir ``load`` + ``save`` with external data (what onnxgrow builds on)."""
-    import onnx_ir as ir
-
-    ir.save(ir.load(source), target, external_data=Path(target).name + ".data")
-    return 0
-
-
 # --- the plan ---------------------------------------------------------------------------
 
 
@@ -322,7 +287,7 @@ def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scra
                                [*ONNXGROW, "verify", str(src), str(s.small_out), "--inputs",
                                 str(s.inputs_npz), "--providers", provider])
                 base = Measure(f"{s.name}:plain-{provider}", f"{s.name}: two plain ORT sessions ({provider})",
-                               [PYTHON, __file__, "plain-sessions", str(src), str(s.small_out),
+                               [*BASELINES, "plain-sessions", str(src), str(s.small_out),
                                 str(s.inputs_npz), provider])
                 plan.measures.append([base, tool])
                 plan.comparisons.append(Comparison(f"{s.name}: verify ({provider})", tool, base, 1.2,
@@ -334,10 +299,10 @@ def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scra
                                     "and loading it would take ~12× its size in memory")
             else:
                 naive = Measure(f"{s.name}:naive", f"{s.name}: onnx.load + onnx.save",
-                                [PYTHON, __file__, "naive-onnx", str(src), str(out / "n" / src.name)],
+                                [*BASELINES, "naive-onnx", str(src), str(out / "n" / src.name)],
                                 fresh_dir(out / "n"))
                 roundtrip = Measure(f"{s.name}:ir", f"{s.name}: onnx-ir load + save",
-                                    [PYTHON, __file__, "ir-roundtrip", str(src), str(out / "n" / src.name)],
+                                    [*BASELINES, "ir-roundtrip", str(src), str(out / "n" / src.name)],
                                     fresh_dir(out / "n"))
                 plan.measures.append([roundtrip, naive])
                 plan.info.extend([naive, roundtrip])
@@ -521,8 +486,6 @@ def report(plan: Plan, subjects: list[Subject], argv: list[str], loads: tuple[li
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in CHILDREN:
-        return CHILDREN[argv[0]](*argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every measurement (≥ 3)")
     parser.add_argument("--models", default="cnn,transformer", help="cnn, transformer, or both")
@@ -569,12 +532,6 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(args.workdir, ignore_errors=True)
     return 0
 
-
-CHILDREN: dict[str, Callable[..., int]] = {
-    "plain-sessions": plain_sessions,
-    "naive-onnx": naive_onnx,
-    "ir-roundtrip": ir_roundtrip,
-}
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
