@@ -12,9 +12,9 @@ Rules:
 - Saving writes into a temporary folder beside the output, optionally runs a check on
   the written files, then renames them into place. On any failure nothing is left
   behind. The input model and its data files are never written.
-- Saving streams: a weight that was not changed is copied from its data file to the
-  new one by the kernel (``copy_file_range``), never read into memory, so saving
-  costs about what copying the files costs, in time and memory, whatever the size.
+- Saving streams: weights that were not changed are copied from their data file to the
+  new one by the kernel, never read into memory, so saving costs about what copying
+  the files costs, in time and memory, whatever the size (:mod:`onnxgrow.data_files`).
 - Weights can be split over several data files of at most ``max_shard_bytes`` each,
   named ``<stem>-00001-of-00003.onnx.data`` (a larger tensor gets a file of its own).
   Data files of an earlier save to the same output that the new model does not use
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
+from onnxgrow import data_files
 from onnxgrow.errors import GrowError
 
 #: Models whose weights exceed this many bytes are saved with external data even
@@ -144,22 +144,6 @@ def wants_external_data(model: ir.Model) -> bool:
     )
 
 
-def data_file_name(output: Path) -> str:
-    """The external data file written next to ``output``: ``<name>.data``."""
-    return output.name + ".data"
-
-
-#: The marker onnx-ir inserts before the suffixes of a shard's name (``m-00001-of-00003.onnx.data``).
-_SHARD_MARKER = re.compile(r"-\d{5,}-of-\d{5,}(?=\.)")
-
-
-def _is_data_file_of(output: Path, path: Path) -> bool:
-    """True for ``<name>.data`` beside ``output`` and for its shards."""
-    if path.parent.resolve() != output.parent.resolve():
-        return False
-    return _SHARD_MARKER.sub("", path.name, count=1) == data_file_name(output)
-
-
 def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
     """The model file and every external data file it references."""
     paths = [model_path.resolve()]
@@ -174,7 +158,7 @@ def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
 def ensure_output_is_not_input(output: Path, inputs: list[Path]) -> None:
     """Refuse an output path that would overwrite an input model or its data (or shards)."""
     for p in inputs:
-        if p.resolve() == output.resolve() or _is_data_file_of(output, p):
+        if p.resolve() == output.resolve() or data_files.is_data_file_of(output, p):
             raise GrowError(
                 f"{output}: refusing to overwrite the input {p}; choose another output with -o"
             )
@@ -224,7 +208,7 @@ def save_model(
 def _remove_stale_data_files(output: Path, keep: set[str]) -> None:
     """Delete data files an earlier save of ``output`` left (e.g. shards of another count)."""
     for path in output.parent.iterdir():
-        if path.name not in keep and path.is_file() and _is_data_file_of(output, path):
+        if path.name not in keep and path.is_file() and data_files.is_data_file_of(output, path):
             path.unlink()
 
 
@@ -232,36 +216,26 @@ def _save_external(
     model: ir.Model, path: Path, max_shard_bytes: int | None,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """``ir.save`` with every tensor over :data:`INLINE_TENSOR_BYTES` in ``<name>.data``.
-
-    Unchanged external tensors are streamed file to file by onnx-ir
-    (``ExternalTensor.tofile``: ``copy_file_range``); writes are serial, because
-    concurrent writes to one file were measured no faster (see docs/benchmarks.md).
-    """
-    callback = None
+    """Every initializer over :data:`INLINE_TENSOR_BYTES` into data files beside ``path``
+    (streamed, see :mod:`onnxgrow.data_files`), the smaller ones inside; ``model`` is left
+    as it was."""
+    values = [v for g in model.graphs() for v in g.initializers.values() if v.const_value is not None]
+    originals = [v.const_value for v in values]
+    outside = [v for v in values if v.const_value.nbytes > INLINE_TENSOR_BYTES]
+    inside = [v for v in values
+              if v.const_value.nbytes <= INLINE_TENSOR_BYTES and isinstance(v.const_value, ir.ExternalTensor)]
+    tensors = [v.const_value for v in outside]
     if progress is not None:
-        total = sum(t.nbytes for t in _tensors_to_write(model))
-        done = 0
-        progress(0, total)
-
-        def callback(tensor: ir.TensorProtocol, _info: ir.external_data.CallbackInfo) -> None:
-            nonlocal done  # called before each tensor is written: report the ones before it
-            progress(done, total)
-            done += tensor.nbytes
-
-    ir.save(model, path, external_data=data_file_name(path), size_threshold_bytes=INLINE_TENSOR_BYTES,
-            max_shard_size_bytes=max_shard_bytes, callback=callback)
-    if progress is not None:
-        progress(total, total)
-
-
-def _tensors_to_write(model: ir.Model) -> Iterator[ir.TensorProtocol]:
-    """The tensors ``ir.save`` puts in external data (those above the inline size)."""
-    for graph in model.graphs():
-        for value in graph.initializers.values():
-            tensor = value.const_value
-            if tensor is not None and tensor.nbytes > INLINE_TENSOR_BYTES:
-                yield tensor
+        progress(0, sum(t.nbytes for t in tensors))
+    written = data_files.write(tensors, path, max_shard_bytes=max_shard_bytes, progress=progress)
+    loaded = ir.external_data.convert_tensors_from_external([v.const_value for v in inside])
+    try:
+        for value, tensor in [*zip(outside, written), *zip(inside, loaded)]:
+            value.const_value = tensor
+        ir.save(model, path)
+    finally:
+        for value, tensor in zip(values, originals):
+            value.const_value = tensor
 
 
 def _save_embedded(model: ir.Model, path: Path) -> None:

@@ -17,6 +17,7 @@ import scale_helpers
 from click.testing import CliRunner
 from conftest import tree_hashes
 
+from onnxgrow import data_files
 from onnxgrow.cli import main
 from onnxgrow.cli._common import parse_size
 from onnxgrow.cli._progress import ProgressBars
@@ -40,7 +41,7 @@ def small_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, scale_he
     }
 
 
-def data_files(model: Path) -> list[Path]:
+def data_paths(model: Path) -> list[Path]:
     return sorted(p for p in model.parent.iterdir() if p.name.endswith(".data"))
 
 
@@ -112,6 +113,56 @@ def test_memory_does_not_follow_model_size(tmp_path: Path) -> None:
     assert peaks[1] - peaks[0] < extra_weights / 4, (peaks, weights)
 
 
+# --- data file layout ----------------------------------------------------------------------
+
+
+def mixed_tensors(folder: Path) -> list[ir.TensorProtocol]:
+    """External tensors back to back in one file, one out of order, and in-memory ones between."""
+    rng = np.random.default_rng(0)
+    sizes = [3000, 70_000, 5000, 200_000, 9000, 1500, 120_000]
+    blob = rng.integers(0, 255, sum(sizes), dtype=np.uint8)
+    (folder / "src.data").write_bytes(blob.tobytes())
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    ext = [ir.ExternalTensor("src.data", int(o), n, ir.DataType.UINT8, shape=ir.Shape([n]), name=f"e{i}",
+                             base_dir=str(folder)) for i, (o, n) in enumerate(zip(offsets, sizes))]
+    mem = [ir.Tensor(rng.integers(0, 255, n, dtype=np.uint8), name=f"m{n}") for n in (4000, 80_000)]
+    return [ext[0], ext[1], ext[2], mem[0], ext[3], ext[4], ext[6], ext[5], mem[1]]
+
+
+@pytest.mark.parametrize("shard", [None, 100_000, 150_000])
+def test_data_layout_copies_runs_aligned_and_bytes_survive(tmp_path: Path, monkeypatch, shard) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(data_files, "RUN_ALIGNMENT", 4096)
+    monkeypatch.setattr(data_files, "ALIGN_RUNS_FROM", 50_000)
+    monkeypatch.setattr(data_files, "COPY_CHUNK_BYTES", 30_000)
+    tensors = mixed_tensors(tmp_path)
+    files = data_files.plan(tensors, shard)
+    placed = [t.name for f in files for r in f.runs for t in r.tensors]
+    assert placed == [t.name for t in tensors]
+    runs = [r for f in files for r in f.runs]
+    if shard is None:
+        assert [len(r.tensors) for r in runs] == [3, 1, 2, 1, 1, 1]  # e0-e2 | m | e3 e4 | e6 | e5 | m
+    for f in files:
+        ends = [r.offset + r.length for r in f.runs]
+        assert all(a <= r.offset for a, r in zip([0, *ends], f.runs))  # no overlap
+        if shard is not None and sum(len(r.tensors) for r in f.runs) > 1:
+            assert f.end <= shard
+    for r in runs:
+        if r.source is not None and r.length >= 50_000:
+            assert (r.offset - r.source_offset) % 4096 == 0
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    progress: list[tuple[int, int]] = []
+    written = data_files.write(tensors, out, max_shard_bytes=shard, progress=lambda d, t: progress.append((d, t)))
+    assert [t.name for t in written] == [t.name for t in tensors]
+    for before, after in zip(tensors, written):
+        assert after.tobytes() == before.tobytes(), before.name
+    total = sum(t.nbytes for t in tensors)
+    assert progress[-1] == (total, total) and len(progress) > len(runs)
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert names == data_files.data_file_names(out, len(files))
+    assert all(data_files.is_data_file_of(out, out.parent / n) for n in names)
+
+
 # --- sharding -----------------------------------------------------------------------------
 
 
@@ -121,7 +172,7 @@ def test_sharded_save_verifies_and_reloads(small_models, tmp_path: Path) -> None
     shard = 300_000
     report = widen_file(built.path, out, {built.small_layer: built.small_width}, max_shard_bytes=shard)
     assert report.verification is not None and report.verification.passed
-    shards = data_files(out)
+    shards = data_paths(out)
     assert len(shards) >= 3
     assert all(p.name.startswith("wide-") and "-of-" in p.name for p in shards)
     grown = load_model(out)
@@ -132,7 +183,7 @@ def test_sharded_save_verifies_and_reloads(small_models, tmp_path: Path) -> None
         if not isinstance(v.const_value, ir.ExternalTensor))
 
     widen_file(built.path, out, {built.small_layer: built.small_width})  # unsharded over it
-    assert [p.name for p in data_files(out)] == ["wide.onnx.data"]
+    assert [p.name for p in data_paths(out)] == ["wide.onnx.data"]
     assert load_model(out) is not None
 
 
@@ -174,7 +225,7 @@ def test_cli_writes_shards(small_models, tmp_path: Path) -> None:  # type: ignor
                                        "-o", str(out), "--quiet"])
     assert result.exit_code == 0, result.stderr
     assert "PASSED" in result.stdout
-    assert len(data_files(out)) >= 3
+    assert len(data_paths(out)) >= 3
 
 
 # --- progress -----------------------------------------------------------------------------
