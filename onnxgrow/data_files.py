@@ -37,9 +37,6 @@ ALIGN_RUNS_FROM = 4 * 1024 * 1024
 #: A run is copied in pieces of this size, so that progress can be reported.
 COPY_CHUNK_BYTES = 256 * 1024 * 1024
 
-_SHARD_MARKER = re.compile(r"-\d{5,}-of-\d{5,}(?=\.)")
-
-
 def data_file_name(model: Path) -> str:
     """The external data file of ``model``: ``<name>.data``."""
     return model.name + ".data"
@@ -57,7 +54,9 @@ def is_data_file_of(model: Path, path: Path) -> bool:
     """True when ``path`` is ``model``'s data file or one of its shards (of any count)."""
     if path.parent.resolve() != model.parent.resolve():
         return False
-    return _SHARD_MARKER.sub("", path.name, count=1) == data_file_name(model)
+    stem, ext = os.path.splitext(model.name)
+    shard = re.escape(stem) + r"-\d{5,}-of-\d{5,}" + re.escape(ext) + r"\.data"
+    return path.name == data_file_name(model) or re.fullmatch(shard, path.name) is not None
 
 
 @dataclass

@@ -197,11 +197,11 @@ def save_model(
             _save_embedded(model, tmp_model)
         if check is not None:
             check(tmp_model)
-        data_files = [p.name for p in tmp.iterdir() if p != tmp_model]
-        for name in data_files:
+        written = [p.name for p in tmp.iterdir() if p != tmp_model]
+        for name in written:
             os.replace(tmp / name, out.parent / name)
         os.replace(tmp_model, out)
-    _remove_stale_data_files(out, keep=set(data_files))
+    _remove_stale_data_files(out, keep=set(written))
     return out
 
 
