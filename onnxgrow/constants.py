@@ -104,8 +104,20 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     return None if ref is None else ref.array()
 
 
-def _is_exclusive(ref: ConstantRef, node: ir.Node, index: int) -> bool:
-    """True when the root and chain feed nothing but ``node``'s input ``index``."""
+def _reads_same_dims(use_node: ir.Node, old: tuple[int, ...], new: tuple[int, ...]) -> bool:
+    """True for a ``Shape`` node that reads only dimensions the edit leaves as they are."""
+    if use_node.op_type != "Shape" or use_node.domain not in ("", "ai.onnx") or len(old) != len(new):
+        return False
+    window = slice(use_node.attributes.get_int("start", 0), use_node.attributes.get_int("end", len(old)))
+    return old[window] == new[window]
+
+
+def _is_exclusive(ref: ConstantRef, node: ir.Node, index: int, new_shape: tuple[int, ...]) -> bool:
+    """True when the root and chain feed nothing but ``node``'s input ``index``.
+
+    A ``Shape`` reading only dimensions the edit keeps (the dynamo exporter reads a
+    filter's output count to build a zero bias) does not count: it sees no change.
+    """
     root = ref.root
     producer = root.producer()
     if producer is not None or not root.is_initializer():
@@ -114,8 +126,11 @@ def _is_exclusive(ref: ConstantRef, node: ir.Node, index: int) -> bool:
         return False
     values = [root] + [n.outputs[0] for n in ref.chain]
     targets = [(n, 0) for n in ref.chain] + [(node, index)]
+    old_shape = tuple(ref.tensor.shape.numpy())
     for v, (consumer, idx) in zip(values, targets):
         uses = list(v.uses())
+        if v is root and not ref.chain:
+            uses = [u for u in uses if not _reads_same_dims(u.node, old_shape, new_shape)]
         if len(uses) != 1 or uses[0].node is not consumer or uses[0].idx != idx:
             return False
         if v is not root and v.is_graph_output():
@@ -150,7 +165,7 @@ def unique_name(graph: ir.Graph, base: str) -> str:
 def make_initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType) -> ir.Value:
     """Register a new initializer holding ``array`` (cast to ``dtype``)."""
     name = unique_name(graph, name)
-    array = np.ascontiguousarray(array.astype(dtype.numpy(), copy=False))
+    array = np.require(array.astype(dtype.numpy(), copy=False), requirements="C")  # keeps 0-d arrays 0-d
     tensor = ir.Tensor(array, name=name, dtype=dtype)
     value = ir.Value(name=name, type=ir.TensorType(dtype), shape=ir.Shape(array.shape), const_value=tensor)
     graph.register_initializer(value)
@@ -176,8 +191,8 @@ def edit_constant(
         raise ValueError(f"input {index} of {node.name} is not constant")
     dtype = ref.dtype
     new = np.asarray(edit(ref.array()))
-    if _is_exclusive(ref, node, index):
-        root_array = np.ascontiguousarray(_pull_back(ref, new).astype(dtype.numpy(), copy=False))
+    if _is_exclusive(ref, node, index, tuple(new.shape)):
+        root_array = np.require(_pull_back(ref, new).astype(dtype.numpy(), copy=False), requirements="C")
         ref.root.const_value = ir.Tensor(root_array, name=ref.root.name, dtype=dtype)
         ref.root.shape = ir.Shape(root_array.shape)
         array = root_array
@@ -190,24 +205,28 @@ def edit_constant(
     assert old is not None
     base = name_hint or old.name or ref.root.name or f"{node.name}_input{index}"
     node.replace_input_with(index, None)
-    remove_if_unused(graph, old)  # frees the name when this input was its last user
+    remove_dead(graph, old)  # frees the name when this input was its last user
     value = make_initializer(graph, base, new, dtype)
     node.replace_input_with(index, value)
     return value
 
 
-def remove_if_unused(graph: ir.Graph, value: ir.Value) -> None:
-    """Drop a constant (and the Identity/Transpose/Constant chain making it) nobody uses."""
-    while value is not None and not value.uses() and not value.is_graph_output():
-        producer = value.producer()
+def remove_dead(graph: ir.Graph, value: ir.Value) -> None:
+    """Remove the nodes that computed ``value`` once nothing uses it, then their unused inputs
+    (an Identity/Transpose/Constant chain to a weight, the nodes computing a replaced value),
+    and initializers nothing reads any more."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if current.uses() or current.is_graph_output():
+            continue
+        producer = current.producer()
         if producer is None:
-            if value.is_initializer() and not value.is_graph_input() and value.name in graph.initializers:
-                del graph.initializers[value.name]
-            return
-        if producer.op_type not in PASS_THROUGH_OPS | {"Constant"} or len(producer.outputs) != 1:
-            return
-        upstream = producer.inputs[0] if producer.inputs else None
+            if current.is_initializer() and not current.is_graph_input() and current.name in graph.initializers:
+                del graph.initializers[current.name]
+            continue
+        if producer.graph is not graph or any(o.uses() or o.is_graph_output() for o in producer.outputs):
+            continue
+        inputs = [v for v in producer.inputs if v is not None]
         graph.remove(producer, safe=True)
-        if upstream is None:
-            return
-        value = upstream
+        stack.extend(inputs)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
 
+from onnxgrow.deepen.api import deepen_summary
 from onnxgrow.errors import GrowError
 from onnxgrow.layers import Layer, find_layers
 from onnxgrow.lineage import describe, read_history
@@ -70,11 +71,12 @@ def _tensor_info(value: ir.Value) -> TensorInfo:
 def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str]) -> LayerInfo:
     activation = layer.activation.op_type if layer.activation is not None else None
     aliases = [n for n in layer.names.all() if n != layer.display]
+    deepen = deepen_summary(layer)
     try:
         ctx = plan_group(model.graph, repr(layer.display), layer.node, layer.width, layer.producer.embedding)
     except GrowError as exc:
         return LayerInfo(layer.display, layer.node.name or "", layer.op_type, layer.width, activation,
-                         False, [], [], str(exc), aliases)
+                         False, [], [], str(exc), aliases, deepen)
     group = [displays.get(id(n), n.name or n.op_type) for n in ctx.producers]
     touches = [displays.get(id(n), n.name or n.op_type) for n in ctx.contractors]
     reason = ""
@@ -82,7 +84,7 @@ def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str]) -> Laye
         where, why = next(iter(ctx.uniform_required.items()))
         reason = f"only to multiples of {layer.width} with net2wider ({why} at {where})"
     return LayerInfo(layer.display, layer.node.name or "", layer.op_type, layer.width, activation,
-                     True, group, touches, reason, aliases)
+                     True, group, touches, reason, aliases, deepen)
 
 
 def inspect_model(model: ir.Model | str | os.PathLike[str]) -> ModelSummary:

@@ -1,9 +1,10 @@
 """The growable layers of a model: producers with constant weights, and their names.
 
 A layer is a node some registered producer rule accepts (Gemm, MatMul with a constant
-weight, Conv with group 1). Nodes of those op types that are not growable are listed
-with the reason. Each layer gets the names users can type (see :mod:`onnxgrow.names`)
-and a display name that resolves to it alone.
+weight, Conv with group 1, Gather from a constant embedding table). Nodes of those op
+types that are not growable are listed with the reason (nodes that are no candidate at
+all, like a Gather reading a shape, are skipped). Each layer gets the names users can
+type (see :mod:`onnxgrow.names`) and a display name that resolves to it alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
-from onnxgrow.names import NodeNames, names_of, resolve
+from onnxgrow.names import NodeNames, names_of, resolve, weight_prefix
 from onnxgrow.widen.rules import PRODUCERS, Producer
 
 #: Ops that count as "the activation after a layer".
@@ -58,11 +59,14 @@ class NotGrowable:
 
 
 def _weight_names(node: ir.Node) -> list[str | None]:
+    """The parameter names of ``node``: the name its input carries when that is a weight
+    name (exporters that share one deduplicated initializer keep each parameter's own
+    name on an Identity), else the name of the constant behind it."""
     names = []
     for value in node.inputs[1:]:
         ref = find_constant(value)
         if ref is not None:
-            names.append(ref.root.name)
+            names.append(value.name if weight_prefix(value.name) else ref.root.name)  # type: ignore[union-attr]
     return names
 
 
@@ -97,6 +101,8 @@ def find_layers(model: ir.Model) -> tuple[list[Layer], list[NotGrowable]]:
         if describe is None:
             continue
         found = describe(node)
+        if found is None:
+            continue
         names = node_names(node)
         if isinstance(found, str):
             refused.append(NotGrowable(node, names, found))
@@ -135,5 +141,5 @@ def find_layer(model: ir.Model, name: str, layers: list[Layer] | None = None,
         if other:
             node = other[0].node
             raise GrowError(f"{name!r} is a {node.op_type} node, not a growable layer "
-                            "(Gemm, MatMul with a constant weight, Conv)") from None
+                            "(Gemm, MatMul with a constant weight, Conv, embedding Gather)") from None
         raise not_a_layer

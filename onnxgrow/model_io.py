@@ -65,7 +65,7 @@ def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> i
         raise GrowError(f"{p}: empty file, not an ONNX model")
     try:
         proto = onnx.load(p, load_external_data=False)
-        inferred = infer_shapes and _infer_on_proto(proto)
+        inferred = _infer_on_proto(proto) if infer_shapes else None
         model = ir.serde.deserialize_model(inferred or proto)
     except Exception as exc:  # protobuf and onnx-ir raise many kinds on garbage
         raise GrowError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from None
@@ -181,10 +181,7 @@ def save_model(
     nothing is written. ``progress(done, total)`` counts bytes of external data written.
     """
     out = Path(output)
-    if out.exists() and out.is_dir():
-        raise GrowError(f"{out}: is a directory; give a file name ending in .onnx")
-    if not out.parent.exists():
-        raise GrowError(f"{out.parent}: output folder does not exist")
+    _check_output_folder(out, ".onnx")
     if max_shard_bytes is not None and max_shard_bytes <= 0:
         raise GrowError(f"the maximum shard size must be positive, got {max_shard_bytes} bytes")
     use_external = max_shard_bytes is not None or (
@@ -243,6 +240,28 @@ def _save_embedded(model: ir.Model, path: Path) -> None:
     if any(True for _ in external_tensors(model)):
         ir.external_data.load_to_model(model)
     ir.save(model, path)
+
+
+def _check_output_folder(out: Path, suffix: str) -> None:
+    if out.exists() and out.is_dir():
+        raise GrowError(f"{out}: is a directory; give a file name ending in {suffix}")
+    if not out.parent.exists():
+        raise GrowError(f"{out.parent}: output folder does not exist")
+
+
+@contextlib.contextmanager
+def atomic_output(output: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path to write ``output`` at; renamed into place when the block succeeds.
+
+    For files other than ONNX models (exported weights, modules). On any failure nothing
+    is left behind.
+    """
+    out = Path(output)
+    _check_output_folder(out, out.suffix or "a suffix")
+    with _temporary_folder(out) as tmp:
+        path = tmp / out.name
+        yield path
+        os.replace(path, out)
 
 
 @contextlib.contextmanager

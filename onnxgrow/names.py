@@ -31,18 +31,22 @@ _WEIGHT_SUFFIXES = (".weight", ".bias", "/kernel", "/bias", ":0")
 def legacy_module_path(node_name: str) -> str | None:
     """``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``; None without a scope.
 
-    The legacy exporter writes one name per module level, either relative
-    (``conv1``) or already dotted from the parent (``layer1.0``).
+    The legacy exporter writes one name per module level: the attribute name
+    (``conv1``), or, for the children of a container, the container's own level name
+    dotted with the child's key (``layer1.0`` under ``layer1``, ``downsample.0`` under
+    ``layer2/downsample``), so ``/layer2/downsample/downsample.0/Conv`` →
+    ``layer2.downsample.0``.
     """
     if not node_name.startswith("/"):
         return None
     parts = [p for p in node_name.split("/") if p][:-1]
-    path = ""
+    path, previous = "", ""
     for part in parts:
-        if path and part.startswith(path + "."):
-            path = part
+        if previous and part.startswith(previous + "."):
+            path += part[len(previous):]
         else:
             path = f"{path}.{part}" if path else part
+        previous = part
     return path or None
 
 

@@ -316,6 +316,7 @@ def test_shapes_inferred_at_load_match_the_pass(small_models, kind: str) -> None
     fast = load_model(path, infer_shapes=True)
     assert fast.meta.get(SHAPES_INFERRED_KEY)
     slow = load_model(path)
+    assert SHAPES_INFERRED_KEY not in slow.meta
     ShapeInferencePass(strict_mode=False)(slow)
 
     def shapes(model: ir.Model) -> dict[str, ir.Shape | None]:

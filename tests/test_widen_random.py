@@ -40,7 +40,7 @@ def test_random_mlp(case: tuple[list[int], list[str], list[str], int, int, int])
 
 @st.composite
 def cnn_case(draw: st.DrawFn) -> tuple[list[int], list[str], int, int, int, bool, int]:
-    depth = draw(st.integers(2, 4))
+    depth = draw(st.integers(2, 5))
     channels = draw(st.lists(st.integers(1, 8), min_size=depth + 1, max_size=depth + 1))
     acts = draw(st.lists(st.sampled_from(ACTIVATIONS), min_size=1, max_size=depth))
     layer = draw(st.integers(1, depth))

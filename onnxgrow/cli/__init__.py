@@ -19,7 +19,7 @@ def main() -> None:
 
 def _register() -> None:
     """Import the subcommand modules; each adds itself to :data:`main`."""
-    from onnxgrow.cli import diff_cmd, inspect_cmd, verify_cmd, widen_cmd  # noqa: F401
+    from onnxgrow.cli import deepen_cmd, diff_cmd, export_cmd, inspect_cmd, verify_cmd, widen_cmd  # noqa: F401
 
 
 _register()

@@ -6,6 +6,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -149,3 +150,12 @@ def report_destinations(*destinations: str | None) -> bool:
     if len(to_stdout) > 1:
         raise GrowError("only one report can be written to stdout ('-')")
     return bool(to_stdout)
+
+
+def echo_verification(report: object | None, output: Path) -> None:
+    """The verdict line of a growth command's check (or that --no-verify skipped it), then the output path."""
+    if report is not None:
+        click.echo(report.summary())  # type: ignore[attr-defined]
+    else:
+        click.echo("verification skipped (--no-verify)")
+    click.echo(f"wrote {output}")

@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from onnxgrow.cli import main
-from onnxgrow.cli._common import parse_size, user_errors, verification_kwargs, verification_options
+from onnxgrow.cli._common import (
+    echo_verification,
+    parse_size,
+    user_errors,
+    verification_kwargs,
+    verification_options,
+)
 from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.errors import GrowError
 from onnxgrow.grow import VerifyOptions, default_output
@@ -27,14 +33,9 @@ def _print_report(report: WidenReport, output: Path) -> None:
             click.echo(f"  contracting layers adjusted: {', '.join(group.contractors)}")
         for change in group.changes:
             click.echo(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
-    verification = report.verification
-    if verification is not None:
-        click.echo(verification.summary())  # type: ignore[attr-defined]
-        if not report.exact:
-            click.echo("note: random-pad is not function-preserving by design; the differences above are expected")
-    else:
-        click.echo("verification skipped (--no-verify)")
-    click.echo(f"wrote {output}")
+    if report.verification is not None and not report.exact:
+        click.echo("note: random-pad is not function-preserving by design; the differences below are expected")
+    echo_verification(report.verification, output)
 
 
 @main.command("widen")

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
@@ -85,10 +86,35 @@ def _check_size(ctx: GroupContext, q: int, name: str) -> None:
 def infer_shapes(model: ir.Model) -> None:
     """Annotate value shapes (weights are left out of the call, so this is cheap).
 
-    Skipped once right after ``load_model(..., infer_shapes=True)``, which did it already.
+    Only tensor annotations are kept: the inference pass types untyped sequence outputs
+    (SplitToSequence) as tensors, which would make the saved model unloadable, so
+    outputs whose op schema says they are sequences keep the type they had. Skipped
+    once right after ``load_model(..., infer_shapes=True)``, which inferred the shapes on
+    the file's protobuf (there every value gets its full inferred type, sequences too).
     """
-    if not model.meta.pop(SHAPES_INFERRED_KEY, False):
-        ShapeInferencePass(strict_mode=False)(model)
+    if model.meta.pop(SHAPES_INFERRED_KEY, False):
+        return
+    before = {value: (value.type, value.shape) for node in model.graph.all_nodes()
+              for value in node.outputs if _is_sequence_output(model, node, value)}
+    ShapeInferencePass(strict_mode=False)(model)
+    for value, (type_, shape) in before.items():
+        value.type, value.shape = type_, shape
+
+
+def _is_sequence_output(model: ir.Model, node: ir.Node, value: ir.Value) -> bool:
+    """True when ``node``'s schema declares the output holding ``value`` a sequence."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, model.opset_imports.get(node.domain, 1), node.domain)
+    except onnx.defs.SchemaError:
+        return False
+    index = list(node.outputs).index(value)
+    formals = schema.outputs
+    if not formals:
+        return False
+    formal = formals[min(index, len(formals) - 1)]
+    constraint = next((c for c in schema.type_constraints if c.type_param_str == formal.type_str), None)
+    allowed = list(constraint.allowed_type_strs) if constraint else [formal.type_str]
+    return bool(allowed) and all(t.startswith("seq(") for t in allowed)
 
 
 def _group_key(ctx: GroupContext) -> frozenset[int]:

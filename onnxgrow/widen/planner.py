@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.constants import ConstantRef, edit_constant, find_constant
+from onnxgrow.constants import ConstantRef, edit_constant, find_constant, make_initializer, remove_dead
 from onnxgrow.errors import RefusedError
 from onnxgrow.widen.channel_map import ChannelMap, Init, build_channel_map
 from onnxgrow.widen.layout import AxisIndex, Embedding
@@ -179,6 +179,17 @@ class GroupContext:
         self.changes.append(
             TensorChange(_root_name(new_ref), old_shape, tuple(new_ref.tensor.shape.numpy()), node.name or node.op_type)
         )
+
+    def replace_with_constant(self, node: ir.Node, input_index: int, array: np.ndarray, name: str,
+                              old_shape: tuple[int, ...]) -> None:
+        """Feed ``node.inputs[input_index]`` the constant ``array`` instead of a value computed
+        at run time (of ``old_shape``); the nodes that computed it go when nothing else uses them."""
+        before = node.inputs[input_index]
+        assert before is not None and before.dtype is not None
+        node.replace_input_with(input_index, make_initializer(self.graph, name, array, before.dtype))
+        remove_dead(self.graph, before)
+        self.changes.append(TensorChange(node.inputs[input_index].name or name, old_shape,  # type: ignore[union-attr]
+                                         tuple(array.shape), node.name or node.op_type))
 
     def _update_shape(self, value: ir.Value, embedding: Embedding) -> None:
         if value.shape is None or value.type is None or self.cmap is None:

@@ -3,6 +3,7 @@
 from onnxgrow.widen.rules import (  # noqa: F401
     conv,
     elementwise,
+    gather,
     gemm,
     layout_ops,
     matmul,
@@ -10,6 +11,7 @@ from onnxgrow.widen.rules import (  # noqa: F401
     pooling,
     reduction,
     reshape,
+    shape,
 )
 from onnxgrow.widen.rules.registry import PRODUCERS, RULES, Producer, rule_for
 

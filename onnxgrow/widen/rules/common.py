@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.constants import find_constant
+from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
 from onnxgrow.widen.channel_map import Init
 from onnxgrow.widen.layout import AxisIndex
 
@@ -45,6 +45,30 @@ def static_dims(value: ir.Value | None) -> list[int | None] | None:
     return [d if isinstance(d, int) else None for d in value.shape.dims]
 
 
+def model_input_behind(value: ir.Value | None) -> ir.Value | None:
+    """The graph input that ``value`` is (through Identity/Transpose), if any."""
+    while value is not None and not value.is_graph_input():
+        producer = value.producer()
+        if producer is None or producer.op_type not in PASS_THROUGH_OPS or not producer.inputs:
+            return None
+        value = producer.inputs[0]
+    return value
+
+
+def weight_problem(value: ir.Value | None, what: str) -> str:
+    """Why the weight ``value`` cannot be rewritten ('' when it is a constant).
+
+    An initializer that is also a graph input is no constant: callers may feed another
+    value at run time, so onnxgrow leaves it alone.
+    """
+    if value is None or find_constant(value) is not None:
+        return ""
+    root = model_input_behind(value)
+    if root is not None:
+        return f"its {what} {root.name!r} is a model input (callers may replace it at run time), not a constant"
+    return f"its {what} is computed at run time, not a constant"
+
+
 def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     """The shape of a constant input as the node sees it, or None if not constant."""
     ref = find_constant(value)
@@ -53,6 +77,29 @@ def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     if not ref.chain:
         return tuple(ref.tensor.shape.numpy())
     return tuple(ref.array().shape)
+
+
+def constant_through_casts(value: ir.Value | None) -> np.ndarray | None:
+    """The constant behind ``value`` when only Cast/CastLike stand in between (value not cast)."""
+    while value is not None and find_constant(value) is None:
+        cast = value.producer()
+        if cast is None or cast.op_type not in ("Cast", "CastLike") or cast.domain not in ("", "ai.onnx"):
+            return None
+        value = cast.inputs[0]
+    ref = find_constant(value)
+    return None if ref is None else ref.array()
+
+
+def uniform_fill(value: ir.Value | None) -> float | None:
+    """The one value all elements of ``value`` share when it is a constant scalar broadcast at
+    run time (the dynamo exporter's zero bias ``Expand(CastLike(0.0, x), Shape(W)[:1])``)."""
+    node = value.producer() if value is not None else None
+    if node is None or node.op_type != "Expand" or node.domain not in ("", "ai.onnx"):
+        return None
+    scalar = constant_through_casts(node.inputs[0])
+    if scalar is None or scalar.size != 1:
+        return None
+    return float(scalar.reshape(-1)[0])
 
 
 def _axis_shape(ndim: int, axis: int) -> list[int]:

@@ -6,16 +6,23 @@
   *carries* the channels: output channel ``c·m + r`` follows input channel ``c``; filters
   and bias are gathered with the output's map and ``group`` becomes the new C.
 - other grouped convs mix channels within groups: refused.
+
+The bias may also be a scalar broadcast at run time to the number of filters (the dynamo
+exporter without its optimizer writes ``Expand(CastLike(0.0, x), Shape(W)[:1])`` for
+``bias=False``): it becomes a constant of the new length with that value.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.widen.layout import Embedding
-from onnxgrow.widen.rules.common import const_shape, contract, gather, produce
+from onnxgrow.constants import find_constant
+from onnxgrow.names import weight_prefix
+from onnxgrow.widen.layout import AxisIndex, Embedding
+from onnxgrow.widen.rules.common import const_shape, contract, gather, produce, uniform_fill, weight_problem
 from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
@@ -30,6 +37,14 @@ def _channel_embedding(rank: int) -> Embedding:
     return Embedding(-(rank - 1), rank)
 
 
+def _bias_problem(node: ir.Node) -> str:
+    """Why the bias cannot be rewritten ('' when it is absent, constant or a uniform fill)."""
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if uniform_fill(bias) is not None:
+        return ""
+    return weight_problem(bias, "bias")
+
+
 def _is_depthwise(node: ir.Node, w: tuple[int, ...]) -> bool:
     group = node.attributes.get_int("group", 1)
     return group > 1 and w[1] == 1 and w[0] % group == 0
@@ -39,10 +54,11 @@ def _is_depthwise(node: ir.Node, w: tuple[int, ...]) -> bool:
 def describe_conv(node: ir.Node) -> Producer | str:
     w = _weight_shape(node)
     if w is None:
-        return "its filters are computed at run time, not a constant"
+        return weight_problem(node.inputs[1], "filter tensor")
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None and const_shape(bias) is None:
-        return "its bias is computed at run time, not a constant"
+    problem = _bias_problem(node)
+    if problem:
+        return problem
     group = node.attributes.get_int("group", 1)
     if group != 1:
         kind = "depthwise" if _is_depthwise(node, w) else "grouped"
@@ -59,9 +75,11 @@ class ConvRule:
         x, y = node.inputs[0], node.outputs[0]
         w = _weight_shape(node)
         if w is None:
-            ctx.refuse(node, "its filters are computed at run time, not a constant")
+            ctx.refuse(node, weight_problem(node.inputs[1], "filter tensor"))
         if any(v in known for v in node.inputs[1:]):
             ctx.refuse(node, "the channels would reach the filters or bias")
+        if y in known and _bias_problem(node):
+            ctx.refuse(node, _bias_problem(node))
         channel = _channel_embedding(len(w))
         for v in (x, y):
             if v in known and known[v].axis != channel.axis:
@@ -88,19 +106,36 @@ class ConvRule:
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         assert ctx.cmap is not None
         x, y = node.inputs[0], node.outputs[0]
-        has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
         if node.attributes.get_int("group", 1) == 1:
             if y in known:
                 idx = ctx.index(y)
+                _rewrite_bias(ctx, node, idx)
                 ctx.edit(node, 1, lambda w: produce(w, 0, idx, ctx.rng))
-                if has_bias:
-                    ctx.edit(node, 2, lambda b: gather(b, 0, idx))
             if x in known:
                 idx = ctx.index(x)
                 ctx.edit(node, 1, lambda w: contract(w, 1, idx, ctx.cmap.init, ctx.rng))
             return
         idx = ctx.index(y)
+        _rewrite_bias(ctx, node, idx)
         ctx.edit(node, 1, lambda w: gather(w, 0, idx))
-        if has_bias:
-            ctx.edit(node, 2, lambda b: gather(b, 0, idx))
         node.attributes["group"] = ir.AttrInt64("group", len(ctx.index(x)))
+
+
+def _rewrite_bias(ctx: GroupContext, node: ir.Node, idx: AxisIndex) -> None:
+    """Gather a constant bias; a uniform fill becomes a constant of the new length.
+
+    Done before the filters are edited, so a filter tensor that only the fill's
+    ``Shape`` also read is then rewritten in place under its own name.
+    """
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is None:
+        return
+    if const_shape(bias) is not None:
+        ctx.edit(node, 2, lambda b: gather(b, 0, idx))
+        return
+    fill = uniform_fill(bias)
+    assert fill is not None and bias.dtype is not None
+    weight = find_constant(node.inputs[1])
+    name = f"{weight_prefix(weight.root.name if weight else None) or node.name or 'conv'}.bias"
+    old = ctx.tracked[node.outputs[0]].layout.old_size(ctx.width)
+    ctx.replace_with_constant(node, 2, np.full(len(idx), fill, dtype=bias.dtype.numpy()), name, (old,))

@@ -1,7 +1,9 @@
 """Elementwise ops carry the channels unchanged (DESIGN.md §1, carriers).
 
 Unary ops (activations, Identity, Dropout, Cast, ...): output unit ``j`` is ``f`` of input
-unit ``j``, so copies stay copies. Clip's min/max must be scalars.
+unit ``j``, so copies stay copies. Clip's min/max must be scalars (constants, possibly
+cast at run time). CastLike casts its input 0 like a carrier; its input 1 only lends its
+element type, so a tracked input 1 touches nothing.
 
 Binary and variadic ops (Add, Mul, Pow, Max, PRelu, Where, ...) broadcast their operands:
 - a constant operand that does not span the axis (scalar, size 1) stays as it is;
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 import onnx_ir as ir
 
 from onnxgrow.widen.layout import Embedding
-from onnxgrow.widen.rules.common import broadcast_axis, const_shape, dim_at, gather, rank_of
+from onnxgrow.widen.rules.common import broadcast_axis, const_shape, constant_through_casts, dim_at, gather, rank_of
 from onnxgrow.widen.rules.registry import Known, rule
 
 if TYPE_CHECKING:
@@ -47,8 +49,8 @@ class UnaryRule:
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         for extra in node.inputs[1:]:
-            shape = const_shape(extra) if extra is not None else ()
-            if extra is not None and (shape is None or len(shape) > 0 and max(shape) > 1):
+            value = constant_through_casts(extra) if extra is not None else None
+            if extra is not None and (value is None or value.size > 1):
                 ctx.refuse(node, f"input {extra.name!r} must be a scalar constant")
         embedding = next(iter(known.values()))
         x = node.inputs[0]
@@ -99,3 +101,20 @@ class BroadcastRule:
             const_axis = broadcast_axis(shape, embedding.axis)
             if const_axis is not None and shape[const_axis] == old and old > 1:
                 ctx.edit(node, i, lambda a, ax=const_axis: gather(a, ax, idx))
+
+
+@rule("CastLike")
+class CastLikeRule:
+    """``CastLike(x, like)``: ``x`` carries the channels to the output; ``like`` gives a type."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        if x not in known and y not in known:
+            return  # only ``like`` carries the channels: the output does not depend on them
+        embedding = known.get(x) or known[y]
+        assert x is not None
+        ctx.track(x, _same_axis(embedding, x), node)
+        ctx.track(y, _same_axis(embedding, y), node)
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        """Nothing to change: the op acts per element."""

@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.widen.layout import Embedding
-from onnxgrow.widen.rules.common import const_shape, contract, gather, produce
+from onnxgrow.widen.rules.common import const_shape, contract, gather, produce, weight_problem
 from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
@@ -29,12 +29,12 @@ def _b_axes(node: ir.Node) -> tuple[int, int]:
 @producer("Gemm")
 def describe_gemm(node: ir.Node) -> Producer | str:
     b = node.inputs[1]
-    shape = const_shape(b)
-    if shape is None or len(shape) != 2:
-        return "its weight B is computed at run time, not a constant"
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None and const_shape(bias) is None:
-        return "its bias C is computed at run time, not a constant"
+    problem = weight_problem(b, "weight B") or weight_problem(bias, "bias C")
+    if problem:
+        return problem
+    shape = const_shape(b)
+    assert shape is not None
     width = shape[_b_axes(node)[1]]
     return Producer(node, width, Embedding(-1, 2), b, bias)  # type: ignore[arg-type]
 
@@ -60,7 +60,7 @@ class GemmRule:
             if known[a].axis != k_axis:
                 ctx.refuse(node, "the channels reach Gemm's M axis, which it does not contract")
             if find_constant(b) is None:
-                ctx.refuse(node, "contracts the channels with a weight computed at run time")
+                ctx.refuse(node, weight_problem(b, "weight B"))
             ctx.mark_contractor(node)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:

@@ -1,13 +1,12 @@
-"""Ops that move axes around: Transpose, Squeeze, Unsqueeze, Gather, Split, Slice, Concat.
+"""Ops that move axes around: Transpose, Squeeze, Unsqueeze, Split, Slice, Concat.
 
 They carry the channels to a new axis position without touching values:
 
 - Transpose: the channel axis follows ``perm``.
 - Squeeze/Unsqueeze: the axis index shifts by the axes removed/inserted after it.
-- Gather with constant indices on another axis: the axis shifts by ``rank(indices) - 1``
-  when the gathered axis comes after it.
 - Split, Slice on other axes: every output carries the channels. Slicing the channel
-  axis is refused unless the slice keeps it whole.
+  axis is refused unless the slice keeps it whole (an end equal to the old size is
+  rewritten to the new one).
 - Concat along the channel axis: the other inputs become fixed segments before/after the
   channels (offsets). Along another axis: every input must carry the same channels.
 """
@@ -16,13 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.constants import constant_array
 from onnxgrow.widen.layout import AxisLayout, Embedding, Fixed
 from onnxgrow.widen.rules.common import dim_at, rank_of
 from onnxgrow.widen.rules.registry import Known, rule
+from onnxgrow.widen.rules.shape_values import Const, Entry, constant_ints, entries, rewrite_entry, shared_path
 
 if TYPE_CHECKING:
     from onnxgrow.widen.planner import GroupContext
@@ -44,8 +42,7 @@ def _axes_input(node: ir.Node, index: int = 1) -> list[int] | None:
     if axes is not None:
         return list(axes)
     if len(node.inputs) > index and node.inputs[index] is not None:
-        array = constant_array(node.inputs[index])
-        return None if array is None else [int(a) for a in array.reshape(-1)]
+        return constant_ints(node, index)
     return None
 
 
@@ -108,28 +105,6 @@ class SqueezeRule(_NoRewrite):
         ctx.track(y, embedding.with_axis(new_t - new_rank, new_rank), node)
 
 
-@rule("Gather")
-class GatherRule(_NoRewrite):
-    """Gathering along another axis with constant indices keeps the channels."""
-
-    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        data, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
-        if data not in known or indices in known:
-            ctx.refuse(node, "the channels reach Gather's indices or output only")
-        embedding = known[data]
-        rank = _rank(embedding, data)
-        index_array = constant_array(indices)
-        if rank is None or index_array is None:
-            ctx.refuse(node, "Gather needs a known rank and constant indices")
-        axis = node.attributes.get_int("axis", 0) % rank
-        t = rank + embedding.axis
-        if axis == t:
-            ctx.refuse(node, "it gathers along the widened axis")
-        new_rank = rank - 1 + index_array.ndim
-        new_axis = embedding.axis if axis < t else embedding.axis - (index_array.ndim - 1)
-        ctx.track(y, embedding.with_axis(new_axis, new_rank), node)
-
-
 @rule("Split")
 class SplitRule(_NoRewrite):
     """Splitting along another axis: every output carries the channels."""
@@ -148,39 +123,74 @@ class SplitRule(_NoRewrite):
         else:
             axis_neg = axis - rank
         if axis_neg == embedding.axis:
-            ctx.refuse(node, "it splits the widened axis")
+            parts = constant_ints(node, 1) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+            sizes = f" into parts {parts}" if parts else f" into {len(node.outputs)} parts"
+            ctx.refuse(node, f"it splits the widened axis{sizes} (a fused projection, for instance); "
+                             "copied units would land in the wrong part")
         for out in node.outputs:
             ctx.track(out, embedding.with_axis(embedding.axis, rank), node)
 
 
+#: A Slice end at or beyond this keeps an axis whole whatever its size.
+_TO_THE_END = 2**31 - 1
+
+
+def _slice_params(node: ir.Node, rank: int | None) -> list[tuple[int, int, Entry, Entry, Entry]] | None:
+    """(input index of starts/ends/steps position k, axis from the end, start, end, step) per sliced axis."""
+    starts = entries(node.inputs[1], (node, 1)) if len(node.inputs) > 1 else None
+    ends = entries(node.inputs[2], (node, 2)) if len(node.inputs) > 2 else None
+    if starts is None or ends is None or len(starts) != len(ends):
+        return None
+    axes = _axes_input(node, 3)
+    has_steps = len(node.inputs) > 4 and node.inputs[4] is not None
+    steps = entries(node.inputs[4], (node, 4)) if has_steps else [Const(1, None, 0)] * len(starts)
+    if steps is None or len(steps) != len(starts):
+        return None
+    axes = list(range(len(starts))) if axes is None else axes
+    if len(axes) != len(starts) or (rank is None and any(a >= 0 for a in axes)):
+        return None
+    return [(k, a - rank if a >= 0 else a, starts[k], ends[k], steps[k])  # type: ignore[operator]
+            for k, a in enumerate(axes)]
+
+
 @rule("Slice")
-class SliceRule(_NoRewrite):
-    """Slicing other axes carries the channels; the channel axis must be kept whole."""
+class SliceRule:
+    """Slicing other axes carries the channels; the channel axis must be kept whole.
+
+    Keeping it whole means start 0, step 1 and an end "to the end" (at least 2**31-1),
+    or an end equal to the old size, which is then rewritten to the new size.
+    """
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        if x not in known:
+        if x not in known or any(v in known for v in node.inputs[1:]):
             ctx.refuse(node, "cannot trace channels backward through Slice")
         embedding = known[x]
         rank = _rank(embedding, x)
-        starts = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
-        ends = constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
-        axes = constant_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
-        steps = constant_array(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
-        if starts is None or ends is None:
-            ctx.refuse(node, "its starts/ends are computed at run time")
-        axes = np.arange(len(starts)) if axes is None else axes
-        if rank is None and any(a >= 0 for a in axes):
-            ctx.refuse(node, "unknown rank")
+        params = _slice_params(node, rank)
+        if params is None:
+            ctx.refuse(node, "its axes or the number of its starts/ends are unknown")
         old = embedding.layout.old_size(ctx.width)
-        for k, a in enumerate(axes):
-            a_neg = int(a) - rank if a >= 0 else int(a)  # type: ignore[operator]
-            if a_neg != embedding.axis:
+        for _, axis, start, end, step in params:
+            if axis != embedding.axis:
                 continue
-            step = 1 if steps is None else int(steps[k])
-            if not (step == 1 and int(starts[k]) in (0, -old) and int(ends[k]) >= old):
+            whole = (isinstance(start, Const) and start.value == 0 and isinstance(step, Const)
+                     and step.value == 1 and isinstance(end, Const)
+                     and (end.value >= _TO_THE_END or end.value == old))
+            if not whole:
                 ctx.refuse(node, "it slices the widened axis")
+            if end.value == old and shared_path(end):  # type: ignore[union-attr]
+                ctx.refuse(node, "its end on the widened axis is computed by nodes that other nodes use as well")
         ctx.track(y, embedding.with_axis(embedding.axis, rank), node)
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        """An end equal to the old size of the channel axis becomes the new size."""
+        assert ctx.cmap is not None
+        embedding = known[node.inputs[0]]  # type: ignore[index]
+        old, new = embedding.layout.old_size(ctx.width), embedding.layout.new_size(ctx.cmap.q)
+        for _, axis, _, end, _ in _slice_params(node, _rank(embedding, node.inputs[0])) or []:
+            if axis == embedding.axis and isinstance(end, Const) and end.value == old and old != new:
+                rewrite_entry(ctx, end, new)
 
 
 @rule("Concat")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import onnx_ir as ir
 
 from onnxgrow.widen.layout import Embedding
-from onnxgrow.widen.rules.common import const_shape, contract, produce, rank_of
+from onnxgrow.widen.rules.common import const_shape, contract, model_input_behind, produce, rank_of, weight_problem
 from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ def describe_matmul(node: ir.Node) -> Producer | str:
     b = node.inputs[1]
     shape = const_shape(b)
     if shape is None:
+        if model_input_behind(b) is not None:
+            return weight_problem(b, "weight")
         return "both operands are computed at run time (no constant weight)"
     if len(shape) != 2:
         return f"its constant operand has rank {len(shape)}; only 2-D weights are supported"
@@ -40,9 +42,11 @@ class MatMulRule:
         a, b = node.inputs[0], node.inputs[1]
         y = node.outputs[0]
         found = describe_matmul(node)
+        if const_shape(b) is None and model_input_behind(b) is None:
+            ctx.refuse(node, "it multiplies two tensors computed at run time (attention scores, for "
+                             "instance), which mixes the channels with the other operand")
         if b in known or isinstance(found, str):
-            reason = found if isinstance(found, str) else "the channels reach its weight input"
-            ctx.refuse(node, reason)
+            ctx.refuse(node, found if isinstance(found, str) else "the channels reach its weight input")
         if y in known:
             if known[y].axis != -1 or not known[y].layout.is_plain or found.width != ctx.width:
                 ctx.refuse(node, "output channels do not match the group")

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.constants import constant_array
 from onnxgrow.widen.layout import Channel
 from onnxgrow.widen.rules.common import rank_of
 from onnxgrow.widen.rules.registry import Known, rule
+from onnxgrow.widen.rules.shape_values import constant_ints
 
 if TYPE_CHECKING:
     from onnxgrow.widen.planner import GroupContext
@@ -31,10 +31,9 @@ def _reduced_axes(node: ir.Node, rank: int | None) -> list[int] | None:
     """Reduced axes counted from the end; None when they cannot be known."""
     axes = node.attributes.get_ints("axes", None)
     if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
-        array = constant_array(node.inputs[1])
-        if array is None:
+        axes = constant_ints(node, 1)
+        if axes is None:
             return None
-        axes = [int(a) for a in array.reshape(-1)]
     if not axes:
         if node.attributes.get_int("noop_with_empty_axes", 0):
             return []
@@ -97,18 +96,6 @@ class SoftmaxRule:
         assert x is not None
         ctx.track(x, embedding.with_axis(embedding.axis, rank), node)
         ctx.track(node.outputs[0], embedding.with_axis(embedding.axis, rank), node)
-
-    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        """Nothing to change."""
-
-
-@rule("Shape", "Size")
-class ShapeRule:
-    """Shape/Size read the (new) shape at run time; they carry nothing."""
-
-    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        if node.outputs[0] in known:
-            ctx.refuse(node, "a shape cannot carry channels")
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         """Nothing to change."""

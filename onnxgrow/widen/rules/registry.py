@@ -76,14 +76,18 @@ class Producer:
     bias: ir.Value | None = None
 
 
-#: op type -> function describing a node as a layer, or saying why it is not one.
-PRODUCERS: dict[str, Callable[[ir.Node], Producer | str]] = {}
+#: A function describing a node as a layer, saying why it is not one, or None when the
+#: node is no layer candidate at all (a Gather that reads a shape, not a table).
+Describe = Callable[[ir.Node], "Producer | str | None"]
+
+#: op type -> the function describing its nodes.
+PRODUCERS: dict[str, Describe] = {}
 
 
-def producer(*op_types: str) -> Callable[[Callable[[ir.Node], Producer | str]], Callable[[ir.Node], Producer | str]]:
+def producer(*op_types: str) -> Callable[[Describe], Describe]:
     """Register a function that describes nodes of ``op_types`` as growable layers."""
 
-    def register(fn: Callable[[ir.Node], Producer | str]) -> Callable[[ir.Node], Producer | str]:
+    def register(fn: Describe) -> Describe:
         for op_type in op_types:
             PRODUCERS[op_type] = fn
         return fn

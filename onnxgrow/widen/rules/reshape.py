@@ -9,9 +9,16 @@ blocks of equal product. The block holding the channel axis decides:
 - one merged axis split into several (the inverse, e.g. ``[N, C·H·W]`` back to
   ``[N, C, H, W]``): allowed when one output axis holds exactly the channels.
 
-A Reshape's constant shape has the entry of the channel axis rewritten (old size →
-new size); ``-1`` and ``0`` entries are kept. A shape computed at run time is accepted
-only when its channel entry is a constant ``-1`` of a Concat.
+Dynamic axes match by their products (``[batch, 6, 16]`` ↔ ``[6*batch, 16]``, the
+Reshape pairs that exporters put around a Gemm in a transformer). A Reshape is also
+followed backward (from its output to its input), by the inverse matching.
+
+A Reshape's target shape is followed entry by entry (:mod:`shape_values`), also when
+the exporter builds it at run time (``Concat`` of constants and ``Shape`` reads). The
+entry of the channel axis must follow the widening: a constant is rewritten (old size →
+new size, wherever the exporter stored it); ``-1`` and a run-time read of the input's
+own channel count follow by themselves; ``0`` must copy the same axis. Entries of other
+axes keep their meaning.
 """
 
 from __future__ import annotations
@@ -19,18 +26,16 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.constants import constant_array, find_constant
 from onnxgrow.widen.layout import AxisLayout, Channel, Embedding
-from onnxgrow.widen.rules.common import static_dims
+from onnxgrow.widen.rules.dims import Dim, product, static_product
 from onnxgrow.widen.rules.registry import Known, rule
+from onnxgrow.widen.rules.shape_values import Const, DimOf, Entry, entries, rewrite_entry, shared_path
 
 if TYPE_CHECKING:
     from onnxgrow.widen.planner import GroupContext
 
-Dim = int | str
 
 
 def _symbolic_dims(value: ir.Value | None) -> list[Dim] | None:
@@ -42,32 +47,31 @@ def _symbolic_dims(value: ir.Value | None) -> list[Dim] | None:
 def _blocks(src: list[Dim], dst: list[Dim]) -> list[tuple[range, range]] | None:
     """Pair the shortest contiguous runs of ``src`` and ``dst`` axes with equal products.
 
-    Equal dimensions (a symbol included) pair one to one; trailing size-1 axes join the
-    last block. None when the shapes cannot be matched (a symbol inside a merge).
+    Equal dimensions pair one to one; a run grows on the side whose product divides the
+    other's (for integers: the smaller one), so ``[batch, 6, 16]`` and ``[6*batch, 16]``
+    match. Trailing size-1 axes join the last block. None when no matching exists.
     """
     blocks: list[tuple[range, range]] = []
     i = j = 0
     while i < len(src) and j < len(dst):
-        if src[i] == dst[j]:
-            blocks.append((range(i, i + 1), range(j, j + 1)))
-            i, j = i + 1, j + 1
-            continue
-        if isinstance(src[i], str) or isinstance(dst[j], str):
-            return None
         i0, j0 = i, j
-        p, q = int(src[i]), int(dst[j])
+        p, q = product([src[i]]), product([dst[j]])
         i, j = i + 1, j + 1
         while p != q:
-            if p < q:
-                if i >= len(src) or isinstance(src[i], str):
-                    return None
-                p *= int(src[i])
-                i += 1
+            if not p.symbols and not q.symbols:
+                grow_src = p.coef < q.coef
+            elif p.divides(q) or q.divides(p):
+                grow_src = p.divides(q)
             else:
-                if j >= len(dst) or isinstance(dst[j], str):
+                return None
+            if grow_src:
+                if i >= len(src):
                     return None
-                q *= int(dst[j])
-                j += 1
+                p, i = p * product([src[i]]), i + 1
+            else:
+                if j >= len(dst):
+                    return None
+                q, j = q * product([dst[j]]), j + 1
         blocks.append((range(i0, i), range(j0, j)))
     if not blocks or any(d != 1 for d in [*src[i:], *dst[j:]]):
         return None
@@ -81,13 +85,18 @@ def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> E
     t = len(src) + embedding.axis
     blocks = _blocks(src, dst)
     if blocks is None:
-        return "its input and output dimensions cannot be matched"
-    block = next(b for b in blocks if t in b[0])
-    ins, outs = block
+        kept = _kept_axis(src, dst, t)
+        if kept is not None:
+            return Embedding(kept - len(dst), len(dst), embedding.layout)
+        return f"its input dims {_show(src)} and output dims {_show(dst)} cannot be matched axis to axis"
+    ins, outs = next(b for b in blocks if t in b[0])
     if len(ins) == 1 and len(outs) == 1:
         return Embedding(outs[0] - len(dst), len(dst), embedding.layout)
-    outer = math.prod(src[k] for k in range(ins.start, t))  # type: ignore[misc]
-    inner = math.prod(src[k] for k in range(t + 1, ins.stop))  # type: ignore[misc]
+    outer = static_product(src[k] for k in range(ins.start, t))
+    inner = static_product(src[k] for k in range(t + 1, ins.stop))
+    sizes = [dst[k] for k in outs]
+    if outer is None or inner is None or not all(isinstance(d, int) for d in sizes):
+        return "it merges the channels with axes of dynamic size"
     merged = embedding.layout.scaled(inner).repeated(outer)
     if merged is None:
         return "it merges concatenated channels with other axes"
@@ -105,7 +114,29 @@ def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> E
                 and size == (seg.outer // before) * n * (seg.inner // after) and (size != 1 or n == 1)):
             return Embedding(o - len(dst), len(dst), AxisLayout((Channel(seg.outer // before, seg.inner // after),)))
         before *= size  # type: ignore[operator]
-    return "it splits the channels across several axes"
+    return (f"it splits the widened axis ({src[t]}) into several axes {_show(sizes)} "
+            "(attention heads, for instance); the channels cannot be widened across them")
+
+
+def _kept_axis(src: list[Dim], dst: list[Dim], t: int) -> int | None:
+    """The output axis that is input axis ``t`` unchanged, when it lies in a run of equal
+    leading or trailing dimensions (then the other axes need not be matched: a merge of
+    dynamic axes shape inference could not name, ``[unk, 48]`` → ``[batch, 6, 48]``)."""
+    for k in range(min(len(src), len(dst))):
+        if product([src[k]]) != product([dst[k]]):
+            break
+        if k == t:
+            return k
+    for k in range(1, min(len(src), len(dst)) + 1):
+        if product([src[-k]]) != product([dst[-k]]):
+            break
+        if len(src) - k == t:
+            return len(dst) - k
+    return None
+
+
+def _show(dims: list[Dim]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
 def _input_dims(ctx: GroupContext, x: ir.Value, embedding: Embedding) -> list[Dim] | None:
@@ -146,25 +177,63 @@ class FlattenRule:
         """Nothing to change: Flatten computes its output shape."""
 
 
-def _target_shape(node: ir.Node) -> np.ndarray | None:
-    return constant_array(node.inputs[1])
+def _resolve_minus_one(dims: list[Dim], src: list[Dim]) -> Dim | None:
+    """The size a ``-1`` entry takes: the input's product over the other entries' product."""
+    total, known = product(src), product(d for d in dims if d != -1)
+    return (total / known).as_dim() if known.divides(total) else None
 
 
-def _concat_minus_one(shape: ir.Value, index: int) -> bool:
-    """True when a computed shape is a Concat whose entry ``index`` is a constant -1."""
-    producer = shape.producer()
-    if producer is None or producer.op_type != "Concat":
-        return False
-    position = 0
-    for part in producer.inputs:
-        array = constant_array(part)
-        length = array.size if array is not None else (static_dims(part) or [None])[0]
-        if not isinstance(length, int):
-            return False
-        if position <= index < position + length:
-            return array is not None and int(array.reshape(-1)[index - position]) == -1
-        position += length
-    return False
+def _output_dims(node: ir.Node, x: ir.Value, src: list[Dim], target: list[Entry]) -> list[Dim] | None:
+    """Output dims from the target entries (0 copies, -1 is inferred), else the annotation."""
+    annotated = _symbolic_dims(node.outputs[0])
+    if annotated is not None and len(annotated) != len(target):
+        annotated = None
+    allowzero = node.attributes.get_int("allowzero", 0)
+    dims: list[Dim] = []
+    for k, entry in enumerate(target):
+        if isinstance(entry, Const):
+            copies = entry.value == 0 and not allowzero
+            if copies and k >= len(src):
+                return None
+            dims.append(src[k] if copies else entry.value)
+        elif isinstance(entry, DimOf) and entry.value is x:
+            dims.append(src[len(src) + entry.axis])
+        elif annotated is not None:
+            dims.append(annotated[k])
+        else:
+            return None
+    if -1 in dims:
+        inferred = _resolve_minus_one(dims, src)
+        if inferred is None:
+            inferred = annotated[dims.index(-1)] if annotated is not None else None
+        if inferred is None:
+            return None
+        dims[dims.index(-1)] = inferred
+    return dims
+
+
+def _target_problem(target: list[Entry], out_t: int, x: ir.Value, embedding: Embedding,
+                    result: Embedding, src: list[Dim], allowzero: int) -> str:
+    """Why the target shape would not follow the widening ('' when it does or is rewritten)."""
+    channel = DimOf(x, embedding.axis)
+    for k, entry in enumerate(target):
+        if entry == channel and k != out_t:
+            return f"entry {k} of its target shape is the channel count read at run time"
+    entry = target[out_t]
+    if isinstance(entry, Const):
+        if entry.value != 0 or allowzero:
+            if entry.value not in (-1, 0) and shared_path(entry):
+                return "its target shape is computed by nodes that other nodes use as well"
+            return ""
+        if len(src) + embedding.axis == out_t and embedding.layout == result.layout:
+            return ""
+        return "its target shape copies (0) an axis that changes size differently"
+    if entry == channel and embedding.layout == result.layout:
+        return ""
+    if isinstance(entry, DimOf):
+        return (f"the channel entry of its target shape is the run-time size of {entry.value.name!r} "
+                f"(axis {entry.axis}), which would not follow the widening")
+    return "the channel entry of its target shape is computed at run time"
 
 
 @rule("Reshape")
@@ -175,62 +244,46 @@ class ReshapeRule:
         x, y = node.inputs[0], node.outputs[0]
         if node.inputs[1] in known:
             ctx.refuse(node, "the channels reach the shape input")
+        target = entries(node.inputs[1], (node, 1))
+        if target is None:
+            ctx.refuse(node, "its target shape is computed at run time in a way onnxgrow cannot follow")
         if x not in known:
-            ctx.refuse(node, "cannot trace channels backward through Reshape")
+            self._propagate_backward(ctx, node, known[y], target)
+            return
         embedding = known[x]
         src = _input_dims(ctx, x, embedding)
-        dst = self._output_dims(node, src)
+        dst = None if src is None else _output_dims(node, x, src, target)
         if src is None or dst is None:
             ctx.refuse(node, "its input or output shape is unknown")
         result = _reshaped(embedding, ctx.width, src, dst)
         if isinstance(result, str):
             ctx.refuse(node, result)
-        target = _target_shape(node)
-        out_t = len(dst) + result.axis
-        if target is None:
-            if not _concat_minus_one(node.inputs[1], out_t):  # type: ignore[arg-type]
-                ctx.refuse(node, "its target shape is computed at run time")
-        elif int(target[out_t]) == 0 and (len(src) <= out_t or src[out_t] != dst[out_t]
-                                           or len(src) + embedding.axis != out_t
-                                           or embedding.layout != result.layout):
-            ctx.refuse(node, "its target shape copies (0) an axis that changes size differently")
+        problem = _target_problem(target, len(dst) + result.axis, x, embedding, result, src,
+                                  node.attributes.get_int("allowzero", 0))
+        if problem:
+            ctx.refuse(node, problem)
         ctx.track(y, result, node)
 
     @staticmethod
-    def _output_dims(node: ir.Node, src: list[Dim] | None) -> list[Dim] | None:
-        """Output dims: from the target constant when it resolves, else the annotation."""
-        target = _target_shape(node)
-        if target is not None and src is not None:
-            allowzero = node.attributes.get_int("allowzero", 0)
-            dims: list[Dim] = [src[k] if (v == 0 and not allowzero) else int(v) for k, v in enumerate(target)]
-            if -1 in dims:
-                known = [d for d in dims if d != -1]
-                if all(isinstance(d, int) for d in src + known):
-                    total = math.prod(src)  # type: ignore[arg-type]
-                    dims[dims.index(-1)] = total // max(math.prod(known), 1)  # type: ignore[arg-type]
-                else:
-                    annotated = _symbolic_dims(node.outputs[0])
-                    if annotated is None or len(annotated) != len(dims):
-                        return None
-                    dims[dims.index(-1)] = annotated[dims.index(-1)]
-            return dims
-        return _symbolic_dims(node.outputs[0])
+    def _propagate_backward(ctx: GroupContext, node: ir.Node, out: Embedding, target: list[Entry]) -> None:
+        """Track the input by the inverse reshape; the forward pass, run once the input is
+        tracked, then checks the target shape and that both directions agree."""
+        x = node.inputs[0]
+        assert x is not None
+        src = _symbolic_dims(x)
+        dst = None if src is None else _output_dims(node, x, src, target)
+        if src is None or dst is None:
+            ctx.refuse(node, "its input or output shape is unknown")
+        dst[len(dst) + out.axis] = out.layout.old_size(ctx.width)
+        result = _reshaped(out, ctx.width, dst, src)
+        if isinstance(result, str):
+            ctx.refuse(node, result)
+        ctx.track(x, result, node)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         assert ctx.cmap is not None
-        y = node.outputs[0]
-        embedding = known[y]
-        target = _target_shape(node)
-        if target is None or find_constant(node.inputs[1]) is None:
-            return
-        out_t = len(target) + embedding.axis
-        if int(target[out_t]) in (0, -1):
-            return
-        new_size = embedding.layout.new_size(ctx.cmap.q)
-
-        def set_entry(shape: np.ndarray) -> np.ndarray:
-            shape = shape.copy()
-            shape[out_t] = new_size
-            return shape
-
-        ctx.edit(node, 1, set_entry)
+        target = entries(node.inputs[1], (node, 1))
+        assert target is not None
+        entry = target[len(target) + known[node.outputs[0]].axis]
+        if isinstance(entry, Const) and entry.value not in (0, -1):
+            rewrite_entry(ctx, entry, known[node.outputs[0]].layout.new_size(ctx.cmap.q))

@@ -1,0 +1,15 @@
+"""PyTorch functions for ONNX ops, one module per op family; importing this package registers them."""
+
+from onnxgrow.export.torch_ops import (  # noqa: F401
+    activations,
+    conv,
+    elementwise,
+    linear,
+    normalization,
+    pooling,
+    reduction,
+    shape_ops,
+)
+from onnxgrow.export.torch_ops.registry import TORCH_OPS, OpCall, TorchOp
+
+__all__ = ["TORCH_OPS", "OpCall", "TorchOp"]

@@ -1,0 +1,87 @@
+"""The PyTorch op registry: one function per ONNX op type, computing the op's ONNX semantics.
+
+An op function receives an :class:`OpCall` (the node's attributes as Python values, the
+model's opset, whether the module is training, the node's name for messages) and the
+node's inputs as tensors (``None`` for an omitted optional input), and returns the
+node's output tensor or a tuple of them. Weights arrive as the module's
+``nn.Parameter``\\ s (in the layout the ONNX node expects), so gradients flow into them.
+
+Adding an op is one ``@torch_op("OpType")`` function in a module of this package, plus
+a test comparing it with onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+
+from onnxgrow.errors import GrowError
+
+Tensor = torch.Tensor
+OpResult = Union[Tensor, Sequence[Tensor]]
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """What an op function knows besides its inputs."""
+
+    attrs: Mapping[str, Any]
+    opset: int
+    training: bool
+    node: str
+    op_type: str
+    outputs: int = 1  # how many outputs the node has
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def refuse(self, why: str) -> GrowError:
+        """A GrowError naming this node, to raise."""
+        return GrowError(f"cannot run {self.op_type} node {self.node!r} in PyTorch: {why}")
+
+
+OpFunction = Callable[[OpCall, list[Union[Tensor, None]]], OpResult]
+
+
+@dataclass(frozen=True)
+class TorchOp:
+    """A registered op: its function and how many outputs it computes."""
+
+    function: OpFunction
+    outputs: int = 1
+
+
+TORCH_OPS: dict[str, TorchOp] = {}
+
+
+def torch_op(*op_types: str, outputs: int = 1) -> Callable[[OpFunction], OpFunction]:
+    """Register the decorated function for ``op_types`` of the default ONNX domain."""
+
+    def register(function: OpFunction) -> OpFunction:
+        for op_type in op_types:
+            if op_type in TORCH_OPS:
+                raise ValueError(f"two PyTorch functions for {op_type}")
+            TORCH_OPS[op_type] = TorchOp(function, outputs)
+        return function
+
+    return register
+
+
+def ints(tensor: Tensor | None) -> list[int] | None:
+    """A 1-D integer input (shape, axes, pads) as Python ints."""
+    return None if tensor is None else [int(v) for v in tensor.reshape(-1).tolist()]
+
+
+def axes_from(call: OpCall, inputs: list[Tensor | None], index: int) -> list[int] | None:
+    """Axes given as input ``index`` (newer opsets) or as the ``axes`` attribute."""
+    if len(inputs) > index and inputs[index] is not None:
+        return ints(inputs[index])
+    axes = call.attr("axes")
+    return None if axes is None else list(axes)
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis

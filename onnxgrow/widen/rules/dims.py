@@ -1,0 +1,74 @@
+"""Dimensions as products, so merged dynamic axes can be matched.
+
+Shape inference names a dynamic axis with a symbol (``batch``); the dynamo exporter
+names a merged one with a product (``6*batch``); onnxgrow infers others from a
+Reshape's ``-1``. A :class:`Product` is an integer coefficient times a multiset of
+symbols: ``[batch, 6]`` and ``[6*batch]`` have the same product, and ``batch``
+divides ``6*batch``. A symbol that is not a plain product (``2*s0 + 1``) stays one
+opaque factor.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+Dim = int | str
+
+_FACTOR = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+@dataclass(frozen=True)
+class Product:
+    """``coef`` times the symbols in ``symbols`` (sorted, repeated for powers)."""
+
+    coef: int
+    symbols: tuple[str, ...] = ()
+
+    def __mul__(self, other: Product) -> Product:
+        return Product(self.coef * other.coef, tuple(sorted(self.symbols + other.symbols)))
+
+    def divides(self, other: Product) -> bool:
+        """True when ``other / self`` is again a product."""
+        if self.coef == 0 or other.coef % self.coef:
+            return False
+        return not Counter(self.symbols) - Counter(other.symbols)
+
+    def __truediv__(self, other: Product) -> Product:
+        assert other.divides(self)
+        left = Counter(self.symbols) - Counter(other.symbols)
+        return Product(self.coef // other.coef, tuple(sorted(left.elements())))
+
+    def as_dim(self) -> Dim:
+        """An int without symbols, else the symbols joined by ``*`` (coefficient first)."""
+        if not self.symbols:
+            return self.coef
+        return "*".join(([str(self.coef)] if self.coef != 1 else []) + list(self.symbols))
+
+
+def product(dims: Iterable[Dim]) -> Product:
+    """The product of ``dims``; strings are parsed as ``a*b*3`` products when they are ones."""
+    coef, symbols = 1, []
+    for dim in dims:
+        if isinstance(dim, int):
+            coef *= dim
+            continue
+        factors = [f.strip() for f in dim.split("*")]
+        if not all(_FACTOR.match(f) for f in factors):
+            symbols.append(dim)
+            continue
+        for factor in factors:
+            if factor.isdigit():
+                coef *= int(factor)
+            else:
+                symbols.append(factor)
+    return Product(coef, tuple(sorted(symbols)))
+
+
+def static_product(dims: Iterable[Dim]) -> int | None:
+    """The product of ``dims`` when all are integers."""
+    values = list(dims)
+    return math.prod(values) if all(isinstance(d, int) for d in values) else None  # type: ignore[arg-type]

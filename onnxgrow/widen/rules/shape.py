@@ -1,0 +1,49 @@
+"""Shape and Size of a tensor that carries the channels.
+
+They produce no channels, but they read the tensor's size at run time, and after
+widening the channel axis reads larger. That is harmless when the read size only
+moves through index ops and is then dropped (``x.size(0)`` reads the batch), or
+lands in the target shape of a Reshape of that same tensor (``x.view(-1, x.size(-1))``,
+checked by the Reshape rule). Anything else — dividing the size into attention heads,
+building a mask or a range from it, Size (the element count) — would compute something
+else after widening and is refused, naming the node that uses the size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from onnxgrow.widen.rules.registry import Known, rule
+from onnxgrow.widen.rules.shape_values import DimOf, readers_of_dim
+
+if TYPE_CHECKING:
+    from onnxgrow.widen.planner import GroupContext
+
+
+@rule("Shape", "Size")
+class ShapeRule:
+    """The read channel count may only feed a Reshape of the tensor it was read from."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        x, out = node.inputs[0], node.outputs[0]
+        if out in known or x not in known:
+            ctx.refuse(node, "a shape cannot carry channels")
+        if node.op_type == "Size":
+            if out.uses() or out.is_graph_output():
+                ctx.refuse(node, "the model uses the element count, which grows with the channels")
+            return
+        if out.is_graph_output():
+            ctx.refuse(node, f"the model outputs the shape {out.name!r}, which grows with the channels")
+        from onnxgrow.widen.planner import node_label  # the planner imports the rules
+
+        channel = DimOf(x, known[x].axis)
+        for reader, index in readers_of_dim(out, channel):
+            if reader.op_type == "Reshape" and index == 1 and reader.inputs[0] is x:
+                continue
+            ctx.refuse(node, f"the model reads the channel count at run time and {node_label(reader)} "
+                             "computes with it, so it would see the widened count")
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        """Nothing to change: the shape is read at run time."""

@@ -1,0 +1,191 @@
+"""Small integer vectors that exporters compute at run time: Reshape targets, axes, sizes.
+
+Exporters rarely hand a Reshape a plain constant. ``x.view(x.size(0), -1)`` becomes
+``Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])``; with constant folding off the
+pieces are ``Unsqueeze(Constant)``; the dynamo exporter without its optimizer builds
+axes as ``Reshape(Constant, [-1])``. :func:`entries` follows such a vector back through
+the index ops (Shape, Gather, Slice, Unsqueeze, Squeeze, Concat, Reshape, Cast,
+Identity) and says what each entry is:
+
+- :class:`Const`: a known integer, with the node input that holds it (to rewrite it);
+- :class:`DimOf`: the run-time size of an axis of a tensor (read by ``Shape``);
+- ``None``: anything else.
+
+:func:`readers_of_dim` answers the opposite question: where does a size read by
+``Shape`` end up once the index ops have moved it around.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxgrow.constants import find_constant
+from onnxgrow.widen.rules.common import rank_of
+
+if TYPE_CHECKING:
+    from onnxgrow.widen.planner import GroupContext
+
+#: ops that move vector entries around; the data input of each, by op type.
+_DATA_INPUT = {
+    "Gather": (0,), "Slice": (0,), "Unsqueeze": (0,), "Squeeze": (0,), "Reshape": (0,),
+    "Cast": (0,), "CastLike": (0,), "Identity": (0,), "Concat": None,  # None: every input
+}
+_MAX_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Const:
+    """A known entry; ``holder`` is the node input whose constant stores it, at ``position``."""
+
+    value: int
+    holder: tuple[ir.Node, int] | None
+    position: int
+    path: tuple[ir.Node, ...] = ()  # index ops between the holder and the vector asked about
+
+
+@dataclass(frozen=True)
+class DimOf:
+    """The run-time size of ``value``'s axis ``axis`` (counted from the end)."""
+
+    value: ir.Value
+    axis: int
+
+
+Entry = Const | DimOf | None
+
+
+def entries(value: ir.Value | None, holder: tuple[ir.Node, int] | None = None) -> list[Entry] | None:
+    """The entries of a 0-D or 1-D integer ``value`` (``holder``: the node input it feeds).
+
+    None when not even the number of entries can be known.
+    """
+    return _entries(value, holder, 0)
+
+
+def constant_ints(node: ir.Node, index: int) -> list[int] | None:
+    """``node.inputs[index]`` as a list of integers when every entry is a known constant."""
+    if len(node.inputs) <= index:
+        return None
+    found = entries(node.inputs[index], (node, index))
+    if found is None or not all(isinstance(e, Const) for e in found):
+        return None
+    return [e.value for e in found]  # type: ignore[union-attr]
+
+
+def shared_path(entry: Const) -> bool:
+    """True when a node between the stored constant and the vector also feeds other nodes."""
+    return any(len(node.outputs[0].uses()) > 1 for node in entry.path)
+
+
+def rewrite_entry(ctx: GroupContext, entry: Const, value: int) -> None:
+    """Store ``value`` in place of ``entry``; only the node input holding it changes."""
+    assert entry.holder is not None
+
+    def put(array: np.ndarray, position: int = entry.position) -> np.ndarray:
+        array = array.copy()
+        array.reshape(-1)[position] = value
+        return array
+
+    ctx.edit(entry.holder[0], entry.holder[1], put)
+
+
+def _entries(value: ir.Value | None, holder: tuple[ir.Node, int] | None, depth: int) -> list[Entry] | None:
+    if value is None or depth > _MAX_DEPTH:
+        return None
+    ref = find_constant(value)
+    if ref is not None:
+        array = ref.array()
+        if array.ndim > 1 or array.dtype.kind not in "iu":
+            return None
+        return [Const(int(v), holder, k) for k, v in enumerate(array.reshape(-1))]
+    node = value.producer()
+    if node is not None and node.domain in ("", "ai.onnx") and node.op_type == "Shape":
+        return _shape_entries(node) or _unknown(value)
+    if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in _DATA_INPUT:
+        return _unknown(value)
+    parts = [_entries(node.inputs[i], (node, i), depth + 1) for i in _data_indices(node)]
+    if any(p is None for p in parts):
+        return _unknown(value)
+    found = [_via(e, node) for p in parts for e in p]  # type: ignore[union-attr]
+    if node.op_type == "Gather":
+        found = _gathered(node, found)
+    elif node.op_type == "Slice":
+        found = _sliced(node, found)
+    return found if found is not None else _unknown(value)
+
+
+def _unknown(value: ir.Value) -> list[Entry] | None:
+    """Unknown entries, as many as the value's static length (None if that is unknown too)."""
+    dims = value.shape.dims if value.shape is not None else None
+    if dims is None or len(dims) > 1 or (dims and not isinstance(dims[0], int)):
+        return None
+    return [None] * (int(dims[0]) if dims else 1)
+
+
+def _data_indices(node: ir.Node) -> range | tuple[int, ...]:
+    fixed = _DATA_INPUT[node.op_type]
+    return range(len(node.inputs)) if fixed is None else fixed
+
+
+def _via(entry: Entry, node: ir.Node) -> Entry:
+    if isinstance(entry, Const):
+        return Const(entry.value, entry.holder, entry.position, (*entry.path, node))
+    return entry
+
+
+def _shape_entries(node: ir.Node) -> list[Entry] | None:
+    """``DimOf`` entries for the axes ``Shape`` reads (None when the input rank is unknown)."""
+    x = node.inputs[0]
+    rank = rank_of(x)
+    if x is None or rank is None:
+        return None
+    start = node.attributes.get_int("start", 0)
+    end = node.attributes.get_int("end", rank)
+    return [DimOf(x, k - rank) for k in range(rank)[slice(start, end)]]
+
+
+def _gathered(node: ir.Node, found: list[Entry]) -> list[Entry] | None:
+    picks = constant_ints(node, 1)
+    if picks is None or node.attributes.get_int("axis", 0) != 0 or (rank_of(node.inputs[0]) or 1) > 1:
+        return None
+    return [found[i] if -len(found) <= i < len(found) else None for i in picks]
+
+
+def _sliced(node: ir.Node, found: list[Entry]) -> list[Entry] | None:
+    starts, ends = constant_ints(node, 1), constant_ints(node, 2)
+    axes = constant_ints(node, 3) if len(node.inputs) > 3 and node.inputs[3] is not None else [0]
+    steps = constant_ints(node, 4) if len(node.inputs) > 4 and node.inputs[4] is not None else [1]
+    if not (starts and ends and steps and axes in ([0], [-1]) and len(starts) == len(ends) == len(steps) == 1):
+        return None
+    if steps[0] == 0:
+        return None
+    return found[slice(starts[0], ends[0], steps[0])]
+
+
+def readers_of_dim(value: ir.Value, dim: DimOf) -> Iterator[tuple[ir.Node, int]]:
+    """The node inputs that use ``dim`` (an entry of ``value``) other than to move it.
+
+    Index ops that keep the entry are followed; those that drop it end the search.
+    """
+    queue, seen = [value], {id(value)}
+    while queue:
+        current = queue.pop()
+        for use in current.uses():
+            node, index = use.node, use.idx
+            indices = _DATA_INPUT.get(node.op_type, ())
+            moves = node.domain in ("", "ai.onnx") and (indices is None or index in indices)
+            if not moves:
+                yield node, index
+                continue
+            out = node.outputs[0]
+            kept = entries(out)
+            if kept is None:
+                yield node, index
+            elif dim in kept and id(out) not in seen:
+                seen.add(id(out))
+                queue.append(out)

@@ -1,0 +1,234 @@
+"""Small hand-built ONNX graphs exercising each op the PyTorch and Keras exports support,
+with attribute variants and opset-dependent forms. Weights are initializers with
+framework names (``w.weight``), so they become parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+RNG = np.random.default_rng(0)
+
+
+@dataclass
+class OpGraph:
+    """A model with one or a few nodes, its inputs, and whether Keras should express it."""
+
+    id: str
+    model: onnx.ModelProto
+    feeds: dict[str, np.ndarray]
+    keras: bool = True
+
+    def save(self, folder: Path) -> Path:
+        path = folder / f"{self.id}.onnx"
+        onnx.save(self.model, path)
+        return path
+
+
+@dataclass
+class _Spec:
+    nodes: list[onnx.NodeProto]
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] = field(default_factory=lambda: ["y"])
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    opset: int = 17
+
+
+def _values(names: dict[str, np.ndarray]) -> list[onnx.ValueInfoProto]:
+    return [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+            for n, a in names.items()]
+
+
+def graph(id: str, spec: _Spec, keras: bool = True) -> OpGraph:
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in spec.outputs]
+    initializers = [numpy_helper.from_array(a, n) for n, a in spec.weights.items()]
+    seen: set[str] = set()
+    for k, n in enumerate(spec.nodes):  # node names must be unique: later repeats get a number
+        if n.name in seen:
+            n.name = f"{n.name}_{k}"
+        seen.add(n.name)
+    body = helper.make_graph(spec.nodes, id, _values(spec.inputs), outputs, initializers)
+    model = helper.make_model(body, opset_imports=[helper.make_opsetid("", spec.opset)])
+    return OpGraph(id, model, spec.inputs, keras)
+
+
+def x(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def ints(*values: int) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
+
+
+def node(op: str, inputs: list[str], outputs: list[str] | None = None, **attrs: object) -> onnx.NodeProto:
+    return helper.make_node(op, inputs, outputs or ["y"], name=f"{op.lower()}_node", **attrs)
+
+
+def unary(op: str, opset: int = 17, keras: bool = True, **attrs: object) -> OpGraph:
+    return graph(f"{op}-{opset}" + "".join(f"-{k}{v}" for k, v in attrs.items()),
+                 _Spec([node(op, ["x"], **attrs)], {"x": x(2, 3, 4)}, opset=opset), keras)
+
+
+def op_graphs() -> list[OpGraph]:
+    """Every case, in a stable order."""
+    cases: list[OpGraph] = []
+    add = cases.append
+    for op in ("Relu", "Sigmoid", "Tanh", "Erf", "Exp", "Abs", "Neg", "Floor", "Ceil", "Sin", "Cos",
+               "Sign", "Softsign", "HardSwish", "Softplus", "Identity"):
+        add(unary(op))
+    add(unary("Mish", opset=18))
+    add(unary("LeakyRelu", alpha=0.2))
+    add(unary("Elu", alpha=0.5))
+    add(unary("Selu"))
+    add(unary("Celu", opset=12, alpha=2.0))
+    add(unary("Gelu", opset=20))
+    add(unary("Gelu", opset=20, approximate="tanh"))
+    add(unary("HardSigmoid", alpha=0.3, beta=0.4))
+    add(unary("ThresholdedRelu", alpha=0.5))
+    add(unary("Clip", opset=6, min=-0.5, max=0.7))
+    add(unary("Softmax", opset=13, axis=1))
+    add(unary("Softmax", opset=11, axis=1))
+    add(unary("LogSoftmax", opset=11))
+    add(unary("Dropout", opset=13))
+    add(graph("Log-Sqrt-Reciprocal", _Spec(
+        [node("Exp", ["x"], ["e"]), node("Log", ["e"], ["l"]), node("Abs", ["x"], ["a"]),
+         node("Sqrt", ["a"], ["s"]), node("Add", ["s", "one"], ["p"]), node("Reciprocal", ["p"], ["r"]),
+         node("Add", ["l", "r"])],
+        {"x": x(2, 5)}, weights={"one": np.ones(1, np.float32)})))
+    add(graph("Clip-13-min-only", _Spec([node("Clip", ["x", "lo"])], {"x": x(3, 4)},
+                                        weights={"lo": np.array(-0.2, np.float32)}, opset=13)))
+    add(graph("PRelu", _Spec([node("PRelu", ["x", "act.weight"])], {"x": x(2, 3, 4, 4)},
+                             weights={"act.weight": x(3, 1, 1)})))
+    # linear algebra
+    add(graph("Gemm-transA-transB0-alpha-beta", _Spec(
+        [node("Gemm", ["x", "fc.weight", "fc.bias"], transA=1, alpha=0.5, beta=2.0)],
+        {"x": x(4, 3)}, weights={"fc.weight": x(4, 5), "fc.bias": x(5)})))
+    add(graph("Gemm-transB", _Spec([node("Gemm", ["x", "fc.weight", "fc.bias"], transB=1)],
+                                   {"x": x(3, 4)}, weights={"fc.weight": x(5, 4), "fc.bias": x(5)})))
+    add(graph("MatMul-Add-3d", _Spec([node("MatMul", ["x", "fc.weight"], ["m"]), node("Add", ["m", "fc.bias"])],
+                                     {"x": x(2, 3, 4)}, weights={"fc.weight": x(4, 6), "fc.bias": x(6)})))
+    add(graph("MatMul-two-inputs", _Spec([node("MatMul", ["a", "b"])], {"a": x(2, 3, 4), "b": x(2, 4, 5)})))
+    # convolutions and pooling
+    add(graph("Conv-same-upper-stride2", _Spec(
+        [node("Conv", ["x", "conv.weight", "conv.bias"], auto_pad="SAME_UPPER", strides=[2, 2])],
+        {"x": x(2, 3, 7, 7)}, weights={"conv.weight": x(4, 3, 3, 3), "conv.bias": x(4)})))
+    add(graph("Conv-asymmetric-pads", _Spec([node("Conv", ["x", "conv.weight"], pads=[0, 1, 2, 1])],
+                                            {"x": x(1, 2, 6, 6)}, weights={"conv.weight": x(3, 2, 3, 3)})))
+    add(graph("Conv-group-dilation", _Spec(
+        [node("Conv", ["x", "conv.weight", "conv.bias"], group=2, dilations=[2, 2], pads=[2, 2, 2, 2])],
+        {"x": x(2, 4, 9, 9)}, weights={"conv.weight": x(6, 2, 3, 3), "conv.bias": x(6)})))
+    add(graph("Conv-1d", _Spec([node("Conv", ["x", "conv.weight"], pads=[1, 1])], {"x": x(2, 3, 10)},
+                               weights={"conv.weight": x(5, 3, 3)})))
+    add(graph("Conv-3d", _Spec([node("Conv", ["x", "conv.weight"], strides=[1, 2, 2])], {"x": x(1, 2, 4, 6, 6)},
+                               weights={"conv.weight": x(3, 2, 2, 3, 3)})))
+    add(graph("ConvTranspose-asymmetric", _Spec(
+        [node("ConvTranspose", ["x", "up.weight", "up.bias"], strides=[2, 2], pads=[1, 0, 0, 1],
+              output_padding=[1, 1])],
+        {"x": x(1, 3, 4, 4)}, weights={"up.weight": x(3, 2, 3, 3), "up.bias": x(2)}), keras=False))
+    add(graph("MaxPool-pads-ceil", _Spec([node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2],
+                                               pads=[1, 1, 1, 1], ceil_mode=1)], {"x": x(1, 2, 8, 8)}),
+              keras=False))
+    add(graph("MaxPool-pads", _Spec([node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2],
+                                          pads=[1, 1, 1, 1])], {"x": x(1, 2, 9, 9)})))
+    add(graph("AveragePool-uncounted-pads", _Spec(
+        [node("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])], {"x": x(1, 2, 6, 6)}), keras=False))
+    add(graph("AveragePool-counted-pads", _Spec(
+        [node("AveragePool", ["x"], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)],
+        {"x": x(1, 2, 6, 6)})))
+    add(graph("LpPool", _Spec([node("LpPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], p=2)],
+                              {"x": x(1, 2, 6, 6)}, opset=18), keras=False))
+    add(unary("GlobalAveragePool"))
+    add(graph("GlobalMaxPool", _Spec([node("GlobalMaxPool", ["x"])], {"x": x(2, 3, 4, 5)})))
+    # normalisation
+    add(graph("BatchNormalization", _Spec(
+        [node("BatchNormalization", ["x", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"],
+              epsilon=1e-3)],
+        {"x": x(2, 3, 4, 4)},
+        weights={"bn.weight": x(3), "bn.bias": x(3), "bn.running_mean": x(3),
+                 "bn.running_var": np.abs(x(3)) + 0.5})))
+    add(graph("LayerNormalization-axis-2", _Spec(
+        [node("LayerNormalization", ["x", "ln.weight", "ln.bias"], axis=-2)], {"x": x(2, 3, 4, 5)},
+        weights={"ln.weight": x(4, 5), "ln.bias": x(4, 5)})))
+    add(graph("InstanceNormalization", _Spec(
+        [node("InstanceNormalization", ["x", "norm.weight", "norm.bias"])], {"x": x(2, 3, 5, 5)},
+        weights={"norm.weight": x(3), "norm.bias": x(3)})))
+    add(graph("GroupNormalization-21", _Spec(
+        [node("GroupNormalization", ["x", "gn.weight", "gn.bias"], num_groups=2)], {"x": x(2, 4, 3, 3)},
+        weights={"gn.weight": x(4), "gn.bias": x(4)}, opset=21)))
+    # elementwise
+    for op in ("Add", "Sub", "Mul", "Div"):
+        add(graph(f"{op}-broadcast", _Spec([node(op, ["a", "b"])], {"a": x(2, 3, 4), "b": x(3, 1)})))
+    add(graph("Pow-constant", _Spec([node("Pow", ["x", "two"])], {"x": x(3, 4)}, weights={"two": np.array(2.0, np.float32)})))
+    for op in ("Max", "Min", "Sum", "Mean"):
+        add(graph(f"{op}-variadic", _Spec([node(op, ["a", "b", "c"])], {"a": x(3, 4), "b": x(4), "c": x(3, 1)}),
+                  keras=op != "Mean"))
+    add(graph("Where-Greater", _Spec([node("Greater", ["a", "b"], ["g"]), node("Where", ["g", "a", "b"])],
+                                     {"a": x(3, 4), "b": x(3, 4)})))
+    add(graph("Equal-Cast", _Spec([node("Sign", ["a"], ["s"]), node("Equal", ["s", "one"], ["e"]),
+                                   node("Cast", ["e"], to=TensorProto.FLOAT)],
+                                  {"a": x(3, 4)}, weights={"one": np.ones(1, np.float32)})))
+    add(graph("Mod-fmod", _Spec([node("Mod", ["a", "b"], fmod=1)], {"a": x(3, 4), "b": np.full((3, 4), 0.3, np.float32)}),
+              keras=False))
+    # data movement
+    add(graph("Flatten-axis2", _Spec([node("Flatten", ["x"], axis=2)], {"x": x(2, 3, 4, 5)})))
+    add(graph("Reshape-zero-minus-one", _Spec([node("Reshape", ["x", "shape"])], {"x": x(2, 3, 4)},
+                                              weights={"shape": ints(0, -1, 2)})))
+    add(graph("Transpose", _Spec([node("Transpose", ["x"], perm=[0, 2, 3, 1])], {"x": x(2, 3, 4, 5)})))
+    add(graph("Concat", _Spec([node("Concat", ["a", "b"], axis=1)], {"a": x(2, 3, 4), "b": x(2, 2, 4)})))
+    add(graph("Split-13-sizes", _Spec([node("Split", ["x", "sizes"], ["y", "z"], axis=1), node("Mul", ["y", "z"], ["p"])],
+                                      {"x": x(2, 6, 3)}, outputs=["p"], weights={"sizes": ints(3, 3)}, opset=13)))
+    add(graph("Split-18-uneven", _Spec([node("Split", ["x"], ["a", "b", "c"], axis=1, num_outputs=3)],
+                                       {"x": x(2, 7)}, outputs=["a", "b", "c"], opset=18)))
+    add(graph("Slice-negative-step", _Spec(
+        [node("Slice", ["x", "starts", "ends", "axes", "steps"])], {"x": x(2, 6, 5)},
+        weights={"starts": ints(-1, 1), "ends": ints(-100, 4), "axes": ints(1, 2), "steps": ints(-2, 1)}),
+        keras=False))
+    add(graph("Slice-large-end", _Spec(
+        [node("Slice", ["x", "starts", "ends", "axes"])], {"x": x(2, 6, 5)},
+        weights={"starts": ints(1), "ends": ints(2**62), "axes": ints(2)})))
+    add(graph("Squeeze-Unsqueeze-11", _Spec([node("Unsqueeze", ["x"], ["u"], axes=[0, 3]),
+                                            node("Squeeze", ["u"], axes=[0])], {"x": x(2, 3)}, opset=11)))
+    add(graph("Squeeze-Unsqueeze-13", _Spec([node("Unsqueeze", ["x", "ax"], ["u"]), node("Squeeze", ["u", "sq"])],
+                                            {"x": x(2, 3)}, weights={"ax": ints(-1, 1), "sq": ints(1)}, opset=13)))
+    add(graph("Shape-ConstantOfShape", _Spec(
+        [node("Shape", ["x"], ["s"], start=1), node("ConstantOfShape", ["s"], ["c"],
+                                                    value=numpy_helper.from_array(np.array([0.5], np.float32))),
+         node("Mul", ["x", "c"])], {"x": x(2, 3, 4)}), keras=False))
+    add(graph("Gather-axis1-negative", _Spec([node("Gather", ["x", "idx"], axis=1)], {"x": x(2, 5, 3)},
+                                             weights={"idx": ints(-1, 0, 2)})))
+    add(graph("Gather-embedding", _Spec([node("Gather", ["emb.weight", "t"])],
+                                        {"t": np.array([[1, 4], [0, 9]], np.int64)}, weights={"emb.weight": x(10, 3)})))
+    add(graph("Expand-Tile", _Spec([node("Expand", ["x", "shape"], ["e"]), node("Tile", ["e", "reps"])],
+                                   {"x": x(3, 1)}, weights={"shape": ints(2, 3, 4), "reps": ints(1, 2, 1)}),
+              keras=False))
+    add(graph("Pad-reflect", _Spec([node("Pad", ["x", "pads"], mode="reflect")], {"x": x(1, 2, 4, 4)},
+                                   weights={"pads": ints(0, 0, 1, 2, 0, 0, 2, 1)}, opset=13), keras=False))
+    add(graph("Pad-constant-value", _Spec([node("Pad", ["x", "pads", "value"])], {"x": x(2, 3)},
+                                          weights={"pads": ints(1, 0, 0, 2), "value": np.array(1.5, np.float32)}),
+              keras=False))
+    add(graph("Range-Size", _Spec([node("Size", ["x"], ["n"]), node("Range", ["zero", "n", "one"], ["r"]),
+                                   node("Cast", ["r"], ["f"], to=TensorProto.FLOAT), node("Reshape", ["f", "shape"], ["g"]),
+                                   node("Add", ["x", "g"])],
+                                  {"x": x(2, 3)}, weights={"zero": np.array(0, np.int64), "one": np.array(1, np.int64),
+                                                           "shape": ints(2, 3)}), keras=False))
+    # reductions
+    add(graph("ReduceMean-13-attr", _Spec([node("ReduceMean", ["x"], axes=[1, -1], keepdims=0)], {"x": x(2, 3, 4)},
+                                          opset=13)))
+    add(graph("ReduceMean-18-input", _Spec([node("ReduceMean", ["x", "axes"])], {"x": x(2, 3, 4)},
+                                           weights={"axes": ints(2)}, opset=18)))
+    add(graph("ReduceSum-13-input", _Spec([node("ReduceSum", ["x", "axes"], keepdims=0)], {"x": x(2, 3, 4)},
+                                          weights={"axes": ints(0, 2)}, opset=13)))
+    add(graph("ReduceMax-noop", _Spec([node("ReduceMax", ["x"], noop_with_empty_axes=1)], {"x": x(2, 3)}, opset=18)))
+    add(graph("ReduceMin-all", _Spec([node("ReduceMin", ["x"], keepdims=0)], {"x": x(2, 3)}, opset=18)))
+    for op in ("ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp"):
+        add(graph(op, _Spec([node(op, ["x"], axes=[1])], {"x": x(2, 3, 4)}, opset=13), keras=False))
+    add(graph("ArgMax-last", _Spec([node("Round", ["x"], ["r"]), node("ArgMax", ["r"], ["i"], axis=1,
+                                                                      select_last_index=1),
+                                    node("Cast", ["i"], to=TensorProto.FLOAT)], {"x": x(3, 6)}), keras=False))
+    add(graph("ArgMin", _Spec([node("ArgMin", ["x"], ["i"], axis=0, keepdims=0), node("Cast", ["i"], to=TensorProto.FLOAT)],
+                              {"x": x(3, 6)}), keras=False))
+    return cases

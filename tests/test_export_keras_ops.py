@@ -1,0 +1,124 @@
+"""The Keras model computes each supported op as onnxruntime does (torch backend), and
+refuses the others with a GrowError naming the node.
+
+Keras reads ``KERAS_BACKEND`` when it is first imported, so all cases run in one
+subprocess with ``KERAS_BACKEND=torch`` (no TensorFlow needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from export_helpers import TiedLM, TinyEncoder, export_onnx
+from export_op_graphs import OpGraph, op_graphs
+
+pytestmark = pytest.mark.torch
+
+CASES = op_graphs()
+SUPPORTED = [c for c in CASES if c.keras]
+REFUSED = [c for c in CASES if not c.keras]
+
+_RUN = textwrap.dedent("""
+    import json, sys
+    import numpy as np, keras
+    import onnxruntime as ort
+    from onnxgrow.errors import GrowError
+    from onnxgrow.export import to_keras
+    results = {}
+    for name, path, feeds_path in json.loads(sys.argv[1]):
+        feeds = dict(np.load(feeds_path))
+        try:
+            exported = to_keras(path)
+        except GrowError as exc:
+            results[name] = {"refused": str(exc)}
+            continue
+        except Exception as exc:
+            results[name] = {"crash": repr(exc)}
+            continue
+        out = path[:-5] + ".keras"
+        exported.model.save(out)
+        model = keras.saving.load_model(out)
+        names = [i.name for i in ort.InferenceSession(path).get_inputs()]
+        expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+        args = [feeds[n] for n in names]
+        got = model(args if len(args) > 1 else args[0], training=False)
+        got = got if isinstance(got, (list, tuple)) else [got]
+        errors = [float(np.abs(np.asarray(keras.ops.convert_to_numpy(g), np.float64) - e).max()
+                        / max(float(np.abs(e).max()), 1e-30)) for g, e in zip(got, expected)]
+        results[name] = {"error": max(errors), "outputs": len(got), "expected": len(expected),
+                         "trainable": len(model.trainable_variables), "notes": exported.notes()}
+    print(json.dumps(results))
+""")
+
+
+def _torch_exports(folder: Path) -> list[tuple[str, str, str]]:
+    """A transformer-ish block and a tied-embedding LM, exported from PyTorch."""
+    jobs = []
+    tokens = np.random.default_rng(0).integers(0, 20, (3, 5)).astype(np.int64)
+    for name, cls, dynamo in (("TinyEncoder-legacy", TinyEncoder, False), ("TiedLM-dynamo", TiedLM, True)):
+        torch.manual_seed(0)
+        path = export_onnx(cls(), (torch.from_numpy(tokens),), folder / f"{name}.onnx", dynamo=dynamo,
+                           input_names=("tokens",))
+        np.savez(folder / f"{name}.npz", tokens=tokens)
+        jobs.append((name, str(path), str(folder / f"{name}.npz")))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    folder = tmp_path_factory.mktemp("keras_ops")
+    jobs = _torch_exports(folder)
+    for case in CASES:
+        feeds = folder / f"{case.id}.npz"
+        np.savez(feeds, **case.feeds)
+        jobs.append((case.id, str(case.save(folder)), str(feeds)))
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    run = subprocess.run([sys.executable, "-c", _RUN, json.dumps(jobs)], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", SUPPORTED, ids=[c.id for c in SUPPORTED])
+def test_keras_op_matches_onnxruntime(results: dict[str, dict], case: OpGraph) -> None:
+    result = results[case.id]
+    assert "error" in result, result
+    assert result["outputs"] == result["expected"]
+    assert result["error"] <= 1e-5
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c.id for c in REFUSED])
+def test_keras_refuses_with_a_message_naming_the_node(results: dict[str, dict], case: OpGraph) -> None:
+    result = results[case.id]
+    assert "refused" in result, result
+    assert "_node" in result["refused"]
+
+
+@pytest.mark.parametrize("name, variables", [("Gemm-transB", 2), ("Conv-group-dilation", 2), ("PRelu", 1),
+                                             ("BatchNormalization", 2), ("LayerNormalization-axis-2", 2),
+                                             ("Gather-embedding", 1), ("MatMul-Add-3d", 2)])
+def test_weights_become_trainable_keras_variables(results: dict[str, dict], name: str, variables: int) -> None:
+    assert results[name]["trainable"] == variables
+
+
+def test_a_free_parameter_is_a_listed_constant_in_keras(results: dict[str, dict]) -> None:
+    """``pos`` is added to a tensor: Keras has no layer to hold it as a variable."""
+    result = results["TinyEncoder-legacy"]
+    assert result["error"] <= 1e-5
+    assert result["notes"] == ["pos: read by an op with no Keras layer; kept as a constant (not trainable)"]
+    assert result["trainable"] == 6  # emb, norm (2), up (2), down
+
+
+def test_tied_weights_are_listed_as_untied_copies_in_keras(results: dict[str, dict]) -> None:
+    result = results["TiedLM-dynamo"]
+    assert result["error"] <= 1e-5 and result["trainable"] == 2
+    assert "head.weight: read by 2 layers; in Keras each holds its own copy (they start equal and are no "\
+           "longer tied)" in result["notes"]

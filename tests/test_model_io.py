@@ -1,0 +1,66 @@
+"""Model I/O: lazy loads, atomic saves, external data, nothing left behind on failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+import pytest
+from conftest import fixture_path, tree_hashes
+
+import onnxgrow
+from onnxgrow.model_io import save_model
+
+
+def test_external_weights_stay_lazy() -> None:
+    model = onnxgrow.load_model(fixture_path("mnist_cnn_dynamo"))
+    assert isinstance(model.graph.initializers["fc1.weight"].const_value, ir.ExternalTensor)
+
+
+def test_failed_check_leaves_nothing(tmp_path: Path, fixture_copy) -> None:  # type: ignore[no-untyped-def]
+    src = fixture_copy("mnist_cnn_dynamo")
+    model = onnxgrow.load_model(src)
+    out = tmp_path / "out.onnx"
+
+    def failing_check(path: Path) -> None:
+        assert path.exists() and path.with_name(path.name + ".data").exists()
+        raise RuntimeError("simulated failure after writing")
+
+    before = tree_hashes(tmp_path)
+    with pytest.raises(RuntimeError):
+        save_model(model, out, check=failing_check)
+    assert tree_hashes(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["mnist_cnn_dynamo.onnx", "mnist_cnn_dynamo.onnx.data"])
+
+
+def test_save_keeps_opset_producer_metadata(tmp_path: Path) -> None:
+    model = onnxgrow.load_model(fixture_path("mnist_cnn_legacy"))
+    model.metadata_props["team"] = "vision"
+    out = save_model(model, tmp_path / "copy.onnx")
+    proto = onnx.load(str(out))
+    original = onnx.load(str(fixture_path("mnist_cnn_legacy")))
+    assert {o.domain: o.version for o in proto.opset_import} == {o.domain: o.version for o in original.opset_import}
+    assert proto.ir_version == original.ir_version
+    assert proto.producer_name == original.producer_name
+    assert {p.key: p.value for p in proto.metadata_props}["team"] == "vision"
+    assert not (tmp_path / "copy.onnx.data").exists()  # embedded source stays embedded
+
+
+def test_external_source_saves_external(tmp_path: Path) -> None:
+    model = onnxgrow.load_model(fixture_path("mnist_cnn_dynamo"))
+    out = save_model(model, tmp_path / "copy.onnx")
+    assert (tmp_path / "copy.onnx.data").stat().st_size > 900_000
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_missing_external_data(tmp_path: Path, fixture_copy) -> None:  # type: ignore[no-untyped-def]
+    src = fixture_copy("mnist_cnn_dynamo")
+    src.with_name(src.name + ".data").unlink()
+    with pytest.raises(onnxgrow.GrowError, match="external data file .* is missing"):
+        onnxgrow.load_model(src)
+
+
+def test_directory_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(onnxgrow.GrowError, match="is a directory"):
+        onnxgrow.load_model(tmp_path)
