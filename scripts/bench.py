@@ -194,7 +194,7 @@ def write_inputs(model: Path, npz: Path) -> None:
 
 
 def prepare_subject(name: str, workdir: Path, layers: int, rebuild: bool) -> Subject:
-    """Build the model (unless it exists) and its widened copies, verified once."""
+    """Build the model (unless an earlier run did) and widen it, with verification, once."""
     folder = workdir / name
     built = build_or_reuse(name, folder, layers, rebuild)
     path = built.path
@@ -205,16 +205,15 @@ def prepare_subject(name: str, workdir: Path, layers: int, rebuild: bool) -> Sub
     if built.large_layer and subject.large_out is not None:
         jobs.append((subject.large_out, built.large_layer, built.large_width))
     for out, layer, width in jobs:
-        if not out.exists():
-            fresh_dir(out.parent)()
-            argv = [*ONNXGROW, "widen", str(path), "--node", layer, "--to", str(width), "-o", str(out)]
-            sample, code, tail = run_measured(argv)
-            if code != 0:
-                raise SystemExit(f"setup widen failed ({code}): {shlex.join(argv)}\n{tail}")
-            note = (f"`onnxgrow widen --node {layer} --to {width}` with verification: "
-                    f"{sample.wall_s:.1f} s, peak RSS {sample.peak_rss / MB:.0f} MB")
-            print(f"setup: {note}")
-            subject.setup_notes.append(note)
+        fresh_dir(out.parent)()
+        argv = [*ONNXGROW, "widen", str(path), "--node", layer, "--to", str(width), "-o", str(out)]
+        sample, code, tail = run_measured(argv)
+        if code != 0:
+            raise SystemExit(f"setup widen failed ({code}): {shlex.join(argv)}\n{tail}")
+        note = (f"{name}: `onnxgrow widen --node {layer} --to {width}` with verification: "
+                f"{sample.wall_s:.1f} s, peak RSS {sample.peak_rss / MB:.0f} MB")
+        print(f"setup: {note}")
+        subject.setup_notes.append(note)
     subject.rewritten_small = rewritten_bytes(path, subject.small_out)
     if not subject.inputs_npz.exists():
         write_inputs(path, subject.inputs_npz)
@@ -245,8 +244,7 @@ class Plan:
 
 
 def diff_available() -> bool:
-    sample, code, _ = run_measured([*ONNXGROW, "diff", "--help"])
-    return code == 0
+    return run_measured([*ONNXGROW, "diff", "--help"])[1] == 0
 
 
 def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scratch: Path) -> Plan:
