@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,10 +33,18 @@ GIB = 2**30
 
 
 @pytest.fixture(scope="module")
-def large(tmp_path_factory: pytest.TempPathFactory) -> scale_helpers.BuiltModel:
-    built = scale_helpers.transformer(tmp_path_factory.mktemp("large") / "t.onnx", layers=40)
+def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[scale_helpers.BuiltModel]:
+    folder = tmp_path_factory.mktemp("large")
+    built = scale_helpers.transformer(folder / "t.onnx", layers=40)
     assert built.weight_bytes > 2 * GIB
-    return built
+    yield built
+    shutil.rmtree(folder)  # pytest keeps temporary folders; these hold gigabytes
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+    shutil.rmtree(tmp_path)
 
 
 def run(*args: str) -> scale_helpers.Measured:
@@ -45,8 +55,8 @@ def data_files(model: Path) -> list[Path]:
     return sorted(p for p in model.parent.iterdir() if p.name.endswith(".data"))
 
 
-def test_widen_verify_and_shard_over_2gib(large: scale_helpers.BuiltModel, tmp_path: Path) -> None:
-    out = tmp_path / "sharded" / "t.onnx"
+def test_widen_verify_and_shard_over_2gib(large: scale_helpers.BuiltModel, scratch: Path) -> None:
+    out = scratch / "sharded" / "t.onnx"
     out.parent.mkdir()
     done = run("widen", str(large.path), "--node", large.small_layer, "--to", str(large.small_width),
                "--max-shard-size", "1GB", "-o", str(out), "--quiet")
@@ -63,8 +73,8 @@ def test_widen_verify_and_shard_over_2gib(large: scale_helpers.BuiltModel, tmp_p
     assert check.returncode == 0, check.stderr
 
 
-def test_widen_memory_stays_small_and_diff_streams(large: scale_helpers.BuiltModel, tmp_path: Path) -> None:
-    out = tmp_path / "t.onnx"
+def test_widen_memory_stays_small_and_diff_streams(large: scale_helpers.BuiltModel, scratch: Path) -> None:
+    out = scratch / "t.onnx"
     done = run("widen", str(large.path), "--node", large.small_layer, "--to", str(large.small_width),
                "--no-verify", "-o", str(out))
     assert done.returncode == 0, done.stderr
@@ -73,7 +83,7 @@ def test_widen_memory_stays_small_and_diff_streams(large: scale_helpers.BuiltMod
                     if v.const_value.shape != source.graph.initializers[n].const_value.shape)
     assert done.peak_rss <= 150e6 + rewritten, (done.peak_rss, rewritten)
 
-    report = tmp_path / "diff.json"
+    report = scratch / "diff.json"
     diff = run("diff", str(large.path), str(out), "--json", str(report))
     assert diff.returncode == 1, diff.stderr
     changed = {c["name"] for c in json.loads(report.read_text())["initializers"]["changed"]}
