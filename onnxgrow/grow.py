@@ -4,6 +4,10 @@ Shared by ``widen`` and ``deepen``. The grown model is saved to a temporary fold
 beside the output; onnxruntime compares it with the source model there; an exact
 growth that fails the check raises NotEquivalentError and nothing is written. The
 measured errors are recorded in the lineage of the written file.
+
+Long steps report to an optional :data:`Progress` callback: ``progress("saving", done,
+total)`` in bytes of weights written, then ``progress("verifying", done, total)`` in
+model loads and runs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from onnxgrow.errors import NotEquivalentError
 from onnxgrow.lineage import HISTORY_KEY, with_errors
 from onnxgrow.model_io import ensure_output_is_not_input, files_of, save_model
 from onnxgrow.verify import VerifyReport, verify
+
+
+#: ``progress(stage, done, total)``, stage ``"saving"`` (bytes) or ``"verifying"`` (steps).
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -55,9 +63,13 @@ def write_grown(
     expected_exact: bool,
     history_entries: int,
     options: VerifyOptions,
-    progress: Callable[[int, int], None] | None = None,
+    max_shard_bytes: int | None = None,
+    progress: Progress | None = None,
 ) -> VerifyReport | None:
-    """Save ``model`` to ``output`` after onnxruntime checked it against ``source``."""
+    """Save ``model`` to ``output`` after onnxruntime checked it against ``source``.
+
+    ``max_shard_bytes`` splits the weights over data files of at most that size.
+    """
     result: list[VerifyReport] = []
 
     def check(tmp_model: Path) -> None:
@@ -67,6 +79,7 @@ def write_grown(
             source, tmp_model, inputs=options.inputs, input_shapes=options.input_shapes,
             samples=options.samples, seed=options.seed, atol=options.atol, rtol=options.rtol,
             providers=options.providers, expected_exact=expected_exact,
+            progress=_stage(progress, "verifying"),
         )
         result.append(report)
         if expected_exact and not report.passed:
@@ -75,8 +88,16 @@ def write_grown(
                 + report.summary(), report)
         _record_errors(tmp_model, history_entries, report)
 
-    save_model(model, output, check=check, progress=progress)
+    save_model(model, output, max_shard_bytes=max_shard_bytes, check=check,
+               progress=_stage(progress, "saving"))
     return result[0] if result else None
+
+
+def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
+    """``progress`` bound to one stage."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(stage, done, total)
 
 
 def _record_errors(path: Path, count: int, report: VerifyReport) -> None:

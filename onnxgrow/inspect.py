@@ -92,7 +92,7 @@ def inspect_model(model: ir.Model | str | os.PathLike[str]) -> ModelSummary:
     """Summarise ``model`` (a path or an ir.Model, which gains shape annotations)."""
     path = "" if isinstance(model, ir.Model) else os.fspath(model)
     if not isinstance(model, ir.Model):
-        model = load_model(model)
+        model = load_model(model, infer_shapes=True)
     infer_shapes(model)
     layers, refused = find_layers(model)
     displays = {id(layer.node): layer.display for layer in layers}

@@ -4,11 +4,23 @@ Rules:
 - Loading parses the graph only; weights stored as external data stay memory-mapped
   until a rewrite touches them. Every external-data reference is checked against its
   file (exists, long enough) so a broken model fails here, not half-way through a save.
+- Loading with ``infer_shapes=True`` runs ONNX shape inference on the parsed protobuf
+  before it becomes an ``ir.Model`` when that protobuf holds little weight data
+  (external data, or small embedded weights): one parse instead of onnx-ir's
+  serialise-infer-parse-merge round trip. The model is marked so that the next
+  :func:`onnxgrow.widen.api.infer_shapes` call skips the work.
 - Saving writes into a temporary folder beside the output, optionally runs a check on
   the written files, then renames them into place (data first, the model last). On any
   failure or interruption nothing is left behind and an earlier output of the same name
   is restored; a failed write (disk full, no permission) is a GrowError. The input model
   and its data files are never written.
+- Saving streams: weights that were not changed are copied from their data file to the
+  new one by the kernel, never read into memory, so saving costs about what copying
+  the files costs, in time and memory, whatever the size (:mod:`onnxgrow.data_files`).
+- Weights can be split over several data files of at most ``max_shard_bytes`` each,
+  named ``<stem>-00001-of-00003.onnx.data`` (a larger tensor gets a file of its own).
+  Data files of an earlier save to the same output that the new model does not use
+  (shards of another count, or the unsharded file) are deleted.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
+from onnxgrow import data_files
 from onnxgrow.errors import GrowError
 
 #: Models whose weights exceed this many bytes are saved with external data even
@@ -33,13 +46,18 @@ LARGE_MODEL_BYTES = 256 * 1024 * 1024
 INLINE_TENSOR_BYTES = 1024
 #: Key in ``model.meta`` recording whether the loaded file had external data.
 SOURCE_EXTERNAL_KEY = "onnxgrow.source_external_data"
+#: Key in ``model.meta`` set when loading inferred the shapes (see the module docstring).
+SHAPES_INFERRED_KEY = "onnxgrow.shapes_inferred"
+#: Shape inference runs on the loaded protobuf when its embedded weights are at most this big.
+INFER_ON_PROTO_BYTES = 16 * 1024 * 1024
 
 
-def load_model(path: str | os.PathLike[str]) -> ir.Model:
+def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> ir.Model:
     """Load an ONNX model for growth, keeping external weights lazy.
 
-    Raises GrowError with one line naming the file when it is missing, empty, not an
-    ONNX model, or when its external data is missing or truncated.
+    ``infer_shapes`` annotates value shapes where that is cheap (see the module
+    docstring). Raises GrowError with one line naming the file when it is missing,
+    empty, not an ONNX model, or when its external data is missing or truncated.
     """
     p = Path(path)
     if not p.exists():
@@ -49,9 +67,12 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
     if p.stat().st_size == 0:
         raise GrowError(f"{p}: empty file, not an ONNX model")
     try:
-        model = ir.load(p)
+        proto = onnx.load(p, load_external_data=False)
+        inferred = _infer_on_proto(proto) if infer_shapes else None
+        model = ir.serde.deserialize_model(inferred or proto)
     except Exception as exc:  # protobuf and onnx-ir raise many kinds on garbage
         raise GrowError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from None
+    ir.external_data.set_base_dir(model.graph, os.path.dirname(p))  # as ir.load does
     if len(model.graph.outputs) == 0 or not model.opset_imports:
         raise GrowError(f"{p}: not an ONNX model (no graph outputs or opset)")
     if not 3 <= model.ir_version <= onnx.IR_VERSION:
@@ -66,6 +87,8 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
     check_node_fields(model, p)
     check_external_data(model, p)
     model.meta[SOURCE_EXTERNAL_KEY] = any(True for _ in external_tensors(model))
+    if inferred is not None:
+        model.meta[SHAPES_INFERRED_KEY] = True
     return model
 
 
@@ -118,6 +141,20 @@ def _check_attribute_types(node: ir.Node, opset: int, model_path: Path) -> None:
         if expected is not None and attr.type.value != expected:
             raise GrowError(f"{model_path}: attribute {name!r} of {node.op_type} node {node.name!r} is "
                             f"{attr.type.name}, its schema wants {ir.AttributeType(expected).name}")
+
+
+def _infer_on_proto(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The proto with inferred shapes, or None when its embedded weights are too big to copy
+    or inference fails (onnx-ir's pass then runs later, without the weights)."""
+    embedded = sum(t.ByteSize() for t in proto.graph.initializer
+                   if t.data_location != onnx.TensorProto.EXTERNAL)
+    if embedded > INFER_ON_PROTO_BYTES:
+        return None
+    try:
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False,
+                                                 data_prop=True)
+    except Exception:  # the model may still be loadable; growth then runs the pass itself
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -184,11 +221,6 @@ def wants_external_data(model: ir.Model) -> bool:
     )
 
 
-def data_file_name(output: Path) -> str:
-    """The external data file written next to ``output``: ``<name>.data``."""
-    return output.name + ".data"
-
-
 def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
     """The model file and every external data file it references."""
     paths = [model_path.resolve()]
@@ -201,10 +233,9 @@ def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
 
 
 def ensure_output_is_not_input(output: Path, inputs: list[Path]) -> None:
-    """Refuse an output path that would overwrite an input model or its data."""
-    targets = {output.resolve(), (output.parent / data_file_name(output)).resolve()}
+    """Refuse an output path that would overwrite an input model or its data (or shards)."""
     for p in inputs:
-        if p.resolve() in targets:
+        if p.resolve() == output.resolve() or data_files.is_data_file_of(output, p):
             raise GrowError(
                 f"{output}: refusing to overwrite the input {p}; choose another output with -o"
             )
@@ -215,46 +246,36 @@ def save_model(
     output: str | os.PathLike[str],
     *,
     external_data: bool | None = None,
+    max_shard_bytes: int | None = None,
     check: Callable[[Path], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write ``model`` to ``output`` atomically, with external data beside it when wanted.
 
-    ``external_data=None`` decides by :func:`wants_external_data`. ``check`` receives the
-    path of the fully written temporary model and may raise to abort: then nothing is
-    written. ``progress(done, total)`` is called per external tensor written.
+    ``external_data=None`` decides by :func:`wants_external_data`; ``max_shard_bytes``
+    (which implies external data) splits the weights over several files. ``check``
+    receives the path of the fully written temporary model and may raise to abort: then
+    nothing is written. ``progress(done, total)`` counts bytes of external data written.
     """
     out = Path(output)
     _check_output_folder(out, ".onnx")
-    use_external = wants_external_data(model) if external_data is None else external_data
-    data_name = data_file_name(out)
+    if max_shard_bytes is not None and max_shard_bytes <= 0:
+        raise GrowError(f"the maximum shard size must be positive, got {max_shard_bytes} bytes")
+    use_external = max_shard_bytes is not None or (
+        wants_external_data(model) if external_data is None else external_data)
     with _temporary_folder(out) as tmp:
         tmp_model = tmp / out.name
-        callback = None
-        if progress is not None:
-            written = 0
-
-            def callback(_tensor: ir.TensorProtocol, info: ir.external_data.CallbackInfo) -> None:
-                nonlocal written
-                written += 1
-                progress(written, info.total)
-
         with _writing(out), _serializable(out):
             if use_external:
-                ir.save(
-                    model,
-                    tmp_model,
-                    external_data=data_name,
-                    size_threshold_bytes=INLINE_TENSOR_BYTES,
-                    callback=callback,
-                )
+                _save_external(model, tmp_model, max_shard_bytes, progress)
             else:
                 _save_embedded(model, tmp_model)
         if check is not None:
             check(tmp_model)
-        data_files = [data_name] if (tmp / data_name).exists() else []
+        written = [p.name for p in tmp.iterdir() if p != tmp_model]
         with _writing(out):
-            _move_into_place(tmp, data_files, out)
+            _move_into_place(tmp, written, out)
+    _remove_stale_data_files(out, keep=set(written))
     return out
 
 
@@ -304,6 +325,39 @@ def _move_into_place(tmp: Path, data_files: list[str], out: Path) -> None:
                 else:
                     target.unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_data_files(output: Path, keep: set[str]) -> None:
+    """Delete data files an earlier save of ``output`` left (e.g. shards of another count)."""
+    for path in output.parent.iterdir():
+        if path.name not in keep and path.is_file() and data_files.is_data_file_of(output, path):
+            path.unlink()
+
+
+def _save_external(
+    model: ir.Model, path: Path, max_shard_bytes: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Every initializer over :data:`INLINE_TENSOR_BYTES` into data files beside ``path``
+    (streamed, see :mod:`onnxgrow.data_files`), the smaller ones inside; ``model`` is left
+    as it was."""
+    values = [v for g in model.graphs() for v in g.initializers.values() if v.const_value is not None]
+    originals = [v.const_value for v in values]
+    outside = [v for v in values if v.const_value.nbytes > INLINE_TENSOR_BYTES]
+    inside = [v for v in values
+              if v.const_value.nbytes <= INLINE_TENSOR_BYTES and isinstance(v.const_value, ir.ExternalTensor)]
+    tensors = [v.const_value for v in outside]
+    if progress is not None:
+        progress(0, sum(t.nbytes for t in tensors))
+    written = data_files.write(tensors, path, max_shard_bytes=max_shard_bytes, progress=progress)
+    loaded = ir.external_data.convert_tensors_from_external([v.const_value for v in inside])
+    try:
+        for value, tensor in [*zip(outside, written), *zip(inside, loaded)]:
+            value.const_value = tensor
+        ir.save(model, path)
+    finally:
+        for value, tensor in zip(values, originals):
+            value.const_value = tensor
 
 
 def _save_embedded(model: ir.Model, path: Path) -> None:

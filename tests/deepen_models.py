@@ -191,8 +191,12 @@ def build(name: str) -> nn.Module:
     return model.eval()
 
 
-_EXPORT_DIR = Path(tempfile.mkdtemp(prefix="onnxgrow-deepen-models-"))
-atexit.register(shutil.rmtree, _EXPORT_DIR, ignore_errors=True)
+@functools.lru_cache(maxsize=None)
+def _export_dir() -> Path:
+    """A temporary folder made on the first export of this process, removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="onnxgrow-deepen-models-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,7 +204,7 @@ def export(name: str, exporter: str) -> Path:
     """Export model ``name`` once per process; returns the .onnx path (in a temp folder)."""
     model = build(name)
     example = torch.randn(*MODELS[name][1])
-    path = _EXPORT_DIR / f"{name}_{exporter}.onnx"
+    path = _export_dir() / f"{name}_{exporter}.onnx"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":

@@ -94,7 +94,7 @@ def test_fp64_grows_with_fp64_tolerances(tmp_path: Path) -> None:
     assert worst.rtol == 1e-10 and worst.max_rel_error < 1e-12
 
 
-@pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.FLOAT], ids=["fp16", "bf16", "fp32"])
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.BFLOAT16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("noise", [0.0, 0.1])
 def test_copies_sum_exactly_to_the_row_in_the_weight_dtype(tmp_path: Path, dtype: int, noise: float) -> None:
     """Regression (fuzz): a row split in 3 lost up to an ulp per copy in fp16, which a
@@ -103,7 +103,7 @@ def test_copies_sum_exactly_to_the_row_in_the_weight_dtype(tmp_path: Path, dtype
     grown, _ = onnxgrow.widen(src, {"fc1": 3}, noise=noise)
     old = numpy_helper.to_array(onnx.load(str(src)).graph.initializer[2]).astype(np.float64)  # fc2 [K=1, N] (MatMul)
     new = grown.graph.initializers["fc2.weight"].const_value.numpy()
-    assert new.dtype == NUMPY.get(dtype, np.float32) and new.shape == (3, 5)
+    assert new.dtype == NUMPY[dtype] and new.shape == (3, 5)
     assert np.array_equal(new.astype(np.float64).sum(axis=0), old[0])
 
 

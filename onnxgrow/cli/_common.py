@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import signal
 import sys
 import threading
@@ -119,6 +120,19 @@ def verification_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str, option: str) -> int:
+    """``2GB`` → 2·10⁹ bytes, ``512MiB`` → 512·2²⁰, ``1000`` → 1000; positive."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS or float(match.group(1)) <= 0:
+        raise GrowError(f"{option} {text!r}: expected a positive size such as 2GB, 500MB or 1GiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
 def parse_providers(text: str) -> list[str]:

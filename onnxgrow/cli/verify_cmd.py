@@ -22,6 +22,7 @@ from onnxgrow.cli._common import (
     verification_options,
     write_report,
 )
+from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.diff import SCHEMA_VERSION
 from onnxgrow.verify import verify
 
@@ -33,6 +34,7 @@ from onnxgrow.verify import verify
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--json", "json_out", metavar="PATH|-", default=None,
               help="Also write the report as JSON to PATH, or to stdout with '-'.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def verify_command(
     reference: str,
@@ -45,6 +47,7 @@ def verify_command(
     providers: str,
     seed: int,
     json_out: str | None,
+    quiet: bool,
 ) -> None:
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output.
 
@@ -56,14 +59,16 @@ def verify_command(
     inputs/outputs do not match, 2 usage or input error.
     """
     text_to_stderr = report_destinations(json_out)
-    report = verify(
-        reference,
-        candidate,
-        **verification_kwargs(
-            atol=atol, rtol=rtol, samples=samples, input_shapes=input_shapes,
-            inputs_file=inputs_file, providers=providers, seed=seed,
-        ),
-    )
+    with ProgressBars(quiet=quiet) as bars:
+        report = verify(
+            reference,
+            candidate,
+            **verification_kwargs(
+                atol=atol, rtol=rtol, samples=samples, input_shapes=input_shapes,
+                inputs_file=inputs_file, providers=providers, seed=seed,
+            ),
+            progress=lambda done, total: bars("verifying", done, total),
+        )
     lines = [f"reference: {reference}", f"candidate: {candidate}", *report.lines()]
     click.echo("\n".join(lines), err=text_to_stderr)
     if json_out is not None:

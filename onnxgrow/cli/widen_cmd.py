@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from onnxgrow.cli import main
-from onnxgrow.cli._common import echo_verification, user_errors, verification_kwargs, verification_options
+from onnxgrow.cli._common import (
+    echo_verification,
+    parse_size,
+    user_errors,
+    verification_kwargs,
+    verification_options,
+)
+from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.errors import GrowError
 from onnxgrow.grow import VerifyOptions, default_output
 from onnxgrow.widen import Init
@@ -45,12 +52,15 @@ def _print_report(report: WidenReport, output: Path) -> None:
               help="Unequal (still exact) split of outgoing weights among copies, net2wider only.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the channel map and checks.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime equivalence check.")
+@click.option("--max-shard-size", "max_shard_size", default=None, metavar="SIZE",
+              help="Split the weights over data files of at most SIZE each (e.g. 2GB, 500MB).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @verification_options
 @user_errors
 def widen_command(model: str, nodes: tuple[str, ...], widths: tuple[int, ...], output: str | None,
-                  init: str, noise: float, seed: int, no_verify: bool, atol: float | None,
-                  rtol: float | None, samples: int, input_shapes: tuple[str, ...],
-                  inputs_file: str | None, providers: str) -> None:
+                  init: str, noise: float, seed: int, no_verify: bool, max_shard_size: str | None,
+                  quiet: bool, atol: float | None, rtol: float | None, samples: int,
+                  input_shapes: tuple[str, ...], inputs_file: str | None, providers: str) -> None:
     """Widen layers (and their channel groups) without changing what the model computes."""
     if len(nodes) != len(widths):
         raise GrowError(f"give one --to per --node ({len(nodes)} --node, {len(widths)} --to)")
@@ -61,6 +71,8 @@ def widen_command(model: str, nodes: tuple[str, ...], widths: tuple[int, ...], o
     options = VerifyOptions(enabled=not no_verify, **verification_kwargs(
         atol=atol, rtol=rtol, samples=samples, input_shapes=input_shapes, inputs_file=inputs_file,
         providers=providers, seed=seed))
-    report = widen_file(source, out, dict(zip(nodes, widths)), init=init, noise=noise, seed=seed,
-                        verify=options)
+    shard_bytes = parse_size(max_shard_size, "--max-shard-size") if max_shard_size else None
+    with ProgressBars(quiet=quiet) as progress:
+        report = widen_file(source, out, dict(zip(nodes, widths)), init=init, noise=noise, seed=seed,
+                            verify=options, max_shard_bytes=shard_bytes, progress=progress)
     _print_report(report, out)

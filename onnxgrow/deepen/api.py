@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from onnxgrow.deepen.activation import ActivationKind, InsertionPoint, find_inse
 from onnxgrow.deepen.kinds import kind_for
 from onnxgrow.deepen.splice import Splice, fresh_scope
 from onnxgrow.errors import GrowError, RefusedError
-from onnxgrow.grow import VerifyOptions, check_output_path, default_output, write_grown
+from onnxgrow.grow import Progress, VerifyOptions, check_output_path, default_output, write_grown
 from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import load_model
@@ -231,7 +230,7 @@ def deepen_file(
     mode: str | Mode = Mode.AUTO,
     seed: int = 0,
     verify: VerifyOptions | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> DeepenReport:
     """Deepen the model file ``source`` and write it to ``output``, checked by onnxruntime.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +20,10 @@ from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
-from onnxgrow.grow import VerifyOptions, check_output_path, default_output, write_grown
+from onnxgrow.grow import Progress, VerifyOptions, check_output_path, default_output, write_grown
 from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
-from onnxgrow.model_io import load_model
+from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model
 from onnxgrow.names import generated_names
 from onnxgrow.verify import check_seed
 from onnxgrow.widen.channel_map import Init, build_channel_map
@@ -114,12 +114,16 @@ def infer_shapes(model: ir.Model) -> None:
 
     Only tensor annotations are kept: the inference pass types untyped sequence outputs
     (SplitToSequence) as tensors, which would make the saved model unloadable, so
-    outputs whose op schema says they are sequences keep the type they had.
+    outputs whose op schema says they are sequences keep the type they had. Skipped
+    once right after ``load_model(..., infer_shapes=True)``, which inferred the shapes on
+    the file's protobuf (there every value gets its full inferred type, sequences too).
 
     When the model cannot be serialized, onnx-ir's pass (1.1) fails after turning the
     initializers into graph inputs and dropping the large ones; they are put back here,
     so the model is left as it was (a broken model is then refused when it is saved).
     """
+    if model.meta.pop(SHAPES_INFERRED_KEY, False):
+        return
     before = {value: (value.type, value.shape) for node in model.graph.all_nodes()
               for value in node.outputs if _is_sequence_output(model, node, value)}
     inputs = list(model.graph.inputs)
@@ -171,7 +175,7 @@ def widen(
     blocking node) when a group cannot be widened exactly; then the model is unchanged.
     """
     if not isinstance(model, ir.Model):
-        model = load_model(model)
+        model = load_model(model, infer_shapes=True)
     if not widths:
         raise GrowError("nothing to widen: give at least one --node NAME --to WIDTH")
     init = parse_init(init)
@@ -248,19 +252,22 @@ def widen_file(
     noise: float = 0.0,
     seed: int = 0,
     verify: VerifyOptions | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    max_shard_bytes: int | None = None,
+    progress: Progress | None = None,
 ) -> WidenReport:
     """Widen the model file ``source`` and write it to ``output``, checked by onnxruntime.
 
     Nothing is written when the request is refused or the check fails (NotEquivalentError).
+    ``max_shard_bytes`` splits the weights over data files of at most that size;
+    ``progress`` follows the save and the check (see :data:`onnxgrow.grow.Progress`).
     """
     source = Path(source)
     out = Path(output) if output is not None else default_output(source)
-    model = load_model(source)
+    model = load_model(source, infer_shapes=True)
     check_output_path(source, out, model)
     model, report = widen(model, widths, init=init, noise=noise, seed=seed)
     report.verification = write_grown(
         model, source, out, expected_exact=report.exact, history_entries=len(report.groups),
-        options=verify or VerifyOptions(), progress=progress,
+        options=verify or VerifyOptions(), max_shard_bytes=max_shard_bytes, progress=progress,
     )
     return report

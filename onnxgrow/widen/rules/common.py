@@ -150,41 +150,60 @@ def contract(
 ) -> np.ndarray:
     """Input rows along ``axis`` copied from ``src`` and scaled by their shares.
 
-    The shares are applied in float64 and cast to the weight's dtype; the rounding of
-    that cast is then moved onto one copy of each row (:func:`_sum_preserving_cast`),
+    Each product is taken in float64 and rounded once to the weight's dtype, in place:
+    no float64 copy of the whole weight is made. For dtypes narrower than float32 (fp16,
+    bf16) the rounding is then moved onto one copy of each row (:func:`_restore_row_sums`),
     so the copies of a row add up to exactly what it contributed, in the weight's own
-    dtype. Without this an fp16 row split in three loses up to an ulp per copy.
+    dtype: an fp16 row split in three would otherwise lose up to an ulp per copy, which a
+    LayerNorm over a low-variance stream amplifies past the fp16 tolerance.
     """
-    out = np.take(array, idx.src, axis=axis).astype(np.float64)
-    out *= idx.coef.reshape(_axis_shape(out.ndim, axis))
-    stored = _sum_preserving_cast(out, array.dtype, axis, idx, array.shape[axis])
+    out = np.take(array, idx.src, axis=axis)
+    coef = np.asarray(idx.coef, dtype=np.float64).reshape(_axis_shape(out.ndim, axis))
+    np.multiply(out, coef, out=out, casting="unsafe")
+    if out.dtype.itemsize < 4:
+        _restore_row_sums(array, out, axis, idx)
     if init is Init.RANDOM_PAD and idx.fresh.any():
         std = float(np.std(array.astype(np.float64))) or 0.01
-        noise = rng.normal(0.0, std, size=out.shape).astype(array.dtype)
-        stored = np.where(idx.fresh.reshape(_axis_shape(out.ndim, axis)), noise, stored)
-    return stored
+        noise = rng.normal(0.0, std, size=out.shape)
+        out = np.where(idx.fresh.reshape(_axis_shape(out.ndim, axis)), noise, out).astype(array.dtype)
+    return out
 
 
-def _sum_preserving_cast(
-    shares: np.ndarray, dtype: np.dtype, axis: int, idx: AxisIndex, old_size: int
-) -> np.ndarray:
-    """``shares`` (float64) cast to ``dtype``, with each old row's total rounding error added
-    to its copy of smallest share before that copy is cast: the smallest copy has the finest
-    grid, so the corrected value is representable. ``shares`` is overwritten."""
-    stored = shares.astype(dtype)
-    if np.dtype(dtype) == np.float64:
-        return stored
+#: Float64 work memory of one step of :func:`_restore_row_sums`.
+RESIDUE_CHUNK_BYTES = 32 * 1024**2
+
+
+def _restore_row_sums(array: np.ndarray, out: np.ndarray, axis: int, idx: AxisIndex) -> None:
+    """Add each old row's total rounding error to its copy of smallest share, in ``out``.
+
+    The smallest copy has the finest grid, so the corrected value is representable and
+    the copies sum exactly to ``row · Σ shares``. Rows copied once with share 1 carry no
+    error and are skipped; the others are done a chunk at a time (float64 memory bounded
+    by :data:`RESIDUE_CHUNK_BYTES`).
+    """
     copies = np.flatnonzero(~idx.fresh)
-    shares -= stored.astype(np.float64)  # each copy's rounding error
-    errors = np.moveaxis(shares, axis, 0)
-    residue = np.zeros((old_size, *errors.shape[1:]))
-    np.add.at(residue, idx.src[copies], errors[copies])
-    by_row = copies[np.lexsort((np.abs(idx.coef[copies]), idx.src[copies]))]
-    rows, first = np.unique(idx.src[by_row], return_index=True)
-    smallest = by_row[first]
-    view = np.moveaxis(stored, axis, 0)
-    view[smallest] = (view[smallest].astype(np.float64) + residue[rows]).astype(dtype)
-    return stored
+    src = idx.src[copies]
+    old_rows = array.shape[axis]
+    counts = np.bincount(src, minlength=old_rows)
+    totals = np.bincount(src, weights=idx.coef[copies], minlength=old_rows)
+    rows = np.flatnonzero((counts > 1) | ((counts == 1) & (totals != 1.0)))
+    if rows.size == 0:
+        return
+    by_row = copies[np.lexsort((np.abs(idx.coef[copies]), src))]  # grouped by row, smallest share first
+    row_of = idx.src[by_row]
+    smallest = by_row[np.searchsorted(row_of, rows)]
+    old, new = np.moveaxis(array, axis, 0), np.moveaxis(out, axis, 0)
+    row_bytes = 8 * max(int(np.prod(old.shape[1:])), 1)
+    step = max(1, RESIDUE_CHUNK_BYTES // (row_bytes * (1 + int(counts.max()))))
+    for k in range(0, rows.size, step):
+        block = rows[k:k + step]
+        members = np.isin(row_of, block)  # the block's copies, grouped by row in block order
+        member_rows = row_of[members]
+        starts = np.flatnonzero(np.r_[True, member_rows[1:] != member_rows[:-1]])
+        summed = np.add.reduceat(new[by_row[members]].astype(np.float64), starts, axis=0)
+        wanted = old[block].astype(np.float64) * totals[block].reshape(-1, *[1] * (old.ndim - 1))
+        target = smallest[k:k + step]
+        new[target] = (new[target].astype(np.float64) + wanted - summed).astype(out.dtype)
 
 
 def broadcast_axis(shape: tuple[int, ...], axis: int) -> int | None:
