@@ -4,11 +4,11 @@ from onnxgrow.diff import diff_models
 from onnxgrow.errors import GrowError, NotEquivalentError, RefusedError
 from onnxgrow.export import export_model, export_state_dict, state_dict, to_keras, to_torch
 from onnxgrow.model_io import load_model, save_model
-from onnxgrow.verify import VerifyReport, verify
-from onnxgrow.widen import Init, WidenReport, widen
-from onnxgrow.widen.api import widen_file
+from onnxgrow.verification import VerifyReport, verify
+from onnxgrow.widening import Init, WidenReport, widen
+from onnxgrow.widening.api import widen_file
 from onnxgrow.inspect import inspect_model
-from onnxgrow.deepen import DeepenReport, deepen, deepen_file
+from onnxgrow.deepening import DeepenReport, deepen, deepen_file
 
 __version__ = "0.1.0"
 

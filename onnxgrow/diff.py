@@ -19,7 +19,7 @@ Rules:
 - Metadata props are keyed by key, except ``onnxgrow.history``, which is the lineage:
   NEW's history in plain words, entries after the history OLD already had marked new.
 - Local functions are compared by a SHA-256 of their serialized form.
-- ``numeric=True`` adds a :func:`onnxgrow.verify.verify` run of OLD against NEW.
+- ``numeric=True`` adds a :func:`onnxgrow.verification.verify` run of OLD against NEW.
 
 Two models are identical when no section differs (and the numeric check, if run,
 passed). :meth:`DiffReport.to_dict` follows ``onnxgrow/schemas/diff.schema.json``.
@@ -41,7 +41,7 @@ import onnx_ir as ir
 
 from onnxgrow.lineage import HISTORY_KEY, describe, read_history
 from onnxgrow.model_io import load_model
-from onnxgrow.verify import VerifyReport, format_dims, shape_dims, verify
+from onnxgrow.verification import VerifyReport, format_dims, shape_dims, verify
 
 #: Version of the JSON report; bumped when a field is removed or changes meaning.
 SCHEMA_VERSION = 1
@@ -196,7 +196,7 @@ def diff_models(
 ) -> DiffReport:
     """Diff two models (paths or loaded models); ``numeric`` adds a verify run.
 
-    The verification keywords are those of :func:`onnxgrow.verify.verify`. Raises
+    The verification keywords are those of :func:`onnxgrow.verification.verify`. Raises
     GrowError when a model cannot be read.
     """
     old_model = old if isinstance(old, ir.Model) else load_model(old)

@@ -24,7 +24,7 @@ import onnx_ir as ir
 from onnxgrow.errors import NotEquivalentError
 from onnxgrow.lineage import HISTORY_KEY, with_errors
 from onnxgrow.model_io import ensure_output_is_not_input, files_of, save_model
-from onnxgrow.verify import VerifyReport, verify
+from onnxgrow.verification import VerifyReport, verify
 
 
 #: ``progress(stage, done, total)``, stage ``"saving"`` (bytes) or ``"verifying"`` (steps).

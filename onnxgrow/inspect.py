@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
 
-from onnxgrow.deepen.api import deepen_summary
+from onnxgrow.deepening.api import deepen_summary
 from onnxgrow.errors import GrowError
 from onnxgrow.layers import Layer, find_layers
 from onnxgrow.lineage import describe, read_history
 from onnxgrow.model_io import external_tensors, load_model, weight_bytes
-from onnxgrow.widen.api import infer_shapes
-from onnxgrow.widen.planner import plan_group
+from onnxgrow.widening.api import infer_shapes
+from onnxgrow.widening.planner import plan_group
 
 
 @dataclass

@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
 from onnxgrow.names import NodeNames, generated_names, names_of, resolve, weight_prefix
-from onnxgrow.widen.rules import PRODUCERS, Producer
+from onnxgrow.widening.rules import PRODUCERS, Producer
 
 #: Ops that count as "the activation after a layer".
 ACTIVATIONS = frozenset({

@@ -8,7 +8,7 @@ Rules:
   before it becomes an ``ir.Model`` when that protobuf holds little weight data
   (external data, or small embedded weights): one parse instead of onnx-ir's
   serialise-infer-parse-merge round trip. The model is marked so that the next
-  :func:`onnxgrow.widen.api.infer_shapes` call skips the work.
+  :func:`onnxgrow.widening.api.infer_shapes` call skips the work.
 - Saving writes into a temporary folder beside the output, optionally runs a check on
   the written files, then renames them into place (data first, the model last). On any
   failure or interruption nothing is left behind and an earlier output of the same name
@@ -96,8 +96,8 @@ def check_node_fields(model: ir.Model, model_path: Path) -> None:
     """Fail when a string field is not text (protobuf hands over bytes for a string field that
     is not valid UTF-8): the model's producer, domain, metadata and opset domains; each
     graph's name and metadata; each node's name, op type, domain, attribute names and
-    metadata; each value's name. Also fail when an attribute of a standard op has another
-    type than its ONNX schema declares."""
+    metadata; each value's name. Also fail when a standard op's attributes or input/output
+    counts do not fit its ONNX schema."""
     opset = model.opset_imports.get("", None)
     _require_text(model_path, "the model's header", [
         model.producer_name, model.producer_version, model.domain, model.doc_string,
@@ -110,7 +110,7 @@ def check_node_fields(model: ir.Model, model_path: Path) -> None:
                 node.name, node.op_type, node.domain, node.doc_string, *node.attributes, *_metadata(node)])
             values += [v for v in (*node.inputs, *node.outputs) if v is not None]
             if node.domain in ("", "ai.onnx") and opset is not None:
-                _check_attribute_types(node, opset, model_path)
+                _check_against_schema(node, opset, model_path)
         _require_text(model_path, "a value name", [v.name for v in values])
 
 
@@ -125,22 +125,30 @@ def _require_text(model_path: Path, where: str, fields: list[object]) -> None:
 
 
 @functools.lru_cache(maxsize=1024)
-def _declared_attribute_types(op_type: str, opset: int) -> dict[str, int]:
-    """Attribute name → AttributeProto type of a standard op's schema (empty if unknown to onnx)."""
+def _schema(op_type: str, opset: int) -> onnx.defs.OpSchema | None:
+    """The ONNX schema of a standard op (None if unknown to onnx: onnxruntime will judge it)."""
     try:
-        schema = onnx.defs.get_schema(op_type, opset, "")
+        return onnx.defs.get_schema(op_type, opset, "")
     except onnx.defs.SchemaError:
-        return {}  # onnxruntime will judge it
-    return {name: int(attr.type.value) for name, attr in schema.attributes.items()}
+        return None
 
 
-def _check_attribute_types(node: ir.Node, opset: int, model_path: Path) -> None:
-    declared = _declared_attribute_types(node.op_type, opset)
+def _check_against_schema(node: ir.Node, opset: int, model_path: Path) -> None:
+    """Attribute types and input/output counts of a standard op must fit its schema."""
+    schema = _schema(node.op_type, opset)
+    if schema is None:
+        return
+    label = f"{node.op_type} node {node.name!r}"
     for name, attr in node.attributes.items():
-        expected = declared.get(name)
-        if expected is not None and attr.type.value != expected:
-            raise GrowError(f"{model_path}: attribute {name!r} of {node.op_type} node {node.name!r} is "
-                            f"{attr.type.name}, its schema wants {ir.AttributeType(expected).name}")
+        declared = schema.attributes.get(name)
+        if declared is not None and attr.type.value != int(declared.type.value):
+            raise GrowError(f"{model_path}: attribute {name!r} of {label} is {attr.type.name}, "
+                            f"its schema wants {ir.AttributeType(int(declared.type.value)).name}")
+    for kind, count, low, high in (("inputs", len(node.inputs), schema.min_input, schema.max_input),
+                                   ("outputs", len(node.outputs), schema.min_output, schema.max_output)):
+        if not low <= count <= high:
+            raise GrowError(f"{model_path}: {label} has {count} {kind}; its schema wants "
+                            f"{low}" + ("" if high == low else f" to {high}"))
 
 
 def _infer_on_proto(proto: onnx.ModelProto) -> onnx.ModelProto | None:

@@ -188,7 +188,7 @@ def write_inputs(model: Path, npz: Path) -> None:
     import numpy as np
 
     from onnxgrow.model_io import load_model
-    from onnxgrow.verify import input_specs, random_inputs
+    from onnxgrow.verification import input_specs, random_inputs
 
     np.savez(npz, **random_inputs(input_specs(load_model(model)), seed=0))
 
@@ -330,7 +330,7 @@ def run_plan(plan: Plan, reps: int, cold: bool) -> None:
 def profile_widen(subject: Subject, scratch: Path, top: int = 14) -> str:
     """cProfile of the small widening, in-process after imports: the top cumulative entries."""
     from onnxgrow.grow import VerifyOptions
-    from onnxgrow.widen.api import widen_file
+    from onnxgrow.widening.api import widen_file
 
     out = scratch / subject.name / "p"
     fresh_dir(out)()

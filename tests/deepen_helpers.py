@@ -2,7 +2,7 @@
 random MLP/CNN graphs written directly in ONNX. The reference fixtures and file hashes
 come from ``conftest``.
 
-The comparison does not use :mod:`onnxgrow.verify`: it runs both models with graph
+The comparison does not use :mod:`onnxgrow.verification`: it runs both models with graph
 optimisations off on its own seeded inputs (batch 3, values spread over [-4, 4] so
 clamps at 0, ±1 and 6 are all reached) and returns ``max|a - b| / max|a|`` over all
 outputs, after checking that the two models have the same interface.

@@ -19,7 +19,7 @@ from onnx import TensorProto
 from robust_helpers import assert_clean, run_cli, untouched
 
 import onnxgrow
-from onnxgrow.widen import api
+from onnxgrow.widening import api
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onnxgrow.widen.channel_map import Init, build_channel_map
-from onnxgrow.widen.layout import AxisLayout, Channel, Fixed
+from onnxgrow.widening.channel_map import Init, build_channel_map
+from onnxgrow.widening.layout import AxisLayout, Channel, Fixed
 
 
 @settings(max_examples=200, deadline=None)

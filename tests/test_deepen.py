@@ -23,12 +23,12 @@ from onnx import TensorProto, helper, numpy_helper
 import deepen_helpers as h
 from conftest import REFERENCE_MODELS, fixture_path, tree_hashes
 from onnxgrow import deepen, deepen_file, inspect_model, load_model, save_model
-from onnxgrow.deepen.activation import ActivationKind, find_insertion_point
+from onnxgrow.deepening.activation import ActivationKind, find_insertion_point
 from onnxgrow.errors import GrowError, RefusedError
 from onnxgrow.grow import VerifyOptions
 from onnxgrow.layers import find_layer, find_layers
 from onnxgrow.lineage import describe, read_history
-from onnxgrow.widen.api import infer_shapes
+from onnxgrow.widening.api import infer_shapes
 
 #: What ``auto`` does after each reference layer: (mode, activation label).
 REFERENCE_AUTO = {
@@ -289,7 +289,7 @@ def test_a_pre_activation_model_output_ends_the_search(tmp_path: Path) -> None:
 
 def test_the_check_catches_an_inexact_insertion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forcing ``identity`` after a Sigmoid (sigmoid∘sigmoid ≠ sigmoid) must fail both checks."""
-    from onnxgrow.deepen import api
+    from onnxgrow.deepening import api
 
     source = tmp_path / "sigmoid.onnx"
     onnx.save(h.build_net(h.NetSpec("gemm", 2, 3, [6, 2], ["sigmoid"], [False])), source)

@@ -25,7 +25,7 @@ from robust_helpers import assert_checker_passes, assert_clean, assert_equivalen
 
 import onnxgrow
 from onnxgrow.grow import VerifyOptions
-from onnxgrow.verify import DEFAULT_TOLERANCES
+from onnxgrow.verification import DEFAULT_TOLERANCES
 
 NUMPY = {TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64, TensorProto.BFLOAT16: ml_dtypes.bfloat16}
 DTYPE_IDS = {TensorProto.FLOAT16: "fp16", TensorProto.DOUBLE: "fp64", TensorProto.BFLOAT16: "bf16"}

@@ -64,3 +64,16 @@ def test_missing_external_data(tmp_path: Path, fixture_copy) -> None:  # type: i
 def test_directory_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(onnxgrow.GrowError, match="is a directory"):
         onnxgrow.load_model(tmp_path)
+
+
+def test_node_with_too_few_inputs_is_refused_at_load(tmp_path: Path) -> None:
+    """A flipped byte can merge input names: a Conv left with one input is refused, not crashed on."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Conv", ["x"], ["y"], name="c")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(onnxgrow.GrowError, match="Conv node 'c' has 1 inputs; its schema wants 2 to 3"):
+        onnxgrow.load_model(path)

@@ -31,7 +31,7 @@ from onnxgrow import GrowError, RefusedError, load_model, verify, widen
 from onnxgrow.constants import find_constant
 from onnxgrow.inspect import inspect_model
 from onnxgrow.layers import Layer, find_layer, find_layers
-from onnxgrow.widen.api import infer_shapes
+from onnxgrow.widening.api import infer_shapes
 
 pytestmark = pytest.mark.torch
 

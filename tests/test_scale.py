@@ -25,8 +25,8 @@ from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.errors import GrowError
 from onnxgrow.grow import VerifyOptions
 from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model, save_model, weight_bytes
-from onnxgrow.verify import random_inputs, input_specs, run_both
-from onnxgrow.widen.api import infer_shapes, widen_file
+from onnxgrow.verification import random_inputs, input_specs, run_both
+from onnxgrow.widening.api import infer_shapes, widen_file
 from onnx_ir.passes.common import ShapeInferencePass
 
 SMALL_CNN = dict(channels=(8, 16, 16, 16, 16), hidden=64, classes=10, image=32)
@@ -332,7 +332,7 @@ def test_shapes_inferred_at_load_match_the_pass(small_models, kind: str) -> None
 
 
 def test_verification_runs_one_model_at_a_time(small_models, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    verify_module = sys.modules["onnxgrow.verify"]
+    verify_module = sys.modules["onnxgrow.verification"]
     built = small_models["transformer"]
     wide = tmp_path / "w.onnx"
     widen_file(built.path, wide, {built.small_layer: built.small_width})

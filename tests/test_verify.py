@@ -27,7 +27,7 @@ from graphs_for_verify import (
 
 from onnxgrow.cli import main
 from onnxgrow.model_io import load_model
-from onnxgrow.verify import VerifyReport, compare_outputs, input_specs, random_inputs, verify
+from onnxgrow.verification import VerifyReport, compare_outputs, input_specs, random_inputs, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from graph_builders import save
 from onnxgrow import load_model, verify, widen
 from onnxgrow.layers import find_layer
-from onnxgrow.widen import WidenReport
+from onnxgrow.widening import WidenReport
 
 MAX_REL_ERROR = 1e-5
 

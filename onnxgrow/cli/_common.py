@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from onnxgrow.errors import GrowError, NotEquivalentError
-from onnxgrow.verify import load_inputs
+from onnxgrow.verification import load_inputs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -153,7 +153,7 @@ def verification_kwargs(
     providers: str,
     seed: int,
 ) -> dict[str, Any]:
-    """The keyword arguments of :func:`onnxgrow.verify.verify` for the verification options.
+    """The keyword arguments of :func:`onnxgrow.verification.verify` for the verification options.
 
     ``--inputs`` gives one sample and fixes every shape, so it excludes ``--input-shapes``
     and ``--samples`` other than 1.

@@ -8,7 +8,7 @@ import click
 
 from onnxgrow.cli import main
 from onnxgrow.cli._common import echo_verification, user_errors, verification_kwargs, verification_options
-from onnxgrow.deepen import DeepenReport, Mode, deepen_file
+from onnxgrow.deepening import DeepenReport, Mode, deepen_file
 from onnxgrow.grow import VerifyOptions, default_output
 
 

@@ -24,7 +24,7 @@ from onnxgrow.cli._common import (
 )
 from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.diff import SCHEMA_VERSION
-from onnxgrow.verify import verify
+from onnxgrow.verification import verify
 
 
 @main.command("verify")

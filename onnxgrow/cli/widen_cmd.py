@@ -17,8 +17,8 @@ from onnxgrow.cli._common import (
 from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.errors import GrowError
 from onnxgrow.grow import VerifyOptions, default_output
-from onnxgrow.widen import Init
-from onnxgrow.widen.api import WidenReport, widen_file
+from onnxgrow.widening import Init
+from onnxgrow.widening.api import WidenReport, widen_file
 
 
 def _print_report(report: WidenReport, output: Path) -> None:

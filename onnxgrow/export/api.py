@@ -27,7 +27,7 @@ from onnxgrow.errors import GrowError, NotEquivalentError
 from onnxgrow.export.state_dict import export_state_dict
 from onnxgrow.grow import VerifyOptions
 from onnxgrow.model_io import atomic_output, ensure_output_is_not_input, files_of, load_model
-from onnxgrow.verify import (
+from onnxgrow.verification import (
     VerifyReport,
     compare_outputs,
     input_specs,

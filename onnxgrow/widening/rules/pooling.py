@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.widen.rules.common import rank_of
-from onnxgrow.widen.rules.registry import Known, rule
+from onnxgrow.widening.rules.common import rank_of
+from onnxgrow.widening.rules.registry import Known, rule
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 
 @rule("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")

@@ -1,6 +1,6 @@
 """Op rules for widening, one module per op family; importing this package registers them."""
 
-from onnxgrow.widen.rules import (  # noqa: F401
+from onnxgrow.widening.rules import (  # noqa: F401
     conv,
     elementwise,
     gather,
@@ -14,6 +14,6 @@ from onnxgrow.widen.rules import (  # noqa: F401
     reshape,
     shape,
 )
-from onnxgrow.widen.rules.registry import PRODUCERS, RULES, Producer, rule_for
+from onnxgrow.widening.rules.registry import PRODUCERS, RULES, Producer, rule_for
 
 __all__ = ["PRODUCERS", "RULES", "Producer", "rule_for"]

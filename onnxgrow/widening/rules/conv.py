@@ -21,12 +21,12 @@ import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.names import weight_prefix
-from onnxgrow.widen.layout import AxisIndex, Embedding
-from onnxgrow.widen.rules.common import const_shape, contract, gather, produce, uniform_fill, weight_problem
-from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
+from onnxgrow.widening.layout import AxisIndex, Embedding
+from onnxgrow.widening.rules.common import const_shape, contract, gather, produce, uniform_fill, weight_problem
+from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 
 def _weight_shape(node: ir.Node) -> tuple[int, ...] | None:

@@ -16,9 +16,9 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
-from onnxgrow.widen.channel_map import Init
-from onnxgrow.widen.layout import AxisIndex
-from onnxgrow.widen.rules.quantized import QUANTIZATION_OPS
+from onnxgrow.widening.channel_map import Init
+from onnxgrow.widening.layout import AxisIndex
+from onnxgrow.widening.rules.quantized import QUANTIZATION_OPS
 
 
 def rank_of(value: ir.Value | None) -> int | None:

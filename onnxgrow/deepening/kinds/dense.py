@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.deepen.kinds.registry import LayerKind, kind
+from onnxgrow.deepening.kinds.registry import LayerKind, kind
 
 if TYPE_CHECKING:
-    from onnxgrow.deepen.splice import Splice
+    from onnxgrow.deepening.splice import Splice
 
 
 def square(n: int, identity: bool) -> np.ndarray:

@@ -8,7 +8,7 @@ replaces that tensor for every consumer.
 X's activation is the largest *elementwise region* that starts at the value after the
 bias/BatchNorm and ends in a single tensor:
 
-- every node is an elementwise op (:mod:`onnxgrow.widen.rules.elementwise` lists
+- every node is an elementwise op (:mod:`onnxgrow.widening.rules.elementwise` lists
   them) or a Softmax/LogSoftmax, in the main graph;
 - every input is the start value, a value of the region, or a constant that does not
   broadcast the shape up (so the region keeps the shape of its input);
@@ -37,8 +37,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import constant_array, find_constant
-from onnxgrow.widen.rules.common import const_shape, static_dims
-from onnxgrow.widen.rules.elementwise import BINARY_OPS, UNARY_OPS
+from onnxgrow.widening.rules.common import const_shape, static_dims
+from onnxgrow.widening.rules.elementwise import BINARY_OPS, UNARY_OPS
 
 #: Ops an activation region may contain.
 REGION_OPS = frozenset(UNARY_OPS) | frozenset(BINARY_OPS) | {"Softmax", "LogSoftmax"}

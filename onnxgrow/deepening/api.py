@@ -1,8 +1,8 @@
 """``onnxgrow.deepen``: insert a layer after a named one, keeping the function (DESIGN.md §5).
 
 The new layer reads the tensor after the named layer X (after its bias Add, a following
-BatchNorm and its activation ``a``: :mod:`onnxgrow.deepen.activation`) and replaces that
-tensor ``v`` for every consumer. It is built like X (:mod:`onnxgrow.deepen.kinds`):
+BatchNorm and its activation ``a``: :mod:`onnxgrow.deepening.activation`) and replaces that
+tensor ``v`` for every consumer. It is built like X (:mod:`onnxgrow.deepening.kinds`):
 
 - ``identity``: ``a(I·v + 0)``, or ``I·v + 0`` when X has no activation. Exact when ``a``
   is idempotent; refused, with the reason, for any other activation.
@@ -12,7 +12,7 @@ tensor ``v`` for every consumer. It is built like X (:mod:`onnxgrow.deepen.kinds
 - ``auto``: ``identity`` where it is exact, else ``residual``.
 
 ``width``: the new layer (``W1`` in the residual form) is then widened to ``width`` with
-:func:`onnxgrow.widen.widen`, which is exact. It is refused when not larger than X's
+:func:`onnxgrow.widening.widen`, which is exact. It is refused when not larger than X's
 width, and after the model's last layer in identity mode (the output would change
 shape). The whole request is first run on a clone of the model, so any refusal of the
 widening leaves the model as it was.
@@ -28,17 +28,17 @@ from pathlib import Path
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
-from onnxgrow.deepen.activation import ActivationKind, InsertionPoint, find_insertion_point
-from onnxgrow.deepen.kinds import kind_for
-from onnxgrow.deepen.splice import Splice, fresh_scope
+from onnxgrow.deepening.activation import ActivationKind, InsertionPoint, find_insertion_point
+from onnxgrow.deepening.kinds import kind_for
+from onnxgrow.deepening.splice import Splice, fresh_scope
 from onnxgrow.errors import GrowError, RefusedError
 from onnxgrow.grow import Progress, VerifyOptions, check_output_path, default_output, write_grown
 from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import load_model
-from onnxgrow.verify import check_seed
-from onnxgrow.widen.api import WidenReport, infer_shapes, widen
-from onnxgrow.widen.planner import node_label
+from onnxgrow.verification import check_seed
+from onnxgrow.widening.api import WidenReport, infer_shapes, widen
+from onnxgrow.widening.planner import node_label
 
 #: Weight dtypes a new layer can be built in.
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16})

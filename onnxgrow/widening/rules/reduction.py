@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.widen.layout import Channel
-from onnxgrow.widen.rules.common import rank_of
-from onnxgrow.widen.rules.registry import Known, rule
-from onnxgrow.widen.rules.shape_values import constant_ints
+from onnxgrow.widening.layout import Channel
+from onnxgrow.widening.rules.common import rank_of
+from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.widening.rules.shape_values import constant_ints
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 _UNIFORM_OK = {"ReduceMean", "ReduceMax", "ReduceMin"}
 

@@ -6,7 +6,7 @@ conv's kernel rank and size) and returns a :class:`LayerKind`, whose ``emit`` bu
 square layer ``n → n`` reading ``x``: identity weights (``identity=True``) or zeros, and
 a zero bias, named after ``scope``.
 
-Adding a layer type is one module under ``onnxgrow/deepen/kinds/`` plus a test.
+Adding a layer type is one module under ``onnxgrow/deepening/kinds/`` plus a test.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import onnx_ir as ir
 from onnxgrow.errors import GrowError
 
 if TYPE_CHECKING:
-    from onnxgrow.deepen.splice import Splice
+    from onnxgrow.deepening.splice import Splice
 
 
 class LayerKind(Protocol):

@@ -24,9 +24,9 @@ import onnx_ir as ir
 from onnxgrow.constants import ConstantRef, edit_constant, find_constant, make_initializer, remove_dead
 from onnxgrow.errors import RefusedError
 from onnxgrow.names import generated_name
-from onnxgrow.widen.channel_map import ChannelMap, Init, build_channel_map
-from onnxgrow.widen.layout import AxisIndex, Embedding
-from onnxgrow.widen.rules.registry import rule_for
+from onnxgrow.widening.channel_map import ChannelMap, Init, build_channel_map
+from onnxgrow.widening.layout import AxisIndex, Embedding
+from onnxgrow.widening.rules.registry import rule_for
 
 
 def node_label(node: ir.Node) -> str:

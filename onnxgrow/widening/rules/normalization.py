@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
-from onnxgrow.widen.layout import Channel
-from onnxgrow.widen.rules.common import broadcast_axis, const_shape, gather, rank_of
-from onnxgrow.widen.rules.registry import Known, rule
+from onnxgrow.widening.layout import Channel
+from onnxgrow.widening.rules.common import broadcast_axis, const_shape, gather, rank_of
+from onnxgrow.widening.rules.registry import Known, rule
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 
 def _carry(ctx: GroupContext, node: ir.Node, known: Known, rank: int | None) -> None:

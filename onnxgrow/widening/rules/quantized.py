@@ -9,7 +9,7 @@ integer grid. So:
 - a channel group that reaches QuantizeLinear, DequantizeLinear or one of those ops
   (quantized activations on the path) is refused at that node;
 - a float layer whose weight is computed by DequantizeLinear (a QDQ model's weights) is
-  refused by :func:`onnxgrow.widen.rules.common.weight_problem`, naming that node.
+  refused by :func:`onnxgrow.widening.rules.common.weight_problem`, naming that node.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
+from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 #: Quantized layers: integer weights with scales and zero points.
 QUANTIZED_LAYERS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.widen.rules.registry import Known, rule
-from onnxgrow.widen.rules.shape_values import DimOf, readers_of_dim
+from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.widening.rules.shape_values import DimOf, readers_of_dim
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 
 @rule("Shape", "Size")
@@ -36,7 +36,7 @@ class ShapeRule:
             return
         if out.is_graph_output():
             ctx.refuse(node, f"the model outputs the shape {out.name!r}, which grows with the channels")
-        from onnxgrow.widen.planner import node_label  # the planner imports the rules
+        from onnxgrow.widening.planner import node_label  # the planner imports the rules
 
         channel = DimOf(x, known[x].axis)
         for reader, index in readers_of_dim(out, channel):

@@ -25,9 +25,9 @@ from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model
 from onnxgrow.names import generated_names
-from onnxgrow.verify import check_seed
-from onnxgrow.widen.channel_map import Init, build_channel_map
-from onnxgrow.widen.planner import GroupContext, TensorChange, plan_group
+from onnxgrow.verification import check_seed
+from onnxgrow.widening.channel_map import Init, build_channel_map
+from onnxgrow.widening.planner import GroupContext, TensorChange, plan_group
 
 #: Refuse requests that would need more than this many bytes (or the machine's memory, if less).
 MAX_NEW_WEIGHT_BYTES = 64 * 1024**3

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.widen.layout import Embedding
-from onnxgrow.widen.rules.common import (
+from onnxgrow.widening.layout import Embedding
+from onnxgrow.widening.rules.common import (
     computing_node,
     const_shape,
     contract,
@@ -24,10 +24,10 @@ from onnxgrow.widen.rules.common import (
     rank_of,
     weight_problem,
 )
-from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
+from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 
 @producer("MatMul")

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
-from onnxgrow.widen.layout import Embedding
-from onnxgrow.widen.rules.common import const_shape, contract, gather, produce, weight_problem
-from onnxgrow.widen.rules.registry import Known, Producer, producer, rule
+from onnxgrow.widening.layout import Embedding
+from onnxgrow.widening.rules.common import const_shape, contract, gather, produce, weight_problem
+from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 
 def _b_axes(node: ir.Node) -> tuple[int, int]:

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.widen.layout import Embedding
-from onnxgrow.widen.rules.common import broadcast_axis, const_shape, constant_through_casts, dim_at, gather, rank_of
-from onnxgrow.widen.rules.registry import Known, rule
+from onnxgrow.widening.layout import Embedding
+from onnxgrow.widening.rules.common import broadcast_axis, const_shape, constant_through_casts, dim_at, gather, rank_of
+from onnxgrow.widening.rules.registry import Known, rule
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Elu", "Selu",

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.widen.layout import AxisLayout, Channel, Embedding
-from onnxgrow.widen.rules.dims import Dim, product, static_product
-from onnxgrow.widen.rules.registry import Known, rule
-from onnxgrow.widen.rules.shape_values import Const, DimOf, Entry, entries, rewrite_entry, shared_path
+from onnxgrow.widening.layout import AxisLayout, Channel, Embedding
+from onnxgrow.widening.rules.dims import Dim, product, static_product
+from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.widening.rules.shape_values import Const, DimOf, Entry, entries, rewrite_entry, shared_path
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 
 

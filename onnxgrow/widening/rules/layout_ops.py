@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.widen.layout import AxisLayout, Embedding, Fixed
-from onnxgrow.widen.rules.common import dim_at, rank_of
-from onnxgrow.widen.rules.registry import Known, rule
-from onnxgrow.widen.rules.shape_values import Const, Entry, constant_ints, entries, rewrite_entry, shared_path
+from onnxgrow.widening.layout import AxisLayout, Embedding, Fixed
+from onnxgrow.widening.rules.common import dim_at, rank_of
+from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.widening.rules.shape_values import Const, Entry, constant_ints, entries, rewrite_entry, shared_path
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 
 def _rank(embedding: Embedding, *values: ir.Value | None) -> int | None:

@@ -13,7 +13,7 @@ A rule has two halves:
     node's weights/attributes so it computes the widened function
     (``ctx.index(value)`` gives the widened axis' index arrays of a tracked value).
 
-Adding an op is one module under ``onnxgrow/widen/rules/`` with a ``@rule(...)``-decorated
+Adding an op is one module under ``onnxgrow/widening/rules/`` with a ``@rule(...)``-decorated
 class, plus one equivalence test.
 """
 
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import onnx_ir as ir
 
-from onnxgrow.widen.layout import Embedding
+from onnxgrow.widening.layout import Embedding
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 Known = Mapping[ir.Value, Embedding]
 

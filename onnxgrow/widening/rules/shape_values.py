@@ -25,10 +25,10 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
-from onnxgrow.widen.rules.common import rank_of
+from onnxgrow.widening.rules.common import rank_of
 
 if TYPE_CHECKING:
-    from onnxgrow.widen.planner import GroupContext
+    from onnxgrow.widening.planner import GroupContext
 
 #: ops that move vector entries around; the data input of each, by op type.
 _DATA_INPUT = {

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxgrow.widen.channel_map import ChannelMap
+from onnxgrow.widening.channel_map import ChannelMap
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Deepening: insert layers that keep the function exact (DESIGN.md §5)."""
 
-from onnxgrow.deepen.api import DeepenReport, Mode, deepen, deepen_file
+from onnxgrow.deepening.api import DeepenReport, Mode, deepen, deepen_file
 
 __all__ = ["DeepenReport", "Mode", "deepen", "deepen_file"]

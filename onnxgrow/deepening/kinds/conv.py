@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.deepen.kinds.registry import LayerKind, kind
-from onnxgrow.widen.rules.common import const_shape
+from onnxgrow.deepening.kinds.registry import LayerKind, kind
+from onnxgrow.widening.rules.common import const_shape
 
 if TYPE_CHECKING:
-    from onnxgrow.deepen.splice import Splice
+    from onnxgrow.deepening.splice import Splice
 
 
 def odd_kernel(kernel: tuple[int, ...]) -> tuple[int, ...]:
