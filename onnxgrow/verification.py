@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from onnxgrow.bfloat16 import float32_feeds, has_bfloat16, make_float32_twin
 from onnxgrow.errors import GrowError
 from onnxgrow.model_io import load_model, save_model
 
@@ -144,6 +145,8 @@ class VerifyReport:
         )
         if self.reason:
             text += f" ({self.reason})"
+        if self.extra.get("computed_as"):
+            text += f"; computed as {self.extra['computed_as']}"
         return text
 
     def lines(self) -> list[str]:
@@ -409,6 +412,19 @@ def model_on_disk(model: ir.Model | str | os.PathLike[str]) -> Iterator[Path]:
 
 
 
+@contextlib.contextmanager
+def runnable(model: ir.Model | str | os.PathLike[str], float32_twin: bool) -> Iterator[Path]:
+    """A path onnxruntime can run: the model itself, or its float32 twin (see :mod:`onnxgrow.bfloat16`)."""
+    with model_on_disk(model) as path:
+        if not float32_twin:
+            yield path
+            return
+        twin = load_model(path)
+        make_float32_twin(twin)
+        with model_on_disk(twin) as twin_path:
+            yield twin_path
+
+
 def shape_dims(shape: ir.Shape | None) -> list[int | str | None] | None:
     """A shape as JSON: ints for static dims, names for symbolic ones, None when unnamed."""
     if shape is None:
@@ -548,8 +564,11 @@ def verify(
         return VerifyReport(False, [], [], input_info, len(feeds_list), seed, mismatch,
                             expected_exact, input_source=source)
     dtypes = {v.name: v.dtype or ir.DataType.FLOAT for v in ref_model.graph.outputs}
-    with model_on_disk(reference) as ref_path, model_on_disk(candidate) as cand_path:
-        ref_runs, cand_runs = run_both(ref_path, cand_path, full_providers, feeds_list, progress)
+    twins = has_bfloat16(ref_model) or has_bfloat16(cand_model)
+    extra: dict[str, object] = {"computed_as": "float32 twins of bfloat16 models"} if twins else {}
+    run_feeds = [float32_feeds(f) for f in feeds_list] if twins else feeds_list
+    with runnable(reference, twins) as ref_path, runnable(candidate, twins) as cand_path:
+        ref_runs, cand_runs = run_both(ref_path, cand_path, full_providers, run_feeds, progress)
     if ref_runs.error:
         raise GrowError(f"the reference model fails on these inputs: {ref_runs.error}")
     if cand_runs.error:
@@ -564,7 +583,7 @@ def verify(
     passed = all(o.passed for o in outputs)
     return VerifyReport(passed, outputs, ref_runs.providers, input_info, len(feeds_list), seed,
                         "" if passed else "outputs differ beyond tolerance", expected_exact,
-                        input_source=source)
+                        extra=extra, input_source=source)
 
 
 @dataclass

@@ -4,9 +4,9 @@
   moved onto the last copy so the copies of a row sum exactly to it in the weight's dtype.
 - ``onnxgrow.verify`` judges with the tolerances of the output dtype (DEFAULT_TOLERANCES).
 - bfloat16: onnxruntime's CPU provider has no bfloat16 kernel for Gemm, MatMul, Conv or the
-  elementwise ops, and its Python binding does not accept bfloat16 numpy inputs. Growing
-  works (``--no-verify``), the check here runs float32 copies (bfloat16 → float32 is exact),
-  and with verification on, the CLI stops with onnxruntime's reason in one line, exit 2.
+  elementwise ops, and its Python binding does not accept bfloat16 numpy inputs, so
+  ``verify`` runs float32 twins of both models (bfloat16 → float32 is exact, see
+  onnxgrow/bfloat16.py) and says so; the check here also runs its own float32 copies.
 - Quantized: a DequantizeLinear weight (QDQ) feeding a Gemm, a QDQ pair on the activation
   path and the QLinear/Integer layers are refused with a message naming the op's node.
 """
@@ -24,7 +24,6 @@ from onnx import TensorProto, helper, numpy_helper
 from robust_helpers import assert_checker_passes, assert_clean, assert_equivalent, run_cli, untouched
 
 import onnxgrow
-from onnxgrow.grow import VerifyOptions
 from onnxgrow.verification import DEFAULT_TOLERANCES
 
 NUMPY = {TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64, TensorProto.BFLOAT16: ml_dtypes.bfloat16}
@@ -62,25 +61,24 @@ def initializer_dtypes(path: Path) -> set[int]:
 def test_mlp_grows_in_its_own_dtype(tmp_path: Path, dtype: int, init: str) -> None:
     src = mlp(tmp_path / "m.onnx", dtype)
     out = tmp_path / "wide.onnx"
-    bf16 = dtype == TensorProto.BFLOAT16
     with untouched(src):
-        report = onnxgrow.widen_file(src, out, {"fc1": 7, "fc2": 11}, init=init, noise=0.0,
-                                     verify=VerifyOptions(enabled=not bf16))
+        report = onnxgrow.widen_file(src, out, {"fc1": 7, "fc2": 11}, init=init, noise=0.0)
     assert initializer_dtypes(out) == {dtype}
     assert_checker_passes(out)
     assert_equivalent(src, out, {"x": [4, 3]}, dtype, seeds=(0, 1, 2))
-    if not bf16:
-        atol, rtol = DEFAULT_TOLERANCES[onnxgrow.load_model(src).graph.outputs[0].dtype]
-        assert report.verification.passed
-        assert (report.verification.outputs[0].atol, report.verification.outputs[0].rtol) == (atol, rtol)
+    atol, rtol = DEFAULT_TOLERANCES[onnxgrow.load_model(src).graph.outputs[0].dtype]
+    assert report.verification.passed
+    assert (report.verification.outputs[0].atol, report.verification.outputs[0].rtol) == (atol, rtol)
+    twinned = "float32 twins" in report.verification.summary()
+    assert twinned == (dtype == TensorProto.BFLOAT16)
 
 
 @pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.BFLOAT16], ids=DTYPE_IDS.get)
 def test_cnn_grows_in_its_own_dtype(tmp_path: Path, dtype: int) -> None:
     src = cnn(tmp_path / "c.onnx", dtype)
     out = tmp_path / "wide.onnx"
-    bf16 = dtype == TensorProto.BFLOAT16
-    onnxgrow.widen_file(src, out, {"conv1": 5, "conv2": 9}, verify=VerifyOptions(enabled=not bf16))
+    report = onnxgrow.widen_file(src, out, {"conv1": 5, "conv2": 9})
+    assert report.verification.passed
     assert initializer_dtypes(out) == {dtype}
     assert_checker_passes(out)
     assert_equivalent(src, out, {"x": [2, 2, 8, 8]}, dtype)
@@ -122,18 +120,22 @@ def test_fp16_residual_layernorm_regression(tmp_path: Path) -> None:
     assert_equivalent(src, out, {"x": [64, 1]}, TensorProto.FLOAT16, seeds=range(4))
 
 
-def test_bf16_cli_without_verification_and_with(tmp_path: Path) -> None:
-    """onnxruntime (CPU) cannot run bfloat16 Gemm: with verification the CLI says so in one line."""
+def test_bf16_cli_verifies_through_float32_twins(tmp_path: Path) -> None:
+    """With verification on, a bfloat16 model is checked on its float32 twin and says so."""
     src = mlp(tmp_path / "m.onnx", TensorProto.BFLOAT16)
     out = tmp_path / "o.onnx"
     with untouched(src):
         result = run_cli("widen", src, "--node", "fc1", "--to", "6", "-o", out)
-    assert_clean(result, (2,))
-    assert "onnxruntime" in result.stderr and not out.exists()
-    result = run_cli("widen", src, "--node", "fc1", "--to", "6", "--no-verify", "-o", out)
     assert_clean(result, (0,))
+    assert "PASSED" in result.stdout and "float32 twins of bfloat16 models" in result.stdout
     assert initializer_dtypes(out) == {TensorProto.BFLOAT16}
-    assert_equivalent(src, out, {"x": [3, 3]}, TensorProto.BFLOAT16)
+
+
+def test_bf16_twin_check_can_fail(tmp_path: Path) -> None:
+    """random-pad changes a bfloat16 model's function: the twin check sees it."""
+    src = mlp(tmp_path / "m.onnx", TensorProto.BFLOAT16)
+    report = onnxgrow.widen_file(src, tmp_path / "o.onnx", {"fc1": 9}, init="random-pad")
+    assert not report.verification.passed and report.verification.max_rel_error > 0.05
 
 
 # ----- quantized graphs -------------------------------------------------------------------
