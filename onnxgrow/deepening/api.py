@@ -36,6 +36,7 @@ from onnxgrow.grow import Progress, VerifyOptions, check_output_path, default_ou
 from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import load_model
+from onnxgrow.options import parse_choice
 from onnxgrow.verification import check_seed
 from onnxgrow.widening.api import WidenReport, infer_shapes, widen
 from onnxgrow.widening.planner import node_label
@@ -78,11 +79,7 @@ class DeepenReport:
 
 
 def parse_mode(mode: str | Mode) -> Mode:
-    try:
-        return Mode(mode)
-    except ValueError:
-        choices = ", ".join(m.value for m in Mode)
-        raise GrowError(f"unknown --mode {mode!r}; choose one of {choices}") from None
+    return parse_choice(Mode, mode, "--mode")
 
 
 def deepen_summary(layer: Layer) -> str:

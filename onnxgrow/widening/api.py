@@ -25,6 +25,7 @@ from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model
 from onnxgrow.names import generated_names
+from onnxgrow.options import parse_choice
 from onnxgrow.verification import check_seed
 from onnxgrow.widening.channel_map import Init, build_channel_map
 from onnxgrow.widening.planner import GroupContext, TensorChange, plan_group
@@ -59,11 +60,7 @@ class WidenReport:
 
 
 def parse_init(init: str | Init) -> Init:
-    try:
-        return Init(init)
-    except ValueError:
-        choices = ", ".join(i.value for i in Init)
-        raise GrowError(f"unknown --init {init!r}; choose one of {choices}") from None
+    return parse_choice(Init, init, "--init")
 
 
 def _check_width(layer: Layer, name: str, width: object) -> int:
