@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
 
+from onnxgrow.deepening.activation import find_insertion_point
 from onnxgrow.deepening.api import deepen_summary
 from onnxgrow.errors import GrowError
 from onnxgrow.layers import Layer, find_layers
@@ -68,9 +69,18 @@ def _tensor_info(value: ir.Value) -> TensorInfo:
     return TensorInfo(value.name or "", value.dtype.name if value.dtype else "?", dims)
 
 
+def _activation_label(layer: Layer) -> str | None:
+    """The activation after the layer, decomposed ones too (``5-op Div/Erf/Add/Mul``)."""
+    if layer.activation is not None:
+        return layer.activation.op_type
+    if layer.op_type not in ("Gemm", "MatMul", "Conv"):
+        return None
+    return find_insertion_point(layer.node).label
+
+
 def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str]) -> LayerInfo:
     node_name = layer.names.exact[0] if layer.names.exact else ""  # generated when unnamed
-    activation = layer.activation.op_type if layer.activation is not None else None
+    activation = _activation_label(layer)
     aliases = [n for n in layer.names.all() if n != layer.display]
     deepen = deepen_summary(layer)
     try:
