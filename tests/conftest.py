@@ -6,6 +6,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from onnxgrow.cli import main
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 REFERENCE_MODELS = ["mlp_legacy", "mlp_dynamo", "mnist_cnn_legacy", "mnist_cnn_dynamo"]
@@ -34,3 +37,22 @@ def fixture_copy(tmp_path: Path):
         return tmp_path / f"{name}.onnx"
 
     return copy
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def assert_refused(folder: Path, args: list[str], message: str, out: Path, code: int = 2) -> str:
+    """The command fails with ``code`` and one line naming ``message``; nothing written or touched."""
+    before = tree_hashes(folder)
+    exit_code, stdout, stderr = run(*args)
+    assert exit_code == code, (exit_code, stdout, stderr)
+    assert message in stderr, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert not out.exists()
+    assert tree_hashes(folder) == before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    return stderr

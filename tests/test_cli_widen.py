@@ -12,30 +12,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
-from conftest import tree_hashes
+from conftest import assert_refused, run, tree_hashes
 from graph_builders import mlp, save
 from onnx import TensorProto, helper
 
 import onnxgrow
-from onnxgrow.cli import main
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def assert_refused(folder: Path, args: list[str], message: str, out: Path) -> str:
-    before = tree_hashes(folder)
-    code, stdout, stderr = run(*args)
-    assert code == 2, (code, stdout, stderr)
-    assert message in stderr, stderr
-    assert stderr.count("\n") == 1 and "Traceback" not in stderr
-    assert not out.exists()
-    assert tree_hashes(folder) == before
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
-    return stderr
 
 
 def test_widen_writes_default_output(fixture_copy) -> None:  # type: ignore[no-untyped-def]

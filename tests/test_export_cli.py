@@ -13,34 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import tree_hashes
+from conftest import assert_refused, run, tree_hashes
 from export_helpers import MLP, ResNetish, assert_close, export_onnx, ort_run, random_input, seeded, torch_run
 from export_op_graphs import _Spec, graph, node, x
 from safetensors.torch import load_file
 
-from onnxgrow.cli import main
 from onnxgrow.export.torch_ops import TORCH_OPS, TorchOp
 
 pytestmark = pytest.mark.torch
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def assert_refused(folder: Path, args: list[str], message: str, out: Path, code: int = 2) -> str:
-    before = tree_hashes(folder)
-    exit_code, stdout, stderr = run(*args)
-    assert exit_code == code, (exit_code, stdout, stderr)
-    assert message in stderr, stderr
-    assert stderr.count("\n") == 1 and "Traceback" not in stderr
-    assert not out.exists()
-    assert tree_hashes(folder) == before
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
-    return stderr
 
 
 def test_state_dict_default_output_loads_strictly(fixture_copy) -> None:  # type: ignore[no-untyped-def]
