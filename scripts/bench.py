@@ -247,6 +247,13 @@ def diff_available() -> bool:
     return run_measured([*ONNXGROW, "diff", "--help"])[1] == 0
 
 
+def widen_measure(model: str, size: str, src: Path, layer: str, width: int, out: Path) -> Measure:
+    """``onnxgrow widen LAYER --to WIDTH --no-verify`` of ``src`` into a fresh ``out`` folder."""
+    return Measure(f"{model}:widen-{size}", f"{model}: widen {layer} --no-verify",
+                   [*ONNXGROW, "widen", str(src), "--node", layer, "--to", str(width), "--no-verify",
+                    "-o", str(out / src.name)], fresh_dir(out))
+
+
 def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scratch: Path) -> Plan:
     plan = Plan()
     if "startup" in only:
@@ -259,10 +266,7 @@ def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scra
         if "widen" in only:
             cp = Measure(f"{s.name}:cp", f"{s.name}: cp model files",
                          ["cp", *map(str, model_files(src)), str(out / "cp")], fresh_dir(out / "cp"))
-            small = Measure(f"{s.name}:widen-small", f"{s.name}: widen {s.built.small_layer} --no-verify",
-                            [*ONNXGROW, "widen", str(src), "--node", s.built.small_layer, "--to",
-                             str(s.built.small_width), "--no-verify", "-o", str(out / "w" / src.name)],
-                            fresh_dir(out / "w"))
+            small = widen_measure(s.name, "small", src, s.built.small_layer, s.built.small_width, out / "w")
             plan.measures.append([cp, small])
             plan.comparisons.append(Comparison(f"{s.name}: widen of a small layer ({s.built.small_layer})",
                                                small, cp, 1.3, "cp of the model"))
@@ -273,10 +277,7 @@ def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scra
                 cp2 = Measure(f"{s.name}:cp-in-out", f"{s.name}: cp input + cp output files",
                               ["sh", "-c", f"cp {both} {out / 'cp'} && cp {grown} {out / 'cp2'}"],
                               lambda o=out: (fresh_dir(o / "cp")(), fresh_dir(o / "cp2")()))
-                large = Measure(f"{s.name}:widen-large", f"{s.name}: widen {s.built.large_layer} --no-verify",
-                                [*ONNXGROW, "widen", str(src), "--node", s.built.large_layer, "--to",
-                                 str(s.built.large_width), "--no-verify", "-o", str(out / "w" / src.name)],
-                                fresh_dir(out / "w"))
+                large = widen_measure(s.name, "large", src, s.built.large_layer, s.built.large_width, out / "w")
                 plan.measures.append([cp2, large])
                 plan.comparisons.append(Comparison(f"{s.name}: widen of a large layer ({s.built.large_layer})",
                                                    large, cp2, 1.5, "cp of input + cp of output"))
