@@ -1,38 +1,75 @@
-"""onnxgrow: grow trained ONNX models without changing what they compute."""
+"""onnxgrow: grow trained ONNX models without changing what they compute.
 
-from onnxgrow.diff import diff_models
-from onnxgrow.errors import GrowError, NotEquivalentError, RefusedError
-from onnxgrow.export import export_model, export_state_dict, state_dict, to_keras, to_torch
-from onnxgrow.model_io import load_model, save_model
-from onnxgrow.verification import VerifyReport, verify
-from onnxgrow.widening import Init, WidenReport, widen
-from onnxgrow.widening.api import widen_file
-from onnxgrow.inspect import inspect_model
-from onnxgrow.deepening import DeepenReport, deepen, deepen_file
+The public API is imported on first use (``onnxgrow.widen`` loads numpy, onnx and
+onnx-ir then, not before), so ``import onnxgrow`` and ``onnxgrow --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DeepenReport",
-    "GrowError",
-    "export_model",
-    "export_state_dict",
-    "state_dict",
-    "to_keras",
-    "to_torch",
-    "Init",
-    "WidenReport",
-    "inspect_model",
-    "widen",
-    "widen_file",
-    "deepen",
-    "deepen_file",
-    "NotEquivalentError",
-    "RefusedError",
-    "VerifyReport",
-    "__version__",
-    "diff_models",
-    "load_model",
-    "save_model",
-    "verify",
-]
+#: Public name → the module defining it.
+_API = {
+    "DeepenOp": "onnxgrow.deepening.api",
+    "DeepenReport": "onnxgrow.deepening.api",
+    "deepen": "onnxgrow.deepening.api",
+    "deepen_file": "onnxgrow.deepening.api",
+    "diff_models": "onnxgrow.diff",
+    "GrowError": "onnxgrow.errors",
+    "NotEquivalentError": "onnxgrow.errors",
+    "RefusedError": "onnxgrow.errors",
+    "export_model": "onnxgrow.export",
+    "export_state_dict": "onnxgrow.export",
+    "state_dict": "onnxgrow.export",
+    "to_keras": "onnxgrow.export",
+    "to_torch": "onnxgrow.export",
+    "inspect_model": "onnxgrow.inspect",
+    "load_model": "onnxgrow.model_io",
+    "save_model": "onnxgrow.model_io",
+    "GrowOptions": "onnxgrow.options",
+    "VerifyOptions": "onnxgrow.options",
+    "VerifyScope": "onnxgrow.options",
+    "GrowthOp": "onnxgrow.pipeline",
+    "grow": "onnxgrow.pipeline",
+    "grow_file": "onnxgrow.pipeline",
+    "VerifyReport": "onnxgrow.verification",
+    "verify": "onnxgrow.verification",
+    "Init": "onnxgrow.widening.channel_map",
+    "WidenOp": "onnxgrow.widening.api",
+    "WidenReport": "onnxgrow.widening.api",
+    "widen": "onnxgrow.widening.api",
+    "widen_file": "onnxgrow.widening.api",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public name ``name`` from its module on first use."""
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onnxgrow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from onnxgrow.deepening.api import DeepenOp, DeepenReport, deepen, deepen_file
+    from onnxgrow.diff import diff_models
+    from onnxgrow.errors import GrowError, NotEquivalentError, RefusedError
+    from onnxgrow.export import export_model, export_state_dict, state_dict, to_keras, to_torch
+    from onnxgrow.inspect import inspect_model
+    from onnxgrow.model_io import load_model, save_model
+    from onnxgrow.options import GrowOptions, VerifyOptions, VerifyScope
+    from onnxgrow.pipeline import GrowthOp, grow, grow_file
+    from onnxgrow.verification import VerifyReport, verify
+    from onnxgrow.widening.api import WidenOp, WidenReport, widen, widen_file
+    from onnxgrow.widening.channel_map import Init

@@ -41,7 +41,9 @@ import onnx_ir as ir
 
 from onnxgrow.lineage import HISTORY_KEY, describe, read_history
 from onnxgrow.model_io import load_model
-from onnxgrow.verification import VerifyReport, format_dims, shape_dims, verify
+from onnxgrow.options import VerifyOptions
+from onnxgrow.verification import VerifyReport, verify
+from onnxgrow.verification.compare import format_dims, shape_dims
 
 #: Version of the JSON report; bumped when a field is removed or changes meaning.
 SCHEMA_VERSION = 1
@@ -184,20 +186,10 @@ class DiffReport:
 def diff_models(
     old: ir.Model | str | os.PathLike[str],
     new: ir.Model | str | os.PathLike[str],
-    *,
-    numeric: bool = False,
-    inputs: Sequence[Mapping[str, np.ndarray]] | None = None,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-    samples: int = 1,
-    seed: int = 0,
-    atol: float | None = None,
-    rtol: float | None = None,
-    providers: Sequence[str] = ("cpu",),
+    numeric: VerifyOptions | None = None,
 ) -> DiffReport:
-    """Diff two models (paths or loaded models); ``numeric`` adds a verify run.
-
-    The verification keywords are those of :func:`onnxgrow.verification.verify`. Raises
-    GrowError when a model cannot be read.
+    """Diff two models (paths or loaded models); ``numeric`` adds a :func:`onnxgrow.verify`
+    run with those options. Raises GrowError when a model cannot be read.
     """
     old_model = old if isinstance(old, ir.Model) else load_model(old)
     new_model = new if isinstance(new, ir.Model) else load_model(new)
@@ -213,13 +205,9 @@ def diff_models(
         functions=_function_diff(old_model, new_model),
         lineage=_lineage(old_model, new_model),
     )
-    if numeric:
-        report.numeric = verify(
-            old_model if report.old is None else report.old,
-            new_model if report.new is None else report.new,
-            inputs=inputs, input_shapes=input_shapes, samples=samples, seed=seed,
-            atol=atol, rtol=rtol, providers=providers,
-        )
+    if numeric is not None:
+        report.numeric = verify(old_model if report.old is None else report.old,
+                                new_model if report.new is None else report.new, numeric)
     return report
 
 

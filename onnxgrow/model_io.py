@@ -240,6 +240,12 @@ def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
     return paths
 
 
+def written_files(output: Path) -> list[Path]:
+    """The files a save of ``output`` consists of: the model, then its data files."""
+    data = sorted(p for p in output.parent.iterdir() if p.is_file() and data_files.is_data_file_of(output, p))
+    return [output, *data]
+
+
 def ensure_output_is_not_input(output: Path, inputs: list[Path]) -> None:
     """Refuse an output path that would overwrite an input model or its data (or shards)."""
     for p in inputs:
@@ -266,7 +272,7 @@ def save_model(
     nothing is written. ``progress(done, total)`` counts bytes of external data written.
     """
     out = Path(output)
-    _check_output_folder(out, ".onnx")
+    check_output_folder(out, ".onnx")
     if max_shard_bytes is not None and max_shard_bytes <= 0:
         raise GrowError(f"the maximum shard size must be positive, got {max_shard_bytes} bytes")
     use_external = max_shard_bytes is not None or (
@@ -375,7 +381,8 @@ def _save_embedded(model: ir.Model, path: Path) -> None:
     ir.save(model, path)
 
 
-def _check_output_folder(out: Path, suffix: str) -> None:
+def check_output_folder(out: Path, suffix: str) -> None:
+    """Refuse, before any work, an output that is a folder or whose folder does not exist."""
     if out.exists() and out.is_dir():
         raise GrowError(f"{out}: is a directory; give a file name ending in {suffix}")
     if not out.parent.exists():
@@ -390,7 +397,7 @@ def atomic_output(output: str | os.PathLike[str]) -> Iterator[Path]:
     is left behind.
     """
     out = Path(output)
-    _check_output_folder(out, out.suffix or "a suffix")
+    check_output_folder(out, out.suffix or "a suffix")
     with _temporary_folder(out) as tmp:
         path = tmp / out.name
         yield path

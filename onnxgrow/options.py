@@ -1,13 +1,40 @@
-"""Checking option values that name a choice (``--init``, ``--mode``)."""
+"""The options objects every command and API function takes, each validating itself.
+
+This module is light (no numpy, onnx or onnxruntime at import), so the CLI can build
+options and refuse bad ones before any heavy import or model load.
+
+- :class:`VerifyOptions`: how onnxruntime checks two models (``onnxgrow verify``, the
+  check of every growth and export, ``diff --numeric``).
+- :class:`VerifyScope`: what a growth promises to preserve, when that is not every
+  output element (a classifier with new classes keeps its old logits).
+- :class:`GrowOptions`: how the growth driver writes its result (verification, shards,
+  progress).
+- :func:`parse_choice`: an option value naming a member of an enum (``--init``, ``--mode``).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from onnxgrow.errors import GrowError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 E = TypeVar("E", bound=Enum)
+
+#: Short provider names and onnxruntime's names for them.
+PROVIDER_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+}
+
+#: ``progress(stage, done, total)``: stage ``"saving"`` (bytes) or ``"verifying"`` (loads and runs).
+Progress = Callable[[str, int, int], None]
 
 
 def parse_choice(kind: type[E], value: str | E, option: str) -> E:
@@ -17,3 +44,87 @@ def parse_choice(kind: type[E], value: str | E, option: str) -> E:
     except ValueError:
         choices = ", ".join(str(member.value) for member in kind)
         raise GrowError(f"unknown {option} {value!r}; choose one of {choices}") from None
+
+
+def check_seed(seed: object) -> int:
+    """A seed is a non-negative integer (numpy's generators take no other); GrowError otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise GrowError(f"--seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How onnxruntime compares a candidate with its reference.
+
+    - ``atol``/``rtol``: tolerances; ``None`` takes the output dtype's default.
+    - ``samples`` seeded random input samples (seed ``seed + i``), dynamic dimensions
+      sized by ``input_shapes`` (default 2), or ``inputs``: the user's own samples, which
+      fix the shapes and the count, so they exclude ``input_shapes`` and ``samples``.
+    - ``providers``: short names (``cpu``, ``cuda``) or onnxruntime's; the report names
+      the provider that really ran.
+
+    Every field is checked on construction; a bad value is a GrowError naming the option.
+    """
+
+    atol: float | None = None
+    rtol: float | None = None
+    samples: int = 1
+    seed: int = 0
+    providers: Sequence[str] = ("cpu",)
+    input_shapes: Mapping[str, Sequence[int]] | None = None
+    inputs: Sequence[Mapping[str, np.ndarray]] | None = None
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        for label, tolerance in (("--atol", self.atol), ("--rtol", self.rtol)):
+            if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
+                                          or not math.isfinite(tolerance) or tolerance < 0):
+                raise GrowError(f"{label} must be a finite number >= 0, got {tolerance}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise GrowError(f"--samples must be an integer >= 1, got {self.samples!r}")
+        if isinstance(self.providers, str) or not self.providers:
+            raise GrowError("--providers: give at least one of " + ", ".join(PROVIDER_NAMES))
+        if self.inputs is not None:
+            if self.input_shapes or self.samples != 1:
+                raise GrowError("--inputs gives one sample with its own shapes: leave out --input-shapes and --samples")
+            if not self.inputs:
+                raise GrowError("--inputs: no input samples given")
+        for name, dims in (self.input_shapes or {}).items():
+            if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+                raise GrowError(f"--input-shapes {name}:{list(dims)}: every dimension must be an integer >= 1")
+
+
+@dataclass(frozen=True)
+class VerifyScope:
+    """What a growth preserves, when that is less than every element of every output.
+
+    - ``outputs``: ``{name: (axis, old_size)}``: the candidate's output ``name`` has grown
+      along ``axis``; only its first ``old_size`` entries there are compared.
+    - ``input_high``: ``{name: high}``: integer input ``name`` is drawn from ``[0, high)``
+      (token ids the original model knew).
+    - ``preserved``: the verdict's words for what was checked, e.g. ``old logits``.
+    """
+
+    outputs: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    input_high: Mapping[str, int] = field(default_factory=dict)
+    preserved: str = ""
+
+
+@dataclass(frozen=True)
+class GrowOptions:
+    """How the growth driver writes a grown model.
+
+    ``verify=None`` skips the onnxruntime check (``--no-verify``); ``max_shard_bytes``
+    splits the weights over data files of at most that size; ``progress`` follows the
+    save and the check.
+    """
+
+    verify: VerifyOptions | None = field(default_factory=VerifyOptions)
+    max_shard_bytes: int | None = None
+    progress: Progress | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_shard_bytes is not None and (isinstance(self.max_shard_bytes, bool)
+                                                 or self.max_shard_bytes <= 0):
+            raise GrowError(f"the maximum shard size must be positive, got {self.max_shard_bytes} bytes")

@@ -330,7 +330,7 @@ def run_plan(plan: Plan, reps: int, cold: bool) -> None:
 
 def profile_widen(subject: Subject, scratch: Path, top: int = 14) -> str:
     """cProfile of the small widening, in-process after imports: the top cumulative entries."""
-    from onnxgrow.grow import VerifyOptions
+    from onnxgrow.options import GrowOptions
     from onnxgrow.widening.api import widen_file
 
     out = scratch / subject.name / "p"
@@ -340,7 +340,7 @@ def profile_widen(subject: Subject, scratch: Path, top: int = 14) -> str:
     profiler.enable()
     widen_file(subject.built.path, out / subject.built.path.name,
                {subject.built.small_layer: subject.built.small_width},
-               verify=VerifyOptions(enabled=False))
+               options=GrowOptions(verify=None))
     profiler.disable()
     wall = time.perf_counter() - start
     text = io.StringIO()

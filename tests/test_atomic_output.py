@@ -35,7 +35,7 @@ COMMANDS: dict[str, Callable[[Path, Path, str, int], list[object]]] = {
     "deepen": lambda m, out, layer, width: ["deepen", m, "--after", layer, "-o", out],
     "deepen --width": lambda m, out, layer, width: ["deepen", m, "--after", layer, "--width", width, "-o", out],
     "inspect": lambda m, out, layer, width: ["inspect", m],
-    "inspect --json": lambda m, out, layer, width: ["inspect", m, "--json"],
+    "inspect --json": lambda m, out, layer, width: ["inspect", m, "--json", "-"],
     "verify": lambda m, out, layer, width: ["verify", m, m, "--samples", 2],
     "diff": lambda m, out, layer, width: ["diff", m, m, "--numeric"],
     "export --to state-dict": lambda m, out, layer, width: ["export", m, "--to", "state-dict", "-o",
@@ -173,17 +173,17 @@ def test_export_failed_rename_leaves_nothing(tmp_path: Path, monkeypatch: pytest
 
 def test_failed_check_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A grown model that onnxruntime finds different (simulated): exit 1, nothing written."""
-    from onnxgrow import grow
+    from onnxgrow import pipeline
 
     src = copy_fixture("mlp_dynamo", tmp_path)
-    real_verify = grow.verify
+    real_verify = pipeline.verify
 
     def failing_verify(*args: object, **kwargs: object) -> onnxgrow.VerifyReport:
         report = real_verify(*args, **kwargs)
         report.passed = False
         return report
 
-    monkeypatch.setattr(grow, "verify", failing_verify)
+    monkeypatch.setattr(pipeline, "verify", failing_verify)
     with untouched(tmp_path):
         result = run_cli("widen", src, "--node", "layer_2", "--to", 9, "-o", tmp_path / "grown.onnx")
     assert_clean(result, (1,))

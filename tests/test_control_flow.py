@@ -194,7 +194,7 @@ def unnamed_model(path: Path, relu_named: str = "") -> Path:
 
 
 def inspect_json(path: Path) -> dict:
-    result = run_cli("inspect", path, "--json")
+    result = run_cli("inspect", path, "--json", "-")
     assert_clean(result, (0,))
     data = json.loads(result.stdout)
     data.pop("path")
@@ -206,7 +206,7 @@ def test_generated_names_in_inspect_are_stable(tmp_path: Path) -> None:
     first = inspect_json(src)
     assert [layer["node"] for layer in first["layers"]] == ["Gemm_0", "Gemm_1", "Gemm_2"]
     assert inspect_json(src) == first
-    proc = subprocess.run([sys.executable, "-m", "onnxgrow", "inspect", str(src), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "onnxgrow", "inspect", str(src), "--json", "-"],
                           capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
     other_process = json.loads(proc.stdout)
     other_process.pop("path")

@@ -25,7 +25,7 @@ from conftest import REFERENCE_MODELS, fixture_path, tree_hashes
 from onnxgrow import deepen, deepen_file, inspect_model, load_model, save_model
 from onnxgrow.deepening.activation import ActivationKind, find_insertion_point
 from onnxgrow.errors import GrowError, RefusedError
-from onnxgrow.grow import VerifyOptions
+from onnxgrow.options import GrowOptions, VerifyOptions
 from onnxgrow.layers import find_layer, find_layers
 from onnxgrow.lineage import describe, read_history
 from onnxgrow.widening.api import infer_shapes
@@ -210,7 +210,7 @@ def test_inspect_lists_the_deepen_mode() -> None:
         assert {info.name: info.deepen for info in summary.layers} == expected
     result = h.run_cli("inspect", fixture_path("mnist_cnn_legacy"))
     assert "DEEPEN" in result.stdout and "residual (Softmax)" in result.stdout
-    data = json.loads(h.run_cli("inspect", fixture_path("mlp_dynamo"), "--json").stdout)
+    data = json.loads(h.run_cli("inspect", fixture_path("mlp_dynamo"), "--json", "-").stdout)
     assert [layer["deepen"] for layer in data["layers"]] == ["identity+Relu", "identity+Relu", "identity"]
 
 
@@ -297,7 +297,7 @@ def test_the_check_catches_an_inexact_insertion(tmp_path: Path, monkeypatch: pyt
     out = tmp_path / "out.onnx"
     result = h.run_cli("deepen", source, "--after", "layer_0", "-o", out)
     assert result.exit_code == 1 and "not equivalent" in result.stderr and not out.exists()
-    deepen_file(source, out, "layer_0", verify=VerifyOptions(enabled=False))
+    deepen_file(source, out, "layer_0", options=GrowOptions(verify=None))
     assert h.max_rel_error(source, out) > 1e-3
 
 
@@ -399,7 +399,7 @@ def test_random_networks(spec: h.NetSpec, data: st.DataObject,
         assert not out.exists()
         return
     report = deepen_file(source, out, f"layer_{index}", mode=mode, width=width,
-                         verify=VerifyOptions(samples=2, seed=data.draw(st.integers(0, 99), "check seed")))
+                         options=GrowOptions(VerifyOptions(samples=2, seed=data.draw(st.integers(0, 99), "check seed"))))
     assert report.mode == resolved
     assert h.max_rel_error(source, out) <= h.RTOL
     assert find_layer(load_model(out), f"layer_{index}_deep").width == (width or spec.widths[index])

@@ -32,7 +32,7 @@ from onnx import TensorProto
 from robust_helpers import assert_checker_passes, assert_clean, assert_equivalent, listing, run_cli, untouched
 
 import onnxgrow
-from onnxgrow.grow import VerifyOptions
+from onnxgrow.options import GrowOptions, VerifyOptions
 
 LONG = os.environ.get("ONNXGROW_FUZZ_LONG") == "1"
 
@@ -61,12 +61,12 @@ class Request:
     width: Any = None
     mode: Any = "auto"
 
-    def run(self, src: Path, out: Path, verify: VerifyOptions) -> object:
+    def run(self, src: Path, out: Path, options: GrowOptions) -> object:
         if self.op == "deepen":
             return onnxgrow.deepen_file(src, out, self.after, width=self.width, mode=self.mode,
-                                        seed=self.seed, verify=verify)
+                                        seed=self.seed, options=options)
         return onnxgrow.widen_file(src, out, self.widths, init=self.init, noise=self.noise,
-                                   seed=self.seed, verify=verify)
+                                   seed=self.seed, options=options)
 
 
 ABSURD_WIDTHS = [10**12, 10**15, 2**63, 10**30]
@@ -173,12 +173,13 @@ def check_case(model: FuzzModel, request: Request, folder: Path) -> str:
     onnx.save(model.proto, str(src))
     out = folder / "grown.onnx"
     # onnxruntime's CPU provider has no bfloat16 kernels: bf16 is checked here on float32 copies.
-    verify = VerifyOptions(enabled=model.dtype != TensorProto.BFLOAT16, input_shapes=model.input_shapes)
+    options = GrowOptions(verify=VerifyOptions(input_shapes=model.input_shapes)
+                          if model.dtype != TensorProto.BFLOAT16 else None)
     before = listing(folder)
     with untouched(src):
         onnxgrow.inspect_model(src)  # inspect plans every layer's group: it must never fail
         try:
-            request.run(src, out, verify)
+            request.run(src, out, options)
         except onnxgrow.GrowError as exc:
             assert str(exc) and "\n" not in str(exc).strip(), repr(exc)
             assert request.expect != "grow", f"refused a growable request: {exc}"

@@ -24,7 +24,7 @@ def test_inspect_text(model_name: str) -> None:
 
 
 def test_inspect_json() -> None:
-    result = CliRunner().invoke(main, ["inspect", str(fixture_path("mlp_dynamo")), "--json"])
+    result = CliRunner().invoke(main, ["inspect", str(fixture_path("mlp_dynamo")), "--json", "-"])
     data = json.loads(result.stdout)
     layers = {layer["name"]: layer for layer in data["layers"]}
     assert layers["layer_2"]["width"] == 5 and layers["layer_2"]["widenable"]

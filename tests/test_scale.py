@@ -20,12 +20,13 @@ from conftest import tree_hashes
 
 from onnxgrow import data_files
 from onnxgrow.cli import main
-from onnxgrow.cli._common import parse_size
+from onnxgrow.cli._options import parse_size
 from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.errors import GrowError
-from onnxgrow.grow import VerifyOptions
+from onnxgrow.options import GrowOptions
 from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model, save_model, weight_bytes
-from onnxgrow.verification import random_inputs, input_specs, run_both
+from onnxgrow.verification import input_specs, random_inputs
+from onnxgrow.verification.runtime import Steps, run_model
 from onnxgrow.widening.api import infer_shapes, widen_file
 from onnx_ir.passes.common import ShapeInferencePass
 
@@ -81,7 +82,7 @@ def test_unchanged_external_tensors_are_never_read(small_models, tmp_path: Path,
     monkeypatch.setattr(ir.ExternalTensor, "numpy", numpy_spy)
     monkeypatch.setattr(ir.ExternalTensor, "tobytes", tobytes_spy)
     out = tmp_path / "wide.onnx"
-    widen_file(built.path, out, {built.small_layer: built.small_width}, verify=VerifyOptions(enabled=False))
+    widen_file(built.path, out, {built.small_layer: built.small_width}, options=GrowOptions(verify=None))
     monkeypatch.undo()
 
     group = {f"{built.small_layer}.weight", f"{built.small_layer}.bias",
@@ -105,7 +106,7 @@ def test_memory_does_not_follow_model_size(tmp_path: Path) -> None:
                                           ffn=512, heads=4, vocab=100, sequence=4)
         tracemalloc.start()
         widen_file(built.path, tmp_path / f"w{layers}.onnx", {"blocks.0.ffn.up": 640},
-                   verify=VerifyOptions(enabled=False))
+                   options=GrowOptions(verify=None))
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         weights.append(built.weight_bytes)
@@ -171,7 +172,8 @@ def test_sharded_save_verifies_and_reloads(small_models, tmp_path: Path) -> None
     built = small_models["transformer"]
     out = tmp_path / "wide.onnx"
     shard = 300_000
-    report = widen_file(built.path, out, {built.small_layer: built.small_width}, max_shard_bytes=shard)
+    report = widen_file(built.path, out, {built.small_layer: built.small_width},
+                        options=GrowOptions(max_shard_bytes=shard))
     assert report.verification is not None and report.verification.passed
     shards = data_paths(out)
     assert len(shards) >= 3
@@ -283,7 +285,7 @@ def test_no_bar_when_quiet_or_not_a_terminal(quiet: bool, terminal: bool) -> Non
 def test_widen_reports_progress_of_save_and_check(small_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     built = small_models["cnn"]
     calls: list[tuple[str, int, int]] = []
-    widen_file(built.path, tmp_path / "w.onnx", {"fc1": 96}, progress=lambda *a: calls.append(a))
+    widen_file(built.path, tmp_path / "w.onnx", {"fc1": 96}, options=GrowOptions(progress=lambda *a: calls.append(a)))
     saving = [c for c in calls if c[0] == "saving"]
     verifying = [c for c in calls if c[0] == "verifying"]
     assert saving[-1][1] == saving[-1][2] == weight_bytes(load_model(tmp_path / "w.onnx")) - sum(
@@ -332,7 +334,7 @@ def test_shapes_inferred_at_load_match_the_pass(small_models, kind: str) -> None
 
 
 def test_verification_runs_one_model_at_a_time(small_models, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    verify_module = sys.modules["onnxgrow.verification"]
+    verify_module = sys.modules["onnxgrow.verification.runtime"]
     built = small_models["transformer"]
     wide = tmp_path / "w.onnx"
     widen_file(built.path, wide, {built.small_layer: built.small_width})
@@ -355,8 +357,8 @@ def test_verification_runs_one_model_at_a_time(small_models, tmp_path: Path, mon
     monkeypatch.setattr(verify_module, "open_session", lambda p, prov: Tracked(p, real_open(p, prov)))
     feeds = [random_inputs(input_specs(load_model(built.path)), seed) for seed in range(2)]
     steps: list[tuple[int, int]] = []
-    ref, cand = run_both(built.path, wide, ["CPUExecutionProvider"], feeds,
-                         progress=lambda d, t: steps.append((d, t)))
+    step = Steps(len(feeds), lambda d, t: steps.append((d, t)))
+    ref, cand = (run_model(path, ["CPUExecutionProvider"], feeds, step) for path in (built.path, wide))
     assert not ref.error and not cand.error and len(ref.outputs) == len(cand.outputs) == 2
     assert steps == [(k, 6) for k in range(7)]
     for a, b in zip(ref.outputs, cand.outputs):

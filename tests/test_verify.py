@@ -27,6 +27,7 @@ from graphs_for_verify import (
 
 from onnxgrow.cli import main
 from onnxgrow.model_io import load_model
+from onnxgrow.options import VerifyOptions
 from onnxgrow.verification import VerifyReport, compare_outputs, input_specs, random_inputs, verify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def test_perturbed_weight_fails_and_minimum_tolerance_passes(pair: tuple[Path, P
 
 
 def test_report_errors_match_numpy(pair: tuple[Path, Path]) -> None:
-    report = verify(*pair, seed=3)
+    report = verify(*pair, VerifyOptions(seed=3))
     x = random_inputs(input_specs(load_model(pair[0])), 3)["x"]
     outs = []
     for path in pair:

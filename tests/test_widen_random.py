@@ -34,7 +34,7 @@ def test_random_mlp(case: tuple[list[int], list[str], list[str], int, int, int])
         path = mlp(Path(tmp) / "m.onnx", widths, acts, seed=seed, styles=styles)
         name = f"dense_{layer}"
         grown, _ = onnxgrow.widen(path, {name: widths[layer] + extra}, seed=seed)
-        check = onnxgrow.verify(path, grown, seed=seed)
+        check = onnxgrow.verify(path, grown, onnxgrow.VerifyOptions(seed=seed))
         assert check.passed, check.summary()
 
 
@@ -59,5 +59,5 @@ def test_random_cnn(case: tuple[list[int], list[str], int, int, int, bool, int])
         path = cnn(Path(tmp) / "c.onnx", channels, acts, kernel=kernel, pool=pool, seed=seed)
         name = f"conv_{layer}"
         grown, _ = onnxgrow.widen(path, {name: channels[layer] + extra}, seed=seed)
-        check = onnxgrow.verify(path, grown, seed=seed)
+        check = onnxgrow.verify(path, grown, onnxgrow.VerifyOptions(seed=seed))
         assert check.passed, check.summary()

@@ -34,7 +34,7 @@ def test_widen_each_hidden_layer_is_exact(model_name: str, layer: str, factor: s
     n = {lay.display: lay.width for lay in find_layers(onnxgrow.load_model(path))[0]}[layer]
     q = {"plus_one": n + 1, "double": 2 * n, "odd": 2 * n + 3}[factor]
     grown, report = onnxgrow.widen(path, {layer: q}, seed=7)
-    check = onnxgrow.verify(path, grown, samples=2)
+    check = onnxgrow.verify(path, grown, onnxgrow.VerifyOptions(samples=2))
     assert check.passed, check.summary()
     assert check.max_rel_error <= 1e-5
     own, consumer = WEIGHTS[layer]

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from onnxgrow.cli import main
-from onnxgrow.cli._common import user_errors, verification_kwargs, verification_options
-from onnxgrow.export.api import FORMATS, ExportReport, export_model
-from onnxgrow.grow import VerifyOptions
+from onnxgrow.cli._main import main
+from onnxgrow.cli._common import user_errors
+from onnxgrow.cli._options import CheckArgs, verification_options
+
+if TYPE_CHECKING:
+    from onnxgrow.export.api import ExportReport
+
+#: ``--to`` choices (the keys of :data:`onnxgrow.export.api.FORMATS`, checked there).
+FORMAT_CHOICES = ("state-dict", "torch", "keras")
 
 _WHAT = {
     "state-dict": "tensors (PyTorch state dict)",
@@ -32,28 +38,30 @@ def _print_report(report: ExportReport) -> None:
         click.echo("verification skipped (--no-verify)")
 
 
-@main.command("export")
+@main.command("export", short_help="Back to PyTorch or Keras, under their names.", epilog="""\b
+Example:
+  onnxgrow export wide.onnx --to state-dict -o wide.pt
+\b
+Exit status: 0 written; 1 the exported model computes something else (nothing
+written); 2 usage or input error.""")
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--to", "fmt", type=click.Choice(list(FORMATS)), required=True,
-              help="state-dict: named weights (.pt or .safetensors); torch: a trainable nn.Module; "
+@click.option("--to", "fmt", type=click.Choice(FORMAT_CHOICES), required=True,
+              help="state-dict: named weights (.pt or .safetensors); torch: a trainable nn.Module (.pt); "
                    "keras: a trainable Keras 3 model (.keras).")
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file (default beside the input: <stem>.pt, <stem>.torch.pt, <stem>.keras).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the check's random inputs.")
 @click.option("--no-verify", is_flag=True, help="Skip comparing the PyTorch/Keras model with onnxruntime.")
 @verification_options
 @user_errors
-def export_command(model: str, fmt: str, output: str | None, seed: int, no_verify: bool,
-                   atol: float | None, rtol: float | None, samples: int, input_shapes: tuple[str, ...],
-                   inputs_file: str | None, providers: str) -> None:
+def export_command(model: str, fmt: str, output: str | None, no_verify: bool, check: CheckArgs) -> None:
     """Bring a model back to PyTorch or Keras for training, weights under their framework names.
 
     Lists BatchNorms the exporter folded away, entries added so strict loading works, and
     weights it could not name. The PyTorch and Keras models are loaded back from the
     written file and compared with onnxruntime; on a difference nothing is written (exit 1).
     """
-    options = VerifyOptions(enabled=not no_verify, **verification_kwargs(
-        atol=atol, rtol=rtol, samples=samples, input_shapes=input_shapes, inputs_file=inputs_file,
-        providers=providers, seed=seed))
+    options = None if no_verify else check.options()
+    from onnxgrow.export.api import export_model
+
     report = export_model(Path(model), Path(output) if output else None, fmt, verify=options)
     _print_report(report)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
-from onnxgrow.cli import main
-from onnxgrow.cli._common import user_errors
-from onnxgrow.inspect import LayerInfo, ModelSummary, TensorInfo, inspect_model
+from onnxgrow.cli._main import main
+from onnxgrow.cli._common import report_destinations, user_errors, write_report
+from onnxgrow.cli._options import json_option
+
+if TYPE_CHECKING:
+    from onnxgrow.inspect import LayerInfo, ModelSummary, TensorInfo
 
 
 def _tensor_line(t: TensorInfo) -> str:
@@ -72,14 +76,21 @@ def render(summary: ModelSummary) -> str:
     return "\n".join(lines)
 
 
-@main.command("inspect")
+@main.command("inspect", short_help="List the layers that can be grown.", epilog="""\b
+Example:
+  onnxgrow inspect model.onnx --json layers.json
+\b
+Exit status: 0 listed; 2 usage or input error.""")
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option
 @user_errors
-def inspect_command(model: str, as_json: bool) -> None:
-    """List growable layers, their widths, and the names to type for them."""
+def inspect_command(model: str, json_out: str | None) -> None:
+    """List inputs, outputs and the growable layers: the names to type, widths, activations,
+    channel groups, and why a layer cannot be grown."""
+    text_to_stderr = report_destinations(json_out)
+    from onnxgrow.inspect import inspect_model
+
     summary = inspect_model(model)
-    if as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
-    else:
-        click.echo(render(summary))
+    click.echo(render(summary), err=text_to_stderr)
+    if json_out is not None:
+        write_report(json_out, json.dumps(summary.to_dict(), indent=2))

@@ -1,5 +1,5 @@
-"""Deepening: insert layers that keep the function exact (DESIGN.md §5)."""
+"""Deepening: insert layers that keep the function exact (docs/design.md §5)."""
 
-from onnxgrow.deepening.api import DeepenReport, Mode, deepen, deepen_file
+from onnxgrow.deepening.api import DeepenOp, DeepenReport, Mode, deepen, deepen_file
 
-__all__ = ["DeepenReport", "Mode", "deepen", "deepen_file"]
+__all__ = ["DeepenOp", "DeepenReport", "Mode", "deepen", "deepen_file"]

@@ -12,18 +12,19 @@ tensor ``v`` for every consumer. It is built like X (:mod:`onnxgrow.deepening.ki
 - ``auto``: ``identity`` where it is exact, else ``residual``.
 
 ``width``: the new layer (``W1`` in the residual form) is then widened to ``width`` with
-:func:`onnxgrow.widening.widen`, which is exact. It is refused when not larger than X's
+:class:`onnxgrow.widening.WidenOp`, which is exact. It is refused when not larger than X's
 width, and after the model's last layer in identity mode (the output would change
-shape). The whole request is first run on a clone of the model, so any refusal of the
-widening leaves the model as it was.
+shape). :class:`DeepenOp` plans by running the whole request on a clone of the model,
+so any refusal, of the widening too, leaves the model as it was.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx_ir as ir
 
@@ -32,13 +33,12 @@ from onnxgrow.deepening.activation import ActivationKind, InsertionPoint, find_i
 from onnxgrow.deepening.kinds import kind_for
 from onnxgrow.deepening.splice import Splice, fresh_scope
 from onnxgrow.errors import GrowError, RefusedError
-from onnxgrow.grow import Progress, VerifyOptions, check_output_path, default_output, write_grown
 from onnxgrow.layers import Layer, find_layer, find_layers
-from onnxgrow.lineage import append_history
 from onnxgrow.model_io import load_model
-from onnxgrow.options import parse_choice
-from onnxgrow.verification import check_seed
-from onnxgrow.widening.api import WidenReport, infer_shapes, widen
+from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
+from onnxgrow.pipeline import grow, grow_file
+from onnxgrow.verification import VerifyReport
+from onnxgrow.widening.api import WidenOp, WidenReport, infer_shapes
 from onnxgrow.widening.planner import node_label
 
 #: Weight dtypes a new layer can be built in.
@@ -55,7 +55,7 @@ class Mode(str, enum.Enum):
 
 @dataclass
 class DeepenReport:
-    """What :func:`deepen` did."""
+    """What a deepening did (a :class:`~onnxgrow.pipeline.GrowthReport`)."""
 
     after: str
     layer: str
@@ -66,16 +66,14 @@ class DeepenReport:
     new_layer: str
     tensor: str
     new_nodes: list[str]
+    new_layers: list[str]
     new_weights: list[tuple[str, tuple[int, ...]]]
     seed: int
     widened: WidenReport | None = None
     exact: bool = True
-    verification: object | None = None
-
-    @property
-    def history_entries(self) -> int:
-        """Lineage entries this operation appended (the insertion, then any widening)."""
-        return 1 + (len(self.widened.groups) if self.widened is not None else 0)
+    verification: VerifyReport | None = None
+    scope: VerifyScope = field(default_factory=VerifyScope)
+    written: list[Path] = field(default_factory=list)
 
 
 def parse_mode(mode: str | Mode) -> Mode:
@@ -95,6 +93,46 @@ def deepen_summary(layer: Layer) -> str:
     return f"identity+{point.label}" if point.label else "identity"
 
 
+class DeepenOp:
+    """Insert a new layer after the layer named ``after`` (see the module docstring): a
+    :class:`~onnxgrow.pipeline.GrowthOp`.
+
+    The arguments are checked on construction (GrowError); ``plan`` raises GrowError for
+    an unknown name or a bad width, RefusedError (naming the blocking node) when the
+    request cannot be exact.
+    """
+
+    infer_shapes = False
+
+    def __init__(self, after: str, *, width: int | None = None, mode: str | Mode = Mode.AUTO,
+                 seed: int = 0) -> None:
+        if width is not None and (isinstance(width, bool) or not isinstance(width, int)):
+            raise GrowError(f"--width must be an integer, got {width!r}")
+        self.after, self.width, self.mode, self.seed = after, width, parse_mode(mode), check_seed(seed)
+
+    def plan(self, model: ir.Model) -> InsertPlan:
+        """Every check that needs no rewrite; with ``width``, the whole request also runs on a
+        clone, so a refusal of the widening is raised here too, the model untouched."""
+        if self.width is not None:
+            clone = model.clone()
+            _insert(clone, _prepare(clone, self.after, self.width, self.mode), self.width, self.seed)
+        return _prepare(model, self.after, self.width, self.mode)
+
+    def apply(self, model: ir.Model, plan: InsertPlan) -> DeepenReport:
+        return _insert(model, plan, self.width, self.seed)
+
+    def history(self, report: DeepenReport) -> list[dict[str, Any]]:
+        """The insertion, then the widening of the new layer (with ``width``)."""
+        entries: list[dict[str, Any]] = [{
+            "op": "deepen", "after": report.after, "layer": report.layer, "mode": report.mode,
+            "activation": report.activation, "width": report.layer_width, "new_nodes": report.new_layers,
+            "seed": report.seed,
+        }]
+        if report.widened is not None:
+            entries += WidenOp({report.new_layer: report.width}, seed=report.seed).history(report.widened)
+        return entries
+
+
 def deepen(
     model: ir.Model | str | os.PathLike[str],
     after: str,
@@ -103,43 +141,47 @@ def deepen(
     mode: str | Mode = Mode.AUTO,
     seed: int = 0,
 ) -> tuple[ir.Model, DeepenReport]:
-    """Insert a new layer after the layer named ``after`` (see the module docstring).
+    """Insert a new layer after the layer named ``after`` (:class:`DeepenOp`).
 
-    ``model`` is a path or an ``ir.Model`` (modified in place and returned). Raises
-    GrowError for an unknown name or a bad width, RefusedError (naming the blocking
-    node) when the request cannot be exact; then the model is unchanged.
+    ``model`` is a path or an ``ir.Model`` (modified in place and returned); on a refusal
+    the model is unchanged.
     """
-    if not isinstance(model, ir.Model):
-        model = load_model(model)
-    mode = parse_mode(mode)
-    check_seed(seed)
-    if width is not None:
-        if isinstance(width, bool) or not isinstance(width, int):
-            raise GrowError(f"--width must be an integer, got {width!r}")
-        _insert(model.clone(), after, width, mode, seed)  # a dry run: refusals leave `model` as it was
-    return model, _insert(model, after, width, mode, seed)
+    return grow(model, DeepenOp(after, width=width, mode=mode, seed=seed))
 
 
-def _insert(model: ir.Model, after: str, width: int | None, mode: Mode, seed: int) -> DeepenReport:
+@dataclass
+class InsertPlan:
+    """Where the new layer goes and how: the layer named, the insertion point, the mode, the dtype."""
+
+    after: str
+    layer: Layer
+    point: InsertionPoint
+    mode: Mode
+    dtype: ir.DataType
+
+
+def _prepare(model: ir.Model, after: str, width: int | None, mode: Mode) -> InsertPlan:
+    """Find the layer and the insertion point, choose the mode, check the width (reads only)."""
     infer_shapes(model)
     layer = _find_layer(model, after)
     point = find_insertion_point(layer.node)
     chosen = _choose_mode(mode, point, after)
     if width is not None:
         _check_width(width, layer.width, after, chosen, point)
-    splice = Splice(model.graph, point.tensor, _weight_dtype(layer, after))
+    return InsertPlan(after, layer, point, chosen, _weight_dtype(layer, after))
+
+
+def _insert(model: ir.Model, plan: InsertPlan, width: int | None, seed: int) -> DeepenReport:
+    layer, point = plan.layer, plan.point
+    splice = Splice(model.graph, point.tensor, plan.dtype)
     tensor_name = point.tensor.name or ""
     scope = fresh_scope(model.graph, f"{layer.display.strip('/') or layer.op_type}_deep")
-    new_layers = _build(splice, layer, point, chosen, scope)
-    append_history(model, {
-        "op": "deepen", "after": after, "layer": layer.display, "mode": chosen.value,
-        "activation": point.label, "width": layer.width, "new_nodes": new_layers, "seed": seed,
-    })
-    widened = _widen_new_layer(model, scope, width, after, seed) if width is not None else None
+    new_layers = _build(splice, layer, point, plan.mode, scope)
+    widened = _widen_new_layer(model, scope, width, plan.after, seed) if width is not None else None
     return DeepenReport(
-        after, layer.display, chosen.value, point.label, layer.width,
+        plan.after, layer.display, plan.mode.value, point.label, layer.width,
         width if width is not None else layer.width, scope, tensor_name,
-        [node.name or node.op_type for node in splice.nodes],
+        [node.name or node.op_type for node in splice.nodes], new_layers,
         [(w.name or "", tuple(w.shape.numpy()) if w.shape is not None else ()) for w in splice.weights],
         seed, widened,
     )
@@ -210,8 +252,10 @@ def _weight_dtype(layer: Layer, after: str) -> ir.DataType:
 
 
 def _widen_new_layer(model: ir.Model, scope: str, width: int, after: str, seed: int) -> WidenReport:
+    """Widen the inserted layer (its lineage is recorded by :meth:`DeepenOp.history`)."""
+    op = WidenOp({scope: width}, seed=seed)
     try:
-        return widen(model, {scope: width}, seed=seed)[1]
+        return op.apply(model, op.plan(model))
     except RefusedError as exc:
         raise RefusedError(f"cannot deepen after {after!r} with --width {width}: {exc}", exc.node) from None
     except GrowError as exc:
@@ -226,20 +270,8 @@ def deepen_file(
     width: int | None = None,
     mode: str | Mode = Mode.AUTO,
     seed: int = 0,
-    verify: VerifyOptions | None = None,
-    progress: Progress | None = None,
+    options: GrowOptions | None = None,
 ) -> DeepenReport:
-    """Deepen the model file ``source`` and write it to ``output``, checked by onnxruntime.
-
-    Nothing is written when the request is refused or the check fails (NotEquivalentError).
-    """
-    source = Path(source)
-    out = Path(output) if output is not None else default_output(source)
-    model = load_model(source)
-    check_output_path(source, out, model)
-    model, report = deepen(model, after, width=width, mode=mode, seed=seed)
-    report.verification = write_grown(
-        model, source, out, expected_exact=report.exact, history_entries=report.history_entries,
-        options=verify or VerifyOptions(), progress=progress,
-    )
-    return report
+    """Deepen the model file ``source`` and write it to ``output``, checked by onnxruntime
+    (:func:`onnxgrow.pipeline.grow_file` with a :class:`DeepenOp`)."""
+    return grow_file(source, output, DeepenOp(after, width=width, mode=mode, seed=seed), options)

@@ -24,6 +24,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 import torch
@@ -152,6 +153,19 @@ def run_torch(module: OnnxModule, feeds: Mapping[str, np.ndarray], names: Sequen
     """Run ``module`` in eval mode without gradients on named numpy inputs."""
     module.eval()
     with torch.no_grad():
-        result = module(*(torch.from_numpy(np.array(feeds[n])) for n in names))
+        result = module(*(_tensor(np.asarray(feeds[n])) for n in names))
     results = result if isinstance(result, tuple) else (result,)
-    return {name: r.detach().cpu().numpy() for name, r in zip(module.output_names, results)}  # type: ignore[union-attr]
+    return {name: _array(r) for name, r in zip(module.output_names, results)}
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A numpy array as a tensor; bfloat16 (ml_dtypes, which torch cannot read) bit for bit."""
+    if array.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(array.copy())
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as a numpy array; bfloat16 (which numpy cannot hold) as the exact float32."""
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()

@@ -1,9 +1,9 @@
-"""``onnxgrow.widen``: resolve names, plan every channel group, rewrite, record lineage.
+"""``onnxgrow.widen``: the widening growth operation (docs/design.md §1-§4, §9).
 
-Every requested layer's group is planned on the untouched model first, so a refusal
-or a conflict (two names in one group asking for different widths) leaves the model
-as it was. Groups are then rewritten one after the other, each re-planned on the
-current graph.
+:class:`WidenOp` plans every requested layer's channel group on the untouched model
+first, so a refusal or a conflict (two names in one group asking for different widths)
+leaves the model as it was. Its ``apply`` then rewrites the groups one after the other,
+each re-planned on the current graph; group ``k`` draws its map from ``seed + k``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -20,14 +21,13 @@ from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
-from onnxgrow.grow import Progress, VerifyOptions, check_output_path, default_output, write_grown
 from onnxgrow.layers import Layer, find_layer, find_layers
-from onnxgrow.lineage import append_history
 from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model
 from onnxgrow.names import generated_names
-from onnxgrow.options import parse_choice
-from onnxgrow.verification import check_seed
+from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
+from onnxgrow.pipeline import grow, grow_file
 from onnxgrow.widening.channel_map import Init, build_channel_map
+from onnxgrow.verification import VerifyReport
 from onnxgrow.widening.planner import GroupContext, TensorChange, plan_group
 
 #: Refuse requests that would need more than this many bytes (or the machine's memory, if less).
@@ -36,36 +36,39 @@ MAX_NEW_WEIGHT_BYTES = 64 * 1024**3
 
 @dataclass
 class GroupReport:
-    """One channel group widened: its layers, widths, contracting nodes and changed tensors."""
+    """One channel group widened: the name asked for and the layer it named, the group's
+    layers, widths, contracting nodes, changed tensors, and the seed its map came from."""
 
     requested: str
+    layer: str
     layers: list[str]
     old_width: int
     new_width: int
     contractors: list[str]
     changes: list[TensorChange]
+    seed: int
 
 
 @dataclass
 class WidenReport:
-    """What :func:`widen` did."""
+    """What a widening did (a :class:`~onnxgrow.pipeline.GrowthReport`)."""
 
     groups: list[GroupReport]
     init: str
     noise: float
     seed: int
     exact: bool
-    verification: object | None = None
+    verification: VerifyReport | None = None
     notes: list[str] = field(default_factory=list)
+    scope: VerifyScope = field(default_factory=VerifyScope)
+    written: list[Path] = field(default_factory=list)
 
 
 def parse_init(init: str | Init) -> Init:
     return parse_choice(Init, init, "--init")
 
 
-def _check_width(layer: Layer, name: str, width: object) -> int:
-    if isinstance(width, bool) or not isinstance(width, int):
-        raise GrowError(f"width for {name!r} must be an integer, got {width!r}")
+def _check_width(layer: Layer, name: str, width: int) -> int:
     if width <= layer.width:
         raise GrowError(f"width for {name!r} must be larger than its current {layer.width}, got {width}")
     return width
@@ -157,6 +160,93 @@ def _group_key(ctx: GroupContext) -> frozenset[int]:
     return frozenset(id(node) for node in ctx.producers)
 
 
+@dataclass
+class WidenPlan:
+    """The layers found, and each channel group to widen once: (name asked for, layer, width)."""
+
+    layers: list[Layer]
+    order: list[tuple[str, Layer, int]]
+
+
+class WidenOp:
+    """Widen each named layer (and its channel group) to the given width: a
+    :class:`~onnxgrow.pipeline.GrowthOp`.
+
+    The arguments are checked on construction (GrowError); ``plan`` raises GrowError for
+    unknown/ambiguous names or widths not larger than the layer's, RefusedError (naming
+    the blocking node) when a group cannot be widened exactly.
+    """
+
+    infer_shapes = True
+
+    def __init__(self, widths: Mapping[str, int], *, init: str | Init = Init.NET2WIDER, noise: float = 0.0,
+                 seed: int = 0) -> None:
+        if not widths:
+            raise GrowError("nothing to widen: give at least one --node NAME --to WIDTH")
+        for name, width in widths.items():
+            if isinstance(width, bool) or not isinstance(width, int):
+                raise GrowError(f"width for {name!r} must be an integer, got {width!r}")
+        self.widths = dict(widths)
+        self.init = parse_init(init)
+        self.seed = check_seed(seed)
+        if (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise)
+                or noise < 0 or (noise > 0 and self.init is not Init.NET2WIDER)):
+            raise GrowError(f"--noise must be a finite number >= 0 and applies to --init net2wider only, "
+                            f"got {noise!r}")
+        self.noise = noise
+
+    def plan(self, model: ir.Model) -> WidenPlan:
+        infer_shapes(model)
+        layers, refused = find_layers(model)
+        planned: dict[frozenset[int], tuple[str, int]] = {}
+        order: list[tuple[str, Layer, int]] = []
+        for name, width in self.widths.items():
+            layer = find_layer(model, name, layers, refused)
+            q = _check_width(layer, name, width)
+            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
+            key = _group_key(ctx)
+            if key in planned:
+                first, first_q = planned[key]
+                if first_q != q:
+                    raise GrowError(f"{name!r} and {first!r} are in one channel group and must get the "
+                                    f"same width ({q} vs {first_q})")
+                continue
+            _check_size(ctx, q, name)
+            ctx.check(build_channel_map(layer.width, q, self.init, self.noise, self.seed))
+            planned[key] = (name, q)
+            order.append((name, layer, q))
+        return WidenPlan(layers, order)
+
+    def apply(self, model: ir.Model, plan: WidenPlan) -> WidenReport:
+        reports = []
+        generated = generated_names(model.graph)
+        for k, (name, layer, q) in enumerate(plan.order):
+            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
+            ctx.rewrite(q, self.init, self.noise, self.seed + k)
+            for node in ctx.producers:  # a grown unnamed layer keeps its generated name from now on
+                node.name = node.name or generated[node]
+            reports.append(GroupReport(
+                name, _display(plan.layers, layer.node), [_display(plan.layers, node) for node in ctx.producers],
+                layer.width, q, [_display(plan.layers, node) for node in ctx.contractors],
+                _merge_changes(ctx.changes), self.seed + k))
+        return WidenReport(reports, self.init.value, self.noise, self.seed, self.init.exact)
+
+    def history(self, report: WidenReport) -> list[dict[str, Any]]:
+        """One entry per group; the seed recorded is the one the operation was given
+        (group ``k`` drew its map from ``seed + k``, recorded as ``group``)."""
+        entries = []
+        for k, group in enumerate(report.groups):
+            entry: dict[str, Any] = {
+                "op": "widen", "node": group.requested, "old_width": group.old_width,
+                "new_width": group.new_width, "init": report.init, "noise": report.noise, "seed": report.seed,
+                "together": group.layers,
+            }
+            if k:
+                entry["group"] = k
+            entries.append(entry)
+        return entries
+
+
 def widen(
     model: ir.Model | str | os.PathLike[str],
     widths: Mapping[str, int],
@@ -165,60 +255,12 @@ def widen(
     noise: float = 0.0,
     seed: int = 0,
 ) -> tuple[ir.Model, WidenReport]:
-    """Widen each named layer (and its channel group) to the given width.
+    """Widen each named layer (and its channel group) to the given width (:class:`WidenOp`).
 
-    ``model`` is a path or an ``ir.Model`` (modified in place and returned). Raises
-    GrowError for unknown/ambiguous names or bad widths, RefusedError (naming the
-    blocking node) when a group cannot be widened exactly; then the model is unchanged.
+    ``model`` is a path or an ``ir.Model`` (modified in place and returned); on a refusal
+    the model is unchanged.
     """
-    if not isinstance(model, ir.Model):
-        model = load_model(model, infer_shapes=True)
-    if not widths:
-        raise GrowError("nothing to widen: give at least one --node NAME --to WIDTH")
-    init = parse_init(init)
-    check_seed(seed)
-    if (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise)
-            or noise < 0 or (noise > 0 and init is not Init.NET2WIDER)):
-        raise GrowError(f"--noise must be a finite number >= 0 and applies to --init net2wider only, got {noise!r}")
-    infer_shapes(model)
-    layers, refused = find_layers(model)
-    requests: list[tuple[str, Layer, int]] = []
-    for name, width in widths.items():
-        layer = find_layer(model, name, layers, refused)
-        requests.append((name, layer, _check_width(layer, name, width)))
-
-    planned: dict[frozenset[int], tuple[str, int]] = {}
-    order: list[tuple[str, Layer, int]] = []
-    for name, layer, q in requests:
-        ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
-        key = _group_key(ctx)
-        if key in planned:
-            first, first_q = planned[key]
-            if first_q != q:
-                raise GrowError(f"{name!r} and {first!r} are in one channel group and must get the "
-                                f"same width ({q} vs {first_q})")
-            continue
-        _check_size(ctx, q, name)
-        ctx.check(build_channel_map(layer.width, q, init, noise, seed))
-        planned[key] = (name, q)
-        order.append((name, layer, q))
-
-    reports = []
-    generated = generated_names(model.graph)
-    for k, (name, layer, q) in enumerate(order):
-        ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
-        ctx.rewrite(q, init, noise, seed + k)
-        for node in ctx.producers:  # a grown unnamed layer keeps its generated name from now on
-            node.name = node.name or generated[node]
-        together = [_display(layers, node) for node in ctx.producers]
-        reports.append(GroupReport(name, together, layer.width, q,
-                                   [_display(layers, node) for node in ctx.contractors],
-                                   _merge_changes(ctx.changes)))
-        append_history(model, {
-            "op": "widen", "node": name, "old_width": layer.width, "new_width": q,
-            "init": init.value, "noise": noise, "seed": seed + k, "together": together,
-        })
-    return model, WidenReport(reports, init.value, noise, seed, init.exact)
+    return grow(model, WidenOp(widths, init=init, noise=noise, seed=seed))
 
 
 def _display(layers: list[Layer], node: ir.Node) -> str:
@@ -248,23 +290,8 @@ def widen_file(
     init: str | Init = Init.NET2WIDER,
     noise: float = 0.0,
     seed: int = 0,
-    verify: VerifyOptions | None = None,
-    max_shard_bytes: int | None = None,
-    progress: Progress | None = None,
+    options: GrowOptions | None = None,
 ) -> WidenReport:
-    """Widen the model file ``source`` and write it to ``output``, checked by onnxruntime.
-
-    Nothing is written when the request is refused or the check fails (NotEquivalentError).
-    ``max_shard_bytes`` splits the weights over data files of at most that size;
-    ``progress`` follows the save and the check (see :data:`onnxgrow.grow.Progress`).
-    """
-    source = Path(source)
-    out = Path(output) if output is not None else default_output(source)
-    model = load_model(source, infer_shapes=True)
-    check_output_path(source, out, model)
-    model, report = widen(model, widths, init=init, noise=noise, seed=seed)
-    report.verification = write_grown(
-        model, source, out, expected_exact=report.exact, history_entries=len(report.groups),
-        options=verify or VerifyOptions(), max_shard_bytes=max_shard_bytes, progress=progress,
-    )
-    return report
+    """Widen the model file ``source`` and write it to ``output``, checked by onnxruntime
+    (:func:`onnxgrow.pipeline.grow_file` with a :class:`WidenOp`)."""
+    return grow_file(source, output, WidenOp(widths, init=init, noise=noise, seed=seed), options)
