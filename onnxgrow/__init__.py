@@ -44,7 +44,38 @@ _API = {
     "widen_file": "onnxgrow.widening.api",
 }
 
-__all__ = sorted(_API) + ["__version__"]
+__all__ = [
+    "DeepenOp",
+    "DeepenReport",
+    "GrowError",
+    "GrowOptions",
+    "GrowthOp",
+    "Init",
+    "NotEquivalentError",
+    "RefusedError",
+    "VerifyOptions",
+    "VerifyReport",
+    "VerifyScope",
+    "WidenOp",
+    "WidenReport",
+    "deepen",
+    "deepen_file",
+    "diff_models",
+    "export_model",
+    "export_state_dict",
+    "grow",
+    "grow_file",
+    "inspect_model",
+    "load_model",
+    "save_model",
+    "state_dict",
+    "to_keras",
+    "to_torch",
+    "verify",
+    "widen",
+    "widen_file",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -65,7 +96,9 @@ if TYPE_CHECKING:
     from onnxgrow.deepening.api import DeepenOp, DeepenReport, deepen, deepen_file
     from onnxgrow.diff import diff_models
     from onnxgrow.errors import GrowError, NotEquivalentError, RefusedError
-    from onnxgrow.export import export_model, export_state_dict, state_dict, to_keras, to_torch
+    from onnxgrow.export import export_model, export_state_dict, to_keras, to_torch
+    # the function shares its name with the module onnxgrow.export.state_dict, which mypy counts as a first binding
+    from onnxgrow.export import state_dict  # type: ignore[no-redef]
     from onnxgrow.inspect import inspect_model
     from onnxgrow.model_io import load_model, save_model
     from onnxgrow.options import GrowOptions, VerifyOptions, VerifyScope

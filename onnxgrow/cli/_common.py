@@ -25,6 +25,15 @@ EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 
 
+#: The exit codes of a command that writes a checked model.
+GROWTH_EXITS = "0 written; 1 the check failed (nothing written); 2 usage or input error."
+
+
+def epilog(example: str, exits: str) -> str:
+    """A command's help epilog: one example, then its exit codes (kept as written by click)."""
+    return f"\b\nExample:\n  {example}\n\b\nExit status: {exits}"
+
+
 def one_line(exc: BaseException) -> str:
     """The message with line breaks escaped: names from a damaged model may contain them."""
     return str(exc).replace("\r", "\\r").replace("\n", "\\n")

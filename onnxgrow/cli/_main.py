@@ -7,14 +7,12 @@ import logging
 import click
 
 from onnxgrow import __version__
+from onnxgrow.cli._common import epilog
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
-Example:
-  onnxgrow inspect model.onnx
-  onnxgrow widen model.onnx --node fc1 --to 128 -o wide.onnx
-\b
-Exit status: 0 ok; 1 a check failed, or diff found differences; 2 usage or input error.""")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=epilog(
+    "onnxgrow inspect model.onnx\n  onnxgrow widen model.onnx --node fc1 --to 128 -o wide.onnx",
+    "0 ok; 1 a check failed, or diff found differences; 2 usage or input error."))
 @click.version_option(__version__, prog_name="onnxgrow")
 def main() -> None:
     """Grow trained ONNX models without changing what they compute, checked on onnxruntime."""

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from onnxgrow.cli._common import GROWTH_EXITS, echo_verification, epilog, user_errors
 from onnxgrow.cli._main import main
-from onnxgrow.cli._common import echo_verification, user_errors
 from onnxgrow.cli._options import CheckArgs, WriteArgs, growth_options, verification_options
 from onnxgrow.cli._progress import ProgressBars
 
@@ -41,11 +41,8 @@ def _print_report(report: DeepenReport) -> None:
     echo_verification(report.verification, report.written)
 
 
-@main.command("deepen", short_help="Insert an identity or zero-residual layer.", epilog="""\b
-Example:
-  onnxgrow deepen model.onnx --after fc1 --width 96 -o deep.onnx
-\b
-Exit status: 0 written; 1 the check failed (nothing written); 2 usage or input error.""")
+@main.command("deepen", short_help="Insert an identity or zero-residual layer.", epilog=epilog(
+    "onnxgrow deepen model.onnx --after fc1 --width 96 -o deep.onnx", GROWTH_EXITS))
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("--after", required=True, metavar="NAME",
               help="Layer after which (after its bias, BatchNorm and activation) to insert.")

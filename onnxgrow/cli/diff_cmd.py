@@ -11,18 +11,15 @@ import sys
 
 import click
 
+from onnxgrow.cli._common import EXIT_CHECK_FAILED, EXIT_OK, epilog, report_destinations, user_errors, write_report
 from onnxgrow.cli._main import main
-from onnxgrow.cli._common import EXIT_CHECK_FAILED, EXIT_OK, report_destinations, user_errors, write_report
 from onnxgrow.cli._options import CheckArgs, json_option, verification_options
 from onnxgrow.errors import GrowError
 
 
-@main.command("diff", short_help="What changed between two models.", epilog="""\b
-Example:
-  onnxgrow diff base.onnx model.onnx --numeric --markdown - >> "$GITHUB_STEP_SUMMARY"
-\b
-Exit status: 0 identical; 1 different (or, with --numeric, outputs differ); 2 usage or
-input error.""")
+@main.command("diff", short_help="What changed between two models.", epilog=epilog(
+    'onnxgrow diff base.onnx model.onnx --numeric --markdown - >> "$GITHUB_STEP_SUMMARY"',
+    "0 identical; 1 different (or, with --numeric, outputs differ); 2 usage or input error."))
 @click.argument("old", type=click.Path(dir_okay=False))
 @click.argument("new", type=click.Path(dir_okay=False))
 @json_option

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from onnxgrow.cli._common import epilog, user_errors
 from onnxgrow.cli._main import main
-from onnxgrow.cli._common import user_errors
 from onnxgrow.cli._options import CheckArgs, verification_options
 
 if TYPE_CHECKING:
@@ -38,12 +38,9 @@ def _print_report(report: ExportReport) -> None:
         click.echo("verification skipped (--no-verify)")
 
 
-@main.command("export", short_help="Back to PyTorch or Keras, under their names.", epilog="""\b
-Example:
-  onnxgrow export wide.onnx --to state-dict -o wide.pt
-\b
-Exit status: 0 written; 1 the exported model computes something else (nothing
-written); 2 usage or input error.""")
+@main.command("export", short_help="Back to PyTorch or Keras, under their names.", epilog=epilog(
+    "onnxgrow export wide.onnx --to state-dict -o wide.pt",
+    "0 written; 1 the exported model computes something else (nothing written); 2 usage or input error."))
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("--to", "fmt", type=click.Choice(FORMAT_CHOICES), required=True,
               help="state-dict: named weights (.pt or .safetensors); torch: a trainable nn.Module (.pt); "

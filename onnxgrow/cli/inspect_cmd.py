@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from onnxgrow.cli._common import epilog, report_destinations, user_errors, write_report
 from onnxgrow.cli._main import main
-from onnxgrow.cli._common import report_destinations, user_errors, write_report
 from onnxgrow.cli._options import json_option
 
 if TYPE_CHECKING:
@@ -76,11 +76,8 @@ def render(summary: ModelSummary) -> str:
     return "\n".join(lines)
 
 
-@main.command("inspect", short_help="List the layers that can be grown.", epilog="""\b
-Example:
-  onnxgrow inspect model.onnx --json layers.json
-\b
-Exit status: 0 listed; 2 usage or input error.""")
+@main.command("inspect", short_help="List the layers that can be grown.", epilog=epilog(
+    "onnxgrow inspect model.onnx --json layers.json", "0 listed; 2 usage or input error."))
 @click.argument("model", type=click.Path(dir_okay=True))
 @json_option
 @user_errors

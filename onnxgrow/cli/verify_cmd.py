@@ -7,18 +7,16 @@ import sys
 
 import click
 
+from onnxgrow.cli._common import EXIT_CHECK_FAILED, EXIT_OK, epilog, report_destinations, user_errors, write_report
 from onnxgrow.cli._main import main
-from onnxgrow.cli._common import EXIT_CHECK_FAILED, EXIT_OK, report_destinations, user_errors, write_report
 from onnxgrow.cli._options import CheckArgs, json_option, verification_options
 from onnxgrow.cli._progress import ProgressBars
 
 
-@main.command("verify", short_help="Check that two models compute the same.", epilog="""\b
-Example:
-  onnxgrow verify model.onnx wide.onnx --samples 4 --json report.json
-\b
-Exit status: 0 every output within tolerance; 1 an output differs, or the inputs or
-outputs do not match; 2 usage or input error.""")
+@main.command("verify", short_help="Check that two models compute the same.", epilog=epilog(
+    "onnxgrow verify model.onnx wide.onnx --samples 4 --json report.json",
+    "0 every output within tolerance; 1 an output differs, or the inputs or outputs do not match; "
+    "2 usage or input error."))
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.argument("candidate", type=click.Path(dir_okay=False))
 @verification_options

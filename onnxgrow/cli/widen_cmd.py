@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from onnxgrow.cli._common import GROWTH_EXITS, echo_verification, epilog, user_errors
 from onnxgrow.cli._main import main
-from onnxgrow.cli._common import echo_verification, user_errors
 from onnxgrow.cli._options import CheckArgs, WriteArgs, growth_options, verification_options
 from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.errors import GrowError
@@ -39,11 +39,8 @@ def _print_report(report: WidenReport) -> None:
     echo_verification(report.verification, report.written)
 
 
-@main.command("widen", short_help="Widen layers, keeping the function.", epilog="""\b
-Example:
-  onnxgrow widen model.onnx --node fc1 --to 128 -o wide.onnx
-\b
-Exit status: 0 written; 1 the check failed (nothing written); 2 usage or input error.""")
+@main.command("widen", short_help="Widen layers, keeping the function.", epilog=epilog(
+    "onnxgrow widen model.onnx --node fc1 --to 128 -o wide.onnx", GROWTH_EXITS))
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("--node", "nodes", multiple=True, required=True, metavar="NAME",
               help="Layer to widen (repeatable; pairs with --to in order).")

@@ -34,7 +34,6 @@ from onnxgrow.deepening.kinds import kind_for
 from onnxgrow.deepening.splice import Splice, fresh_scope
 from onnxgrow.errors import GrowError, RefusedError
 from onnxgrow.layers import Layer, find_layer, find_layers
-from onnxgrow.model_io import load_model
 from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
 from onnxgrow.pipeline import grow, grow_file
 from onnxgrow.verification import VerifyReport

@@ -27,6 +27,7 @@ from onnxgrow.export.state_dict import export_state_dict
 from onnxgrow.model_io import atomic_output, check_output_folder, ensure_output_is_not_input, files_of, load_model
 from onnxgrow.options import VerifyOptions
 from onnxgrow.verification import Runner, VerifyReport, input_specs, verify
+from onnxgrow.verification.compare import name_of
 
 #: format → default output suffix.
 FORMATS = {"state-dict": ".pt", "torch": ".torch.pt", "keras": ".keras"}
@@ -87,7 +88,7 @@ def _export_keras(model: ir.Model, output: Path, options: VerifyOptions | None) 
 
     keras = import_keras()
     exported = to_keras(model)
-    output_names = [v.name for v in model.graph.outputs]
+    output_names = [name_of(v) for v in model.graph.outputs]
     input_names = list(input_specs(model))
 
     def load_runner(path: Path) -> Runner:
@@ -99,6 +100,8 @@ def _export_keras(model: ir.Model, output: Path, options: VerifyOptions | None) 
     return ExportReport(output, "keras", len(exported.model.trainable_variables), exported.notes(), report)
 
 
+#: The check an export runs unless told otherwise.
+DEFAULT_CHECK = VerifyOptions()
 #: format → the file suffixes its output may have.
 SUFFIXES = {"state-dict": (".pt", ".pth", ".safetensors"), "torch": (".pt", ".pth"), "keras": (".keras",)}
 
@@ -112,7 +115,7 @@ def _check_suffix(output: Path, fmt: str) -> None:
 
 
 def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str] | None, to: str,
-                 *, verify: VerifyOptions | None = VerifyOptions()) -> ExportReport:
+                 *, verify: VerifyOptions | None = DEFAULT_CHECK) -> ExportReport:
     """Export the ONNX model file ``source`` as ``to`` (state-dict, torch, keras) to ``output``.
 
     The PyTorch and Keras models are compared with onnxruntime under ``verify``

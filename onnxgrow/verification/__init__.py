@@ -24,6 +24,7 @@ from onnxgrow.options import VerifyOptions, VerifyScope
 from onnxgrow.verification.compare import (
     DEFAULT_TOLERANCES,
     compare_outputs,
+    name_of,
     restrict,
     signature_mismatch,
     worse,
@@ -121,7 +122,7 @@ def verify(
     cand_runs = _run_candidate(candidate, candidate_runner, twins, providers, run_feeds, feeds_list, steps)
     if cand_runs.error:
         return report(False, f"the candidate fails to run: {cand_runs.error}", ran=ref_runs.providers)
-    dtypes = {v.name: v.dtype or ir.DataType.FLOAT for v in ref_model.graph.outputs}
+    dtypes = {name_of(v): v.dtype or ir.DataType.FLOAT for v in ref_model.graph.outputs}
     merged: dict[str, OutputComparison] = {}
     for ref_out, cand_out in zip(ref_runs.outputs, cand_runs.outputs):
         for comp in compare_outputs(ref_out, restrict(cand_out, scope.outputs), options.atol, options.rtol,

@@ -105,6 +105,11 @@ def dims_compatible(a: Sequence[object] | None, b: Sequence[object] | None) -> b
     )
 
 
+def name_of(value: ir.Value) -> str:
+    """A graph input's or output's name (ONNX requires one; onnx-ir types it optional)."""
+    return value.name or ""
+
+
 def true_inputs(model: ir.Model) -> list[ir.Value]:
     return [v for v in model.graph.inputs if v.name not in model.graph.initializers]
 
@@ -122,8 +127,8 @@ def signature_mismatch(reference: ir.Model, candidate: ir.Model,
         ("output", list(reference.graph.outputs), list(candidate.graph.outputs)),
     )
     for kind, ref_values, cand_values in sides:
-        ref_by_name = {v.name: v for v in ref_values}
-        cand_by_name = {v.name: v for v in cand_values}
+        ref_by_name = {name_of(v): v for v in ref_values}
+        cand_by_name = {name_of(v): v for v in cand_values}
         if set(ref_by_name) != set(cand_by_name):
             return (
                 f"{kind}s differ: the reference has {', '.join(map(str, ref_by_name)) or 'none'}, "

@@ -18,8 +18,8 @@ import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
 from onnxgrow.options import VerifyOptions
+from onnxgrow.verification.compare import dims_compatible, format_dims, name_of, shape_dims, true_inputs
 from onnxgrow.verification.runtime import first_line
-from onnxgrow.verification.compare import dims_compatible, format_dims, shape_dims, true_inputs
 
 #: Size given to a dynamic dimension when the user gives none.
 DEFAULT_DYNAMIC_DIM = 2
@@ -54,17 +54,18 @@ def input_specs(
     initializer_names = set(model.graph.initializers)
     specs = {}
     for value in model.graph.inputs:
-        if value.name in initializer_names:
+        name = name_of(value)
+        if name in initializer_names:
             continue
-        if value.name in shapes:
-            concrete = tuple(int(d) for d in shapes.pop(value.name))
+        if name in shapes:
+            concrete = tuple(int(d) for d in shapes.pop(name))
         else:
             dims = value.shape.dims if value.shape is not None else ()
             concrete = tuple(d if isinstance(d, int) and d >= 0 else DEFAULT_DYNAMIC_DIM for d in dims)
         if value.dtype is None:
-            raise GrowError(f"model input {value.name!r} has no element type")
-        high = highs[value.name] if highs and value.name in highs else _integer_high(model, value)
-        specs[value.name] = (concrete, value.dtype, high)
+            raise GrowError(f"model input {name!r} has no element type")
+        high = highs[name] if highs and name in highs else _integer_high(model, value)
+        specs[name] = (concrete, value.dtype, high)
     if shapes:
         raise GrowError(
             f"--input-shapes names {', '.join(sorted(shapes))}, which the model does not have "
@@ -110,7 +111,7 @@ def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 def check_feeds(feeds_list: list[dict[str, np.ndarray]], model: ir.Model) -> None:
     """Given inputs must name every true input and match its dtype, rank and static dims."""
-    wanted = {v.name: v for v in true_inputs(model)}
+    wanted = {name_of(v): v for v in true_inputs(model)}
     for feeds in feeds_list:
         missing = sorted(set(wanted) - set(feeds))
         extra = sorted(set(feeds) - set(wanted))

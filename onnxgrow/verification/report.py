@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+
 @dataclass
 class OutputComparison:
     """How one output of the candidate compares with the reference's."""
@@ -110,7 +111,7 @@ class VerifyReport:
         """One line: verdict, errors, provider, inputs."""
         verdict = self.verdict
         shapes = ", ".join(
-            f"{name}{list(info['shape'])}:{info['dtype']}" for name, info in self.inputs.items()
+            f"{name}{info['shape']}:{info['dtype']}" for name, info in self.inputs.items()
         )
         text = (
             f"{verdict}: max abs error {self.max_abs_error:.3g}, max rel error "
@@ -128,7 +129,7 @@ class VerifyReport:
             if self.input_source == "random" else self.input_source
         )
         shapes = ", ".join(
-            f"{name} {list(info['shape'])} {info['dtype']}" for name, info in self.inputs.items()
+            f"{name} {info['shape']} {info['dtype']}" for name, info in self.inputs.items()
         )
         out = [
             f"provider: {', '.join(self.providers) or 'none (not run)'}",
@@ -155,7 +156,9 @@ class VerifyReport:
             out["min_atol"] = comp.min_atol
         data["max_abs_error"] = self.max_abs_error
         data["max_rel_error"] = self.max_rel_error
-        return _finite_or_none(data)  # type: ignore[no-any-return]
+        cleaned = _finite_or_none(data)
+        assert isinstance(cleaned, dict)
+        return cleaned
 
 
 def _finite_or_none(data: object) -> object:

@@ -22,12 +22,12 @@ from onnx_ir.passes.common import ShapeInferencePass
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
 from onnxgrow.layers import Layer, find_layer, find_layers
-from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model
+from onnxgrow.model_io import SHAPES_INFERRED_KEY
 from onnxgrow.names import generated_names
 from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
 from onnxgrow.pipeline import grow, grow_file
-from onnxgrow.widening.channel_map import Init, build_channel_map
 from onnxgrow.verification import VerifyReport
+from onnxgrow.widening.channel_map import Init, build_channel_map
 from onnxgrow.widening.planner import GroupContext, TensorChange, plan_group
 
 #: Refuse requests that would need more than this many bytes (or the machine's memory, if less).
@@ -97,7 +97,7 @@ def _check_size(ctx: GroupContext, q: int, name: str) -> None:
             if ref is not None:
                 grown = ref.tensor.nbytes * q // max(ctx.width, 1)
                 weights += grown
-                largest = max(largest, grown // max(ref.tensor.dtype.itemsize, 1))
+                largest = max(largest, int(grown // max(ref.tensor.dtype.itemsize, 1)))
     needed = weights + 8 * largest + 17 * q
     limit = memory_limit()
     if needed > limit:
