@@ -12,23 +12,23 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import deepen_helpers as h
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from conftest import REFERENCE_MODELS, fixture_path, tree_hashes
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-import deepen_helpers as h
-from conftest import REFERENCE_MODELS, fixture_path, tree_hashes
 from onnxgrow import deepen, deepen_file, inspect_model, load_model, save_model
 from onnxgrow.deepening.activation import ActivationKind, find_insertion_point
 from onnxgrow.errors import GrowError, RefusedError
 from onnxgrow.grow import VerifyOptions
-from onnxgrow.layers import find_layer, find_layers
 from onnxgrow.lineage import describe, read_history
-from onnxgrow.widening.api import infer_shapes
+from onnxgrow.shapes import infer_shapes
+from onnxgrow.widening.layers import find_layer, find_layers
 
 #: What ``auto`` does after each reference layer: (mode, activation label).
 REFERENCE_AUTO = {

@@ -1,5 +1,9 @@
-"""Deepening: insert layers that keep the function exact (DESIGN.md §5)."""
+"""Deepening: insert layers that keep the function exact (docs/design.md §5)."""
 
-from onnxgrow.deepening.api import DeepenReport, Mode, deepen, deepen_file
+from onnxgrow.deepening.activation import ActivationKind, InsertionPoint, find_insertion_point
+from onnxgrow.deepening.api import DeepenReport, Mode, deepen, deepen_file, deepen_summary
 
-__all__ = ["DeepenReport", "Mode", "deepen", "deepen_file"]
+__all__ = [
+    "ActivationKind", "DeepenReport", "InsertionPoint", "Mode", "deepen", "deepen_file", "deepen_summary",
+    "find_insertion_point",
+]

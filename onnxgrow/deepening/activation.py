@@ -37,8 +37,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import constant_array, find_constant
-from onnxgrow.widening.rules.common import const_shape, static_dims
-from onnxgrow.widening.rules.elementwise import BINARY_OPS, UNARY_OPS
+from onnxgrow.graph import BINARY_OPS, UNARY_OPS, const_shape, static_dims
 
 #: Ops an activation region may contain.
 REGION_OPS = frozenset(UNARY_OPS) | frozenset(BINARY_OPS) | {"Softmax", "LogSoftmax"}

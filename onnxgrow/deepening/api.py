@@ -32,14 +32,14 @@ from onnxgrow.deepening.activation import ActivationKind, InsertionPoint, find_i
 from onnxgrow.deepening.kinds import kind_for
 from onnxgrow.deepening.splice import Splice, fresh_scope
 from onnxgrow.errors import GrowError, RefusedError
+from onnxgrow.graph import node_label
 from onnxgrow.grow import Progress, VerifyOptions, check_output_path, default_output, write_grown
-from onnxgrow.layers import Layer, find_layer, find_layers
 from onnxgrow.lineage import append_history
 from onnxgrow.model_io import load_model
 from onnxgrow.options import parse_choice
+from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import check_seed
-from onnxgrow.widening.api import WidenReport, infer_shapes, widen
-from onnxgrow.widening.planner import node_label
+from onnxgrow.widening import Layer, WidenReport, find_layer, find_layers, widen
 
 #: Weight dtypes a new layer can be built in.
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16})

@@ -23,33 +23,11 @@ import onnx_ir as ir
 
 from onnxgrow.constants import ConstantRef, edit_constant, find_constant, make_initializer, remove_dead
 from onnxgrow.errors import RefusedError
+from onnxgrow.graph import node_label, subgraph_owner
 from onnxgrow.names import generated_name
 from onnxgrow.widening.channel_map import ChannelMap, Init, build_channel_map
 from onnxgrow.widening.layout import AxisIndex, Embedding
 from onnxgrow.widening.rules.registry import rule_for
-
-
-def node_label(node: ir.Node) -> str:
-    """``Relu node '/Relu_1'``; an unnamed node by its generated name, ``unnamed Relu node 'Relu_3'``."""
-    if node.name:
-        return f"{node.op_type} node {node.name!r}"
-    generated = generated_name(node)
-    return f"unnamed {node.op_type} node" + (f" {generated!r}" if generated else "")
-
-
-def subgraph_owner(graph: ir.Graph, subgraph: ir.Graph) -> ir.Node | None:
-    """The node of ``graph`` (If, Loop, Scan...) holding ``subgraph`` in an attribute, at any depth."""
-    for node in graph:
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                inner = [attr.as_graph()]
-            elif attr.type == ir.AttributeType.GRAPHS:
-                inner = list(attr.as_graphs())
-            else:
-                continue
-            if any(g is subgraph or subgraph_owner(g, subgraph) is not None for g in inner):
-                return node
-    return None
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.deepening.kinds.registry import LayerKind, kind
-from onnxgrow.widening.rules.common import const_shape
+from onnxgrow.graph import const_shape
 
 if TYPE_CHECKING:
     from onnxgrow.deepening.splice import Splice

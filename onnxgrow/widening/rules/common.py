@@ -16,44 +16,10 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
+from onnxgrow.graph import model_input_behind
 from onnxgrow.widening.channel_map import Init
 from onnxgrow.widening.layout import AxisIndex
 from onnxgrow.widening.rules.quantized import QUANTIZATION_OPS
-
-
-def rank_of(value: ir.Value | None) -> int | None:
-    """The rank of ``value`` when its shape is known."""
-    if value is None or value.shape is None:
-        return None
-    return len(value.shape)
-
-
-def dim_at(value: ir.Value | None, axis: int) -> int | str | None:
-    """The size of ``value`` along negative ``axis``: int, symbol, or None if unknown/absent."""
-    if value is None or value.shape is None:
-        return None
-    dims = value.shape.dims
-    if -axis > len(dims):
-        return None
-    dim = dims[axis]
-    return dim if isinstance(dim, int) else str(dim)
-
-
-def static_dims(value: ir.Value | None) -> list[int | None] | None:
-    """The dimensions of ``value`` (None for symbolic ones), or None without a shape."""
-    if value is None or value.shape is None:
-        return None
-    return [d if isinstance(d, int) else None for d in value.shape.dims]
-
-
-def model_input_behind(value: ir.Value | None) -> ir.Value | None:
-    """The graph input that ``value`` is (through Identity/Transpose), if any."""
-    while value is not None and not value.is_graph_input():
-        producer = value.producer()
-        if producer is None or producer.op_type not in PASS_THROUGH_OPS or not producer.inputs:
-            return None
-        value = producer.inputs[0]
-    return value
 
 
 def weight_problem(value: ir.Value | None, what: str) -> str:
@@ -89,16 +55,6 @@ def computing_node(value: ir.Value | None) -> ir.Node | None:
 def is_quantization(node: ir.Node | None) -> bool:
     """Whether ``node`` (de)quantizes or computes on quantized tensors."""
     return node is not None and node.op_type in QUANTIZATION_OPS and node.domain in ("", "ai.onnx")
-
-
-def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
-    """The shape of a constant input as the node sees it, or None if not constant."""
-    ref = find_constant(value)
-    if ref is None:
-        return None
-    if not ref.chain:
-        return tuple(ref.tensor.shape.numpy())
-    return tuple(ref.array().shape)
 
 
 def constant_through_casts(value: ir.Value | None) -> np.ndarray | None:

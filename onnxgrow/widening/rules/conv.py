@@ -20,9 +20,10 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
+from onnxgrow.graph import const_shape
 from onnxgrow.names import weight_prefix
 from onnxgrow.widening.layout import AxisIndex, Embedding
-from onnxgrow.widening.rules.common import const_shape, contract, gather, produce, uniform_fill, weight_problem
+from onnxgrow.widening.rules.common import contract, gather, produce, uniform_fill, weight_problem
 from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:

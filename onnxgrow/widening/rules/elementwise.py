@@ -19,24 +19,13 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from onnxgrow.graph import BINARY_OPS, UNARY_OPS, const_shape, dim_at, rank_of
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import broadcast_axis, const_shape, constant_through_casts, dim_at, gather, rank_of
+from onnxgrow.widening.rules.common import broadcast_axis, constant_through_casts, gather
 from onnxgrow.widening.rules.registry import Known, rule
 
 if TYPE_CHECKING:
     from onnxgrow.widening.planner import GroupContext
-
-UNARY_OPS = (
-    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Elu", "Selu",
-    "Celu", "Gelu", "HardSigmoid", "HardSwish", "Mish", "ThresholdedRelu", "Neg", "Abs", "Exp",
-    "Log", "Sqrt", "Reciprocal", "Erf", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Not",
-    "IsNaN", "IsInf", "Clip", "Identity", "Dropout", "Cast", "Shrink",
-)
-BINARY_OPS = (
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where",
-    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod",
-    "BitShift",
-)
 
 
 def _same_axis(embedding: Embedding, value: ir.Value) -> Embedding:

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from onnxgrow.graph import const_shape, rank_of
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import const_shape, produce, rank_of
+from onnxgrow.widening.rules.common import produce
 from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
+from onnxgrow.graph import const_shape
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import const_shape, contract, gather, produce, weight_problem
+from onnxgrow.widening.rules.common import contract, gather, produce, weight_problem
 from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from onnxgrow.graph import dim_at, rank_of
 from onnxgrow.widening.layout import AxisLayout, Embedding, Fixed
-from onnxgrow.widening.rules.common import dim_at, rank_of
 from onnxgrow.widening.rules.registry import Known, rule
 from onnxgrow.widening.rules.shape_values import Const, Entry, constant_ints, entries, rewrite_entry, shared_path
 

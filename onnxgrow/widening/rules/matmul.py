@@ -13,17 +13,9 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from onnxgrow.graph import const_shape, model_input_behind, rank_of
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import (
-    computing_node,
-    const_shape,
-    contract,
-    is_quantization,
-    model_input_behind,
-    produce,
-    rank_of,
-    weight_problem,
-)
+from onnxgrow.widening.rules.common import computing_node, contract, is_quantization, produce, weight_problem
 from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
 
 if TYPE_CHECKING:

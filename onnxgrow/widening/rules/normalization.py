@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
+from onnxgrow.graph import const_shape, rank_of
 from onnxgrow.widening.layout import Channel
-from onnxgrow.widening.rules.common import broadcast_axis, const_shape, gather, rank_of
+from onnxgrow.widening.rules.common import broadcast_axis, gather
 from onnxgrow.widening.rules.registry import Known, rule
 
 if TYPE_CHECKING:

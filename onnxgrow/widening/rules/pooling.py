@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from onnxgrow.widening.rules.common import rank_of
+from onnxgrow.graph import rank_of
 from onnxgrow.widening.rules.registry import Known, rule
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from onnxgrow.graph import rank_of
 from onnxgrow.widening.layout import Channel
-from onnxgrow.widening.rules.common import rank_of
 from onnxgrow.widening.rules.registry import Known, rule
 from onnxgrow.widening.rules.shape_values import constant_ints
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from onnxgrow.graph import node_label
 from onnxgrow.widening.rules.registry import Known, rule
 from onnxgrow.widening.rules.shape_values import DimOf, readers_of_dim
 
@@ -36,8 +37,6 @@ class ShapeRule:
             return
         if out.is_graph_output():
             ctx.refuse(node, f"the model outputs the shape {out.name!r}, which grows with the channels")
-        from onnxgrow.widening.planner import node_label  # the planner imports the rules
-
         channel = DimOf(x, known[x].axis)
         for reader, index in readers_of_dim(out, channel):
             if reader.op_type == "Reshape" and index == 1 and reader.inputs[0] is x:

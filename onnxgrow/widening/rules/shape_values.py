@@ -25,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
-from onnxgrow.widening.rules.common import rank_of
+from onnxgrow.graph import rank_of
 
 if TYPE_CHECKING:
     from onnxgrow.widening.planner import GroupContext
