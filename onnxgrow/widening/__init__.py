@@ -7,8 +7,9 @@ layer's channel group without changing anything.
 
 from onnxgrow.widening.api import GroupReport, WidenReport, widen
 from onnxgrow.widening.channel_map import ChannelMap, Init, build_channel_map
+from onnxgrow.widening.context import GroupContext
 from onnxgrow.widening.layers import Layer, NotGrowable, find_layer, find_layers
-from onnxgrow.widening.planner import GroupContext, plan_group
+from onnxgrow.widening.planner import plan_group
 
 __all__ = [
     "ChannelMap", "GroupContext", "GroupReport", "Init", "Layer", "NotGrowable", "WidenReport",

@@ -26,8 +26,9 @@ from onnxgrow.options import parse_choice
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import check_seed
 from onnxgrow.widening.channel_map import Init, build_channel_map
+from onnxgrow.widening.context import GroupContext, TensorChange
 from onnxgrow.widening.layers import Layer, find_layer, find_layers
-from onnxgrow.widening.planner import GroupContext, TensorChange, plan_group
+from onnxgrow.widening.planner import plan_group
 
 #: Refuse requests that would need more than this many bytes (or the machine's memory, if less).
 MAX_NEW_WEIGHT_BYTES = 64 * 1024**3

@@ -16,8 +16,9 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
-from onnxgrow.graph import model_input_behind
+from onnxgrow.graph import const_shape, model_input_behind
 from onnxgrow.widening.channel_map import Init
+from onnxgrow.widening.context import GroupContext
 from onnxgrow.widening.layout import AxisIndex
 from onnxgrow.widening.rules.quantized import QUANTIZATION_OPS
 
@@ -165,3 +166,18 @@ def _restore_row_sums(array: np.ndarray, out: np.ndarray, axis: int, idx: AxisIn
 def broadcast_axis(shape: tuple[int, ...], axis: int) -> int | None:
     """The axis of a broadcasting operand of ``shape`` aligned with negative ``axis``, if any."""
     return len(shape) + axis if len(shape) >= -axis else None
+
+
+def gather_per_channel(ctx: GroupContext, node: ir.Node, out: ir.Value, inputs: range) -> None:
+    """Gather, with the map of ``out``'s channels, every constant among ``node.inputs[inputs]``
+    that broadcasts against ``out`` and spans the channel axis (size 1 and scalars stay)."""
+    embedding = ctx.tracked[out]
+    old = embedding.layout.old_size(ctx.width)
+    idx = ctx.index(out)
+    for i in inputs:
+        shape = const_shape(node.inputs[i]) if node.inputs[i] is not None else None
+        if shape is None:
+            continue
+        axis = broadcast_axis(shape, embedding.axis)
+        if axis is not None and shape[axis] == old and old > 1:
+            ctx.edit(node, i, lambda a, ax=axis: gather(a, ax, idx))

@@ -11,16 +11,12 @@ else after widening and is refused, naming the node that uses the size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
 from onnxgrow.graph import node_label
-from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.widening.context import GroupContext, Known
+from onnxgrow.widening.rules.registry import rule
 from onnxgrow.widening.rules.shape_values import DimOf, readers_of_dim
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
 
 
 @rule("Shape", "Size")
