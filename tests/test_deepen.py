@@ -106,6 +106,28 @@ def test_residual_branch_starts_at_zero_and_identity(tmp_path: Path,
                                 "layer_1_deep/residual_add"]
 
 
+# ----- every kind of layer deepened after ----------------------------------------------
+#: layer op type with a deepening kind -> a network whose ``layer_0`` has that op.
+KIND_CASES = {
+    "Gemm": h.NetSpec("gemm", 2, 3, [4, 5, 2], ["relu", "tanh"], [False, False]),
+    "MatMul": h.NetSpec("matmul", 3, 3, [4, 5, 2], ["relu", "sigmoid"], [False, False]),
+    "Conv": h.NetSpec("conv", 2, 2, [4, 3, 2], ["relu", "none"], [True, False], kernels=[3, 1], strides=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("op", sorted(KIND_CASES))
+@pytest.mark.parametrize("mode", ["identity", "residual"])
+def test_every_layer_kind_deepens_exactly(op: str, mode: str, tmp_path: Path) -> None:
+    source = tmp_path / "net.onnx"
+    onnx.save(h.build_net(KIND_CASES[op], seed=1), source)
+    assert find_layer(load_model(source, infer_shapes=True), "layer_0").op_type == op
+    out = tmp_path / "out.onnx"
+    report = deepen_file(source, out, "layer_0", mode=mode)
+    assert report.mode == mode and report.verification is not None and report.verification.passed
+    assert h.max_rel_error(source, out) <= h.RTOL
+    assert find_layer(load_model(out, infer_shapes=True), "layer_0_deep").op_type == op
+
+
 # ----- --width ------------------------------------------------------------------------
 @pytest.mark.parametrize("fixture", ["mlp_legacy", "mlp_dynamo"])
 def test_width_turns_4_5_2_into_4_5_7_2(fixture: str, tmp_path: Path,

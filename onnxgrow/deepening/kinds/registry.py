@@ -12,14 +12,12 @@ Adding a layer type is one module under ``onnxgrow/deepening/kinds/`` plus a tes
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import onnx_ir as ir
 
+from onnxgrow.deepening.splice import Splice
 from onnxgrow.errors import GrowError
-
-if TYPE_CHECKING:
-    from onnxgrow.deepening.splice import Splice
 
 
 class LayerKind(Protocol):
