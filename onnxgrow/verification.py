@@ -1,4 +1,4 @@
-"""Equivalence of two models, judged by onnxruntime (DESIGN.md §6).
+"""Equivalence of two models, judged by onnxruntime (docs/design.md §6).
 
 Both models run on the same seeded inputs. Every output is compared by name:
 max absolute error, max relative error ``max|a-b| / max|a|`` (``a`` the reference),

@@ -1,4 +1,4 @@
-"""``onnxgrow deepen`` (issue 4, DESIGN.md §5) on the reference fixtures and on ONNX graphs
+"""``onnxgrow deepen`` (issue 4, docs/design.md §5) on the reference fixtures and on ONNX graphs
 written here: exactness in every mode where it is exact, --width, names, lineage,
 inspect, the activation analysis, refusals through the CLI, and random networks.
 

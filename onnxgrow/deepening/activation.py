@@ -1,4 +1,4 @@
-"""Where a new layer goes after layer X, and what X's activation is (DESIGN.md §5).
+"""Where a new layer goes after layer X, and what X's activation is (docs/design.md §5).
 
 The insertion point: X's output, then over a bias ``Add`` (one constant operand) and
 a ``BatchNormalization`` while the value has that node as its only consumer, then

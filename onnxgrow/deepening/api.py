@@ -1,4 +1,4 @@
-"""``onnxgrow.deepen``: insert a layer after a named one, keeping the function (DESIGN.md §5).
+"""``onnxgrow.deepen``: insert a layer after a named one, keeping the function (docs/design.md §5).
 
 The new layer reads the tensor after the named layer X (after its bias Add, a following
 BatchNorm and its activation ``a``: :mod:`onnxgrow.deepening.activation`) and replaces that

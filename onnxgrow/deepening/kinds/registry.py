@@ -1,4 +1,4 @@
-"""The layer-kind registry: how to build a new layer like an existing one (DESIGN.md §5).
+"""The layer-kind registry: how to build a new layer like an existing one (docs/design.md §5).
 
 A kind is registered per op type of the layer deepened after (``@kind("Gemm")``); its
 factory reads what the new layer must share with that layer (Gemm's ``transB``, the

@@ -1,4 +1,4 @@
-"""Elementwise ops carry the channels unchanged (DESIGN.md §1, carriers).
+"""Elementwise ops carry the channels unchanged (docs/design.md §1, carriers).
 
 Unary ops (activations, Identity, Dropout, Cast, ...): output unit ``j`` is ``f`` of input
 unit ``j``, so copies stay copies. Clip's min/max must be scalars (constants, possibly

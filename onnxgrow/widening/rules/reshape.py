@@ -1,4 +1,4 @@
-"""Flatten and Reshape (DESIGN.md §3).
+"""Flatten and Reshape (docs/design.md §3).
 
 Both merge and split contiguous axes. Input and output dimensions are matched into
 blocks of equal product. The block holding the channel axis decides:
