@@ -12,14 +12,12 @@ from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
 
-from onnxgrow.deepening.activation import find_insertion_point
-from onnxgrow.deepening.api import deepen_summary
+from onnxgrow.deepening import deepen_summary, find_insertion_point
 from onnxgrow.errors import GrowError
-from onnxgrow.layers import Layer, find_layers
 from onnxgrow.lineage import describe, read_history
 from onnxgrow.model_io import external_tensors, load_model, weight_bytes
-from onnxgrow.widening.api import infer_shapes
-from onnxgrow.widening.planner import plan_group
+from onnxgrow.shapes import infer_shapes
+from onnxgrow.widening import Layer, find_layers, plan_group
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Lineage: what onnxgrow did to a model, kept in its ``metadata_props`` (DESIGN.md §7).
+"""Lineage: what onnxgrow did to a model, kept in its ``metadata_props`` (docs/design.md §7).
 
 The key ``onnxgrow.history`` holds a JSON list with one object per operation::
 

@@ -8,7 +8,7 @@ Rules:
   before it becomes an ``ir.Model`` when that protobuf holds little weight data
   (external data, or small embedded weights): one parse instead of onnx-ir's
   serialise-infer-parse-merge round trip. The model is marked so that the next
-  :func:`onnxgrow.widening.api.infer_shapes` call skips the work.
+  :func:`onnxgrow.shapes.infer_shapes` call skips the work.
 - Saving writes into a temporary folder beside the output, optionally runs a check on
   the written files, then renames them into place (data first, the model last). On any
   failure or interruption nothing is left behind and an earlier output of the same name

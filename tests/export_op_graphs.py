@@ -73,12 +73,17 @@ def unary(op: str, opset: int = 17, keras: bool = True, **attrs: object) -> OpGr
                  _Spec([node(op, ["x"], **attrs)], {"x": x(2, 3, 4)}, opset=opset), keras)
 
 
+def op_types(cases: list[OpGraph]) -> set[str]:
+    """The op types of every node of ``cases``: the ops a test running over them covers."""
+    return {n.op_type for case in cases for n in case.model.graph.node}
+
+
 def op_graphs() -> list[OpGraph]:
     """Every case, in a stable order."""
     cases: list[OpGraph] = []
     add = cases.append
     for op in ("Relu", "Sigmoid", "Tanh", "Erf", "Exp", "Abs", "Neg", "Floor", "Ceil", "Sin", "Cos",
-               "Sign", "Softsign", "HardSwish", "Softplus", "Identity"):
+               "Sign", "Softsign", "HardSwish", "Softplus", "Identity", "Round"):
         add(unary(op))
     add(unary("Mish", opset=18))
     add(unary("LeakyRelu", alpha=0.2))
@@ -171,6 +176,15 @@ def op_graphs() -> list[OpGraph]:
     add(graph("Equal-Cast", _Spec([node("Sign", ["a"], ["s"]), node("Equal", ["s", "one"], ["e"]),
                                    node("Cast", ["e"], to=TensorProto.FLOAT)],
                                   {"a": x(3, 4)}, weights={"one": np.ones(1, np.float32)})))
+    add(graph("Less-Not-And-Or-Xor", _Spec(
+        [node("Less", ["a", "b"], ["lt"]), node("LessOrEqual", ["a", "b"], ["le"]),
+         node("GreaterOrEqual", ["a", "b"], ["ge"]), node("Not", ["lt"], ["nlt"]), node("And", ["nlt", "le"], ["both"]),
+         node("Or", ["both", "ge"], ["either"]), node("Xor", ["either", "lt"], ["one"]),
+         node("Cast", ["one"], to=TensorProto.FLOAT)],
+        {"a": x(3, 4), "b": x(3, 4)})))
+    add(graph("CastLike", _Spec([node("CastLike", ["x", "like_double"], ["d"]), node("CastLike", ["d", "like_float"])],
+                                {"x": x(3, 4)}, weights={"like_double": np.zeros(1, np.float64),
+                                                         "like_float": np.zeros(1, np.float32)}), keras=False))
     add(graph("Mod-fmod", _Spec([node("Mod", ["a", "b"], fmod=1)], {"a": x(3, 4), "b": np.full((3, 4), 0.3, np.float32)}),
               keras=False))
     # data movement

@@ -65,7 +65,7 @@ def mlp(weights: dict[str, np.ndarray] | None = None, *, batch: int | str = "N",
 
 
 def net2wider(weights: dict[str, np.ndarray], new_hidden: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Exact Net2Wider of fc1 (DESIGN.md §1): gather fc1 rows with g, divide fc2 columns by cnt."""
+    """Exact Net2Wider of fc1 (docs/design.md §1): gather fc1 rows with g, divide fc2 columns by cnt."""
     hidden = weights["W1"].shape[0]
     rng = np.random.default_rng(seed)
     g = np.concatenate([np.arange(hidden), rng.integers(0, hidden, new_hidden - hidden)])

@@ -1,4 +1,4 @@
-"""``onnxgrow deepen`` (issue 4, DESIGN.md §5) on the reference fixtures and on ONNX graphs
+"""``onnxgrow deepen`` (issue 4, docs/design.md §5) on the reference fixtures and on ONNX graphs
 written here: exactness in every mode where it is exact, --width, names, lineage,
 inspect, the activation analysis, refusals through the CLI, and random networks.
 
@@ -12,23 +12,23 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import deepen_helpers as h
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from conftest import REFERENCE_MODELS, fixture_path, tree_hashes
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-import deepen_helpers as h
-from conftest import REFERENCE_MODELS, fixture_path, tree_hashes
 from onnxgrow import deepen, deepen_file, inspect_model, load_model, save_model
 from onnxgrow.deepening.activation import ActivationKind, find_insertion_point
 from onnxgrow.errors import GrowError, RefusedError
 from onnxgrow.options import GrowOptions, VerifyOptions
-from onnxgrow.layers import find_layer, find_layers
 from onnxgrow.lineage import describe, read_history
-from onnxgrow.widening.api import infer_shapes
+from onnxgrow.shapes import infer_shapes
+from onnxgrow.widening.layers import find_layer, find_layers
 
 #: What ``auto`` does after each reference layer: (mode, activation label).
 REFERENCE_AUTO = {
@@ -104,6 +104,28 @@ def test_residual_branch_starts_at_zero_and_identity(tmp_path: Path,
     assert not weights["layer_1_deep_out.weight"].any() and not weights["layer_1_deep_out.bias"].any()
     assert report.new_nodes == ["layer_1_deep/Gemm", "layer_1_deep/Relu", "layer_1_deep_out/Gemm",
                                 "layer_1_deep/residual_add"]
+
+
+# ----- every kind of layer deepened after ----------------------------------------------
+#: layer op type with a deepening kind -> a network whose ``layer_0`` has that op.
+KIND_CASES = {
+    "Gemm": h.NetSpec("gemm", 2, 3, [4, 5, 2], ["relu", "tanh"], [False, False]),
+    "MatMul": h.NetSpec("matmul", 3, 3, [4, 5, 2], ["relu", "sigmoid"], [False, False]),
+    "Conv": h.NetSpec("conv", 2, 2, [4, 3, 2], ["relu", "none"], [True, False], kernels=[3, 1], strides=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("op", sorted(KIND_CASES))
+@pytest.mark.parametrize("mode", ["identity", "residual"])
+def test_every_layer_kind_deepens_exactly(op: str, mode: str, tmp_path: Path) -> None:
+    source = tmp_path / "net.onnx"
+    onnx.save(h.build_net(KIND_CASES[op], seed=1), source)
+    assert find_layer(load_model(source, infer_shapes=True), "layer_0").op_type == op
+    out = tmp_path / "out.onnx"
+    report = deepen_file(source, out, "layer_0", mode=mode)
+    assert report.mode == mode and report.verification is not None and report.verification.passed
+    assert h.max_rel_error(source, out) <= h.RTOL
+    assert find_layer(load_model(out, infer_shapes=True), "layer_0_deep").op_type == op
 
 
 # ----- --width ------------------------------------------------------------------------

@@ -17,11 +17,12 @@ pytest.importorskip("torch")
 
 import deepen_helpers as h  # noqa: E402
 import deepen_models as zoo  # noqa: E402
+
 from onnxgrow import deepen_file, load_model  # noqa: E402
 from onnxgrow.deepening.activation import find_insertion_point  # noqa: E402
 from onnxgrow.errors import RefusedError  # noqa: E402
-from onnxgrow.layers import find_layer, find_layers  # noqa: E402
-from onnxgrow.widening.api import infer_shapes  # noqa: E402
+from onnxgrow.shapes import infer_shapes  # noqa: E402
+from onnxgrow.widening.layers import find_layer, find_layers  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

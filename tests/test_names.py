@@ -7,8 +7,8 @@ import pytest
 from conftest import REFERENCE_MODELS, fixture_path
 
 import onnxgrow
-from onnxgrow.layers import find_layer, find_layers
 from onnxgrow.names import dynamo_module_path, legacy_module_path, names_of, resolve, scope_path, weight_prefix
+from onnxgrow.widening.layers import find_layer, find_layers
 
 
 @pytest.mark.parametrize(("node_name", "path"), [

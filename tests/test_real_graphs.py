@@ -1,7 +1,7 @@
 """Issue 3: widen every layer of real PyTorch exports, or refuse it naming the blocking node.
 
 The matrix: every zoo model (``zoo.MODELS``) × export variant (``zoo.VARIANTS``) × growable
-layer (``onnxgrow.layers.find_layers``). Each layer's expected outcome is written out in
+layer (``onnxgrow.widening.find_layers``). Each layer's expected outcome is written out in
 :data:`EXPECTED` (with per-variant exceptions): widened exactly to ``2n+1`` (or to
 ``2n`` when a LayerNormalization over the channels demands a multiple of ``n``, after
 checking that ``2n+1`` is refused with that reason), with onnxruntime showing a max
@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 import pytest
-
 import zoo
+
 from onnxgrow import GrowError, RefusedError, load_model, verify, widen
 from onnxgrow.constants import find_constant
 from onnxgrow.inspect import inspect_model
-from onnxgrow.layers import Layer, find_layer, find_layers
-from onnxgrow.widening.api import infer_shapes
+from onnxgrow.shapes import infer_shapes
+from onnxgrow.widening.layers import Layer, find_layer, find_layers
 
 pytestmark = pytest.mark.torch
 

@@ -17,6 +17,7 @@ import pytest
 import scale_helpers
 from click.testing import CliRunner
 from conftest import tree_hashes
+from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxgrow import data_files
 from onnxgrow.cli import main
@@ -25,10 +26,10 @@ from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.errors import GrowError
 from onnxgrow.options import GrowOptions
 from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model, save_model, weight_bytes
+from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import input_specs, random_inputs
 from onnxgrow.verification.runtime import Steps, run_model
-from onnxgrow.widening.api import infer_shapes, widen_file
-from onnx_ir.passes.common import ShapeInferencePass
+from onnxgrow.widening.api import widen_file
 
 SMALL_CNN = dict(channels=(8, 16, 16, 16, 16), hidden=64, classes=10, image=32)
 SMALL_TRANSFORMER = dict(width=64, ffn=256, heads=4, vocab=100, sequence=8)

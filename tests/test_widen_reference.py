@@ -10,7 +10,7 @@ import pytest
 from conftest import REFERENCE_MODELS, fixture_path
 
 import onnxgrow
-from onnxgrow.layers import find_layers
+from onnxgrow.widening.layers import find_layers
 
 HIDDEN = {"mlp": ["layer_1", "layer_2"], "mnist_cnn": ["conv1", "conv2", "fc1"]}
 WEIGHTS = {  # layer -> (its weight, the contracting weight and its input axis in PyTorch layout)

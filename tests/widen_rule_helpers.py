@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from graph_builders import save
 from onnx import TensorProto, helper, numpy_helper
 
-from graph_builders import save
 from onnxgrow import load_model, verify, widen
-from onnxgrow.layers import find_layer
 from onnxgrow.widening import WidenReport
+from onnxgrow.widening.layers import find_layer
 
 MAX_REL_ERROR = 1e-5
 

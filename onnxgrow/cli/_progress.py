@@ -25,7 +25,7 @@ _LABELS = {"saving": "saving   ", "verifying": "verifying"}
 
 
 class ProgressBars:
-    """A :data:`onnxgrow.grow.Progress` callback drawing one bar per step; use as a context manager."""
+    """A :data:`onnxgrow.options.Progress` callback drawing one bar per step; use as a context manager."""
 
     def __init__(self, *, quiet: bool, file: TextIO | None = None,
                  show_after: float = SHOW_AFTER_S, clock: Callable[[], float] = time.monotonic) -> None:

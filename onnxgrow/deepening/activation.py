@@ -1,4 +1,4 @@
-"""Where a new layer goes after layer X, and what X's activation is (DESIGN.md §5).
+"""Where a new layer goes after layer X, and what X's activation is (docs/design.md §5).
 
 The insertion point: X's output, then over a bias ``Add`` (one constant operand) and
 a ``BatchNormalization`` while the value has that node as its only consumer, then
@@ -37,8 +37,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import constant_array, find_constant
-from onnxgrow.widening.rules.common import const_shape, static_dims
-from onnxgrow.widening.rules.elementwise import BINARY_OPS, UNARY_OPS
+from onnxgrow.graph import BINARY_OPS, UNARY_OPS, const_shape, static_dims
 
 #: Ops an activation region may contain.
 REGION_OPS = frozenset(UNARY_OPS) | frozenset(BINARY_OPS) | {"Softmax", "LogSoftmax"}

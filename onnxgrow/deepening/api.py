@@ -1,4 +1,4 @@
-"""``onnxgrow.deepen``: insert a layer after a named one, keeping the function (DESIGN.md §5).
+"""``onnxgrow.deepen``: insert a layer after a named one, keeping the function (docs/design.md §5).
 
 The new layer reads the tensor after the named layer X (after its bias Add, a following
 BatchNorm and its activation ``a``: :mod:`onnxgrow.deepening.activation`) and replaces that
@@ -33,12 +33,12 @@ from onnxgrow.deepening.activation import ActivationKind, InsertionPoint, find_i
 from onnxgrow.deepening.kinds import kind_for
 from onnxgrow.deepening.splice import Splice, fresh_scope
 from onnxgrow.errors import GrowError, RefusedError
-from onnxgrow.layers import Layer, find_layer, find_layers
+from onnxgrow.graph import node_label
 from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
 from onnxgrow.pipeline import grow, grow_file
+from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import VerifyReport
-from onnxgrow.widening.api import WidenOp, WidenReport, infer_shapes
-from onnxgrow.widening.planner import node_label
+from onnxgrow.widening import Layer, WidenOp, WidenReport, find_layer, find_layers
 
 #: Weight dtypes a new layer can be built in.
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16})

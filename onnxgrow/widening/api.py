@@ -15,20 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
-from onnxgrow.layers import Layer, find_layer, find_layers
-from onnxgrow.model_io import SHAPES_INFERRED_KEY
 from onnxgrow.names import generated_names
 from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
 from onnxgrow.pipeline import grow, grow_file
+from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import VerifyReport
 from onnxgrow.widening.channel_map import Init, build_channel_map
-from onnxgrow.widening.planner import GroupContext, TensorChange, plan_group
+from onnxgrow.widening.context import GroupContext, TensorChange
+from onnxgrow.widening.layers import Layer, find_layer, find_layers
+from onnxgrow.widening.planner import plan_group
 
 #: Refuse requests that would need more than this many bytes (or the machine's memory, if less).
 MAX_NEW_WEIGHT_BYTES = 64 * 1024**3
@@ -107,53 +106,6 @@ def _check_size(ctx: GroupContext, q: int, name: str) -> None:
 
 def _gib(count: int) -> str:
     return f"{count / 1024**3:,.1f} GiB" if count < 1024**5 else f"{count / 1024**3:.3g} GiB"
-
-
-def infer_shapes(model: ir.Model) -> None:
-    """Annotate value shapes (weights are left out of the call, so this is cheap).
-
-    Only tensor annotations are kept: the inference pass types untyped sequence outputs
-    (SplitToSequence) as tensors, which would make the saved model unloadable, so
-    outputs whose op schema says they are sequences keep the type they had. Skipped
-    once right after ``load_model(..., infer_shapes=True)``, which inferred the shapes on
-    the file's protobuf (there every value gets its full inferred type, sequences too).
-
-    When the model cannot be serialized, onnx-ir's pass (1.1) fails after turning the
-    initializers into graph inputs and dropping the large ones; they are put back here,
-    so the model is left as it was (a broken model is then refused when it is saved).
-    """
-    if model.meta.pop(SHAPES_INFERRED_KEY, False):
-        return
-    before = {value: (value.type, value.shape) for node in model.graph.all_nodes()
-              for value in node.outputs if _is_sequence_output(model, node, value)}
-    inputs = list(model.graph.inputs)
-    initializers = {name: (value, value.const_value) for name, value in model.graph.initializers.items()}
-    ShapeInferencePass(strict_mode=False)(model)
-    for value, (type_, shape) in before.items():
-        value.type, value.shape = type_, shape
-    if len(model.graph.inputs) != len(inputs):
-        model.graph.inputs.clear()
-        model.graph.inputs.extend(inputs)
-        for name, (value, tensor) in initializers.items():
-            value.const_value = tensor
-            if name not in model.graph.initializers:
-                model.graph.initializers.add(value)
-
-
-def _is_sequence_output(model: ir.Model, node: ir.Node, value: ir.Value) -> bool:
-    """True when ``node``'s schema declares the output holding ``value`` a sequence."""
-    try:
-        schema = onnx.defs.get_schema(node.op_type, model.opset_imports.get(node.domain, 1), node.domain)
-    except onnx.defs.SchemaError:
-        return False
-    index = list(node.outputs).index(value)
-    formals = schema.outputs
-    if not formals:
-        return False
-    formal = formals[min(index, len(formals) - 1)]
-    constraint = next((c for c in schema.type_constraints if c.type_param_str == formal.type_str), None)
-    allowed = list(constraint.allowed_type_strs) if constraint else [formal.type_str]
-    return bool(allowed) and all(t.startswith("seq(") for t in allowed)
 
 
 def _group_key(ctx: GroupContext) -> frozenset[int]:

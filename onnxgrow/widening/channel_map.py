@@ -1,4 +1,4 @@
-"""The channel map of a widening (DESIGN.md §1, §2).
+"""The channel map of a widening (docs/design.md §1, §2).
 
 Widening a channel axis from ``n`` to ``q`` chooses ``g: {0..q-1} -> {0..n-1}`` with
 ``g(j) = j`` for ``j < n``. New units ``j >= n`` are drawn in seeded, balanced random

@@ -1,4 +1,4 @@
-"""Where the widened channels sit inside a tensor (DESIGN.md §1, §3).
+"""Where the widened channels sit inside a tensor (docs/design.md §1, §3).
 
 A tracked tensor carries the group's channels along one axis. That axis is a sequence
 of segments:

@@ -9,16 +9,13 @@ filter ``c`` on input channel ``c`` and 0 elsewhere; stride 1, dilation 1, pads
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.deepening.kinds.registry import LayerKind, kind
-from onnxgrow.widening.rules.common import const_shape
-
-if TYPE_CHECKING:
-    from onnxgrow.deepening.splice import Splice
+from onnxgrow.deepening.splice import Splice
+from onnxgrow.graph import const_shape
 
 
 def odd_kernel(kernel: tuple[int, ...]) -> tuple[int, ...]:

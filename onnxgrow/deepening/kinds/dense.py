@@ -9,15 +9,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.deepening.kinds.registry import LayerKind, kind
-
-if TYPE_CHECKING:
-    from onnxgrow.deepening.splice import Splice
+from onnxgrow.deepening.splice import Splice
 
 
 def square(n: int, identity: bool) -> np.ndarray:

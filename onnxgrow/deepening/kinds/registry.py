@@ -1,4 +1,4 @@
-"""The layer-kind registry: how to build a new layer like an existing one (DESIGN.md §5).
+"""The layer-kind registry: how to build a new layer like an existing one (docs/design.md §5).
 
 A kind is registered per op type of the layer deepened after (``@kind("Gemm")``); its
 factory reads what the new layer must share with that layer (Gemm's ``transB``, the
@@ -12,14 +12,12 @@ Adding a layer type is one module under ``onnxgrow/deepening/kinds/`` plus a tes
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import onnx_ir as ir
 
+from onnxgrow.deepening.splice import Splice
 from onnxgrow.errors import GrowError
-
-if TYPE_CHECKING:
-    from onnxgrow.deepening.splice import Splice
 
 
 class LayerKind(Protocol):

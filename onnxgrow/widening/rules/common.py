@@ -16,44 +16,11 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
+from onnxgrow.graph import const_shape, model_input_behind
 from onnxgrow.widening.channel_map import Init
+from onnxgrow.widening.context import GroupContext
 from onnxgrow.widening.layout import AxisIndex
 from onnxgrow.widening.rules.quantized import QUANTIZATION_OPS
-
-
-def rank_of(value: ir.Value | None) -> int | None:
-    """The rank of ``value`` when its shape is known."""
-    if value is None or value.shape is None:
-        return None
-    return len(value.shape)
-
-
-def dim_at(value: ir.Value | None, axis: int) -> int | str | None:
-    """The size of ``value`` along negative ``axis``: int, symbol, or None if unknown/absent."""
-    if value is None or value.shape is None:
-        return None
-    dims = value.shape.dims
-    if -axis > len(dims):
-        return None
-    dim = dims[axis]
-    return dim if isinstance(dim, int) else str(dim)
-
-
-def static_dims(value: ir.Value | None) -> list[int | None] | None:
-    """The dimensions of ``value`` (None for symbolic ones), or None without a shape."""
-    if value is None or value.shape is None:
-        return None
-    return [d if isinstance(d, int) else None for d in value.shape.dims]
-
-
-def model_input_behind(value: ir.Value | None) -> ir.Value | None:
-    """The graph input that ``value`` is (through Identity/Transpose), if any."""
-    while value is not None and not value.is_graph_input():
-        producer = value.producer()
-        if producer is None or producer.op_type not in PASS_THROUGH_OPS or not producer.inputs:
-            return None
-        value = producer.inputs[0]
-    return value
 
 
 def weight_problem(value: ir.Value | None, what: str) -> str:
@@ -89,16 +56,6 @@ def computing_node(value: ir.Value | None) -> ir.Node | None:
 def is_quantization(node: ir.Node | None) -> bool:
     """Whether ``node`` (de)quantizes or computes on quantized tensors."""
     return node is not None and node.op_type in QUANTIZATION_OPS and node.domain in ("", "ai.onnx")
-
-
-def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
-    """The shape of a constant input as the node sees it, or None if not constant."""
-    ref = find_constant(value)
-    if ref is None:
-        return None
-    if not ref.chain:
-        return tuple(ref.tensor.shape.numpy())
-    return tuple(ref.array().shape)
 
 
 def constant_through_casts(value: ir.Value | None) -> np.ndarray | None:
@@ -209,3 +166,18 @@ def _restore_row_sums(array: np.ndarray, out: np.ndarray, axis: int, idx: AxisIn
 def broadcast_axis(shape: tuple[int, ...], axis: int) -> int | None:
     """The axis of a broadcasting operand of ``shape`` aligned with negative ``axis``, if any."""
     return len(shape) + axis if len(shape) >= -axis else None
+
+
+def gather_per_channel(ctx: GroupContext, node: ir.Node, out: ir.Value, inputs: range) -> None:
+    """Gather, with the map of ``out``'s channels, every constant among ``node.inputs[inputs]``
+    that broadcasts against ``out`` and spans the channel axis (size 1 and scalars stay)."""
+    embedding = ctx.tracked[out]
+    old = embedding.layout.old_size(ctx.width)
+    idx = ctx.index(out)
+    for i in inputs:
+        shape = const_shape(node.inputs[i]) if node.inputs[i] is not None else None
+        if shape is None:
+            continue
+        axis = broadcast_axis(shape, embedding.axis)
+        if axis is not None and shape[axis] == old and old > 1:
+            ctx.edit(node, i, lambda a, ax=axis: gather(a, ax, idx))

@@ -14,19 +14,16 @@ exporter without its optimizer writes ``Expand(CastLike(0.0, x), Shape(W)[:1])``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
+from onnxgrow.graph import const_shape
 from onnxgrow.names import weight_prefix
+from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import AxisIndex, Embedding
-from onnxgrow.widening.rules.common import const_shape, contract, gather, produce, uniform_fill, weight_problem
-from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
+from onnxgrow.widening.rules.common import contract, gather, produce, uniform_fill, weight_problem
+from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
 def _weight_shape(node: ir.Node) -> tuple[int, ...] | None:

@@ -1,4 +1,4 @@
-"""Elementwise ops carry the channels unchanged (DESIGN.md §1, carriers).
+"""Elementwise ops carry the channels unchanged (docs/design.md §1, carriers).
 
 Unary ops (activations, Identity, Dropout, Cast, ...): output unit ``j`` is ``f`` of input
 unit ``j``, so copies stay copies. Clip's min/max must be scalars (constants, possibly
@@ -15,32 +15,12 @@ Binary and variadic ops (Add, Mul, Pow, Max, PRelu, Where, ...) broadcast their 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import broadcast_axis, const_shape, constant_through_casts, dim_at, gather, rank_of
-from onnxgrow.widening.rules.registry import Known, rule
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
-
-UNARY_OPS = (
-    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Elu", "Selu",
-    "Celu", "Gelu", "HardSigmoid", "HardSwish", "Mish", "ThresholdedRelu", "Neg", "Abs", "Exp",
-    "Log", "Sqrt", "Reciprocal", "Erf", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Not",
-    "IsNaN", "IsInf", "Clip", "Identity", "Dropout", "Cast", "Shrink",
-)
-BINARY_OPS = (
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where",
-    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod",
-    "BitShift",
-)
-
-
-def _same_axis(embedding: Embedding, value: ir.Value) -> Embedding:
-    return embedding.with_axis(embedding.axis, rank_of(value) or embedding.rank)
+from onnxgrow.graph import BINARY_OPS, UNARY_OPS, const_shape, dim_at, rank_of
+from onnxgrow.widening.context import GroupContext, Known, any_embedding
+from onnxgrow.widening.rules.common import broadcast_axis, constant_through_casts, gather_per_channel
+from onnxgrow.widening.rules.registry import rule
 
 
 @rule(*UNARY_OPS)
@@ -52,13 +32,8 @@ class UnaryRule:
             value = constant_through_casts(extra) if extra is not None else None
             if extra is not None and (value is None or value.size > 1):
                 ctx.refuse(node, f"input {extra.name!r} must be a scalar constant")
-        embedding = next(iter(known.values()))
-        x = node.inputs[0]
-        assert x is not None
-        ctx.track(x, _same_axis(embedding, x), node)
-        for out in node.outputs:
-            if out.uses() or out.is_graph_output():
-                ctx.track(out, _same_axis(embedding, out), node)
+        used = [out for out in node.outputs if out.uses() or out.is_graph_output()]
+        ctx.carry(node, any_embedding(known), [node.inputs[0], *used])
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         """Nothing to change: the op acts per element."""
@@ -70,7 +45,7 @@ class BroadcastRule:
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         out = node.outputs[0]
-        embedding = known.get(out) or next(iter(known.values()))
+        embedding = known.get(out) or any_embedding(known)
         axis = embedding.axis
         old = embedding.layout.old_size(ctx.width)
         for i, operand in enumerate(node.inputs):
@@ -86,21 +61,12 @@ class BroadcastRule:
             size = dim_at(operand, axis)
             broadcasts = size == 1 or (rank_of(operand) is not None and rank_of(operand) < -axis)
             if not broadcasts:
-                ctx.track(operand, _same_axis(embedding, operand), node)
-        ctx.track(out, _same_axis(embedding, out), node)
+                ctx.carry(node, embedding, (operand,))
+        ctx.carry(node, embedding, (out,))
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        out = node.outputs[0]
-        embedding = known[out]
-        old = embedding.layout.old_size(ctx.width)
-        idx = ctx.index(out)
-        for i, operand in enumerate(node.inputs):
-            shape = const_shape(operand) if operand is not None else None
-            if shape is None:
-                continue
-            const_axis = broadcast_axis(shape, embedding.axis)
-            if const_axis is not None and shape[const_axis] == old and old > 1:
-                ctx.edit(node, i, lambda a, ax=const_axis: gather(a, ax, idx))
+        """Constant operands that span the channels are gathered with the map."""
+        gather_per_channel(ctx, node, node.outputs[0], range(len(node.inputs)))
 
 
 @rule("CastLike")
@@ -111,10 +77,7 @@ class CastLikeRule:
         x, y = node.inputs[0], node.outputs[0]
         if x not in known and y not in known:
             return  # only ``like`` carries the channels: the output does not depend on them
-        embedding = known.get(x) or known[y]
-        assert x is not None
-        ctx.track(x, _same_axis(embedding, x), node)
-        ctx.track(y, _same_axis(embedding, y), node)
+        ctx.carry(node, known.get(x) or known[y], (x, y))
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         """Nothing to change: the op acts per element."""

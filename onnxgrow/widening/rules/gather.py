@@ -11,16 +11,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
+from onnxgrow.graph import const_shape, rank_of
+from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import const_shape, produce, rank_of
-from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
+from onnxgrow.widening.rules.common import produce
+from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
 @producer("Gather")

@@ -8,17 +8,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
+from onnxgrow.graph import const_shape
+from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import const_shape, contract, gather, produce, weight_problem
-from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
+from onnxgrow.widening.rules.common import contract, gather, produce, weight_problem
+from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
 def _b_axes(node: ir.Node) -> tuple[int, int]:

@@ -13,27 +13,13 @@ They carry the channels to a new axis position without touching values:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
+from onnxgrow.graph import dim_at
+from onnxgrow.widening.context import GroupContext, Known, any_embedding, embedding_rank
 from onnxgrow.widening.layout import AxisLayout, Embedding, Fixed
-from onnxgrow.widening.rules.common import dim_at, rank_of
-from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.widening.rules.registry import rule
 from onnxgrow.widening.rules.shape_values import Const, Entry, constant_ints, entries, rewrite_entry, shared_path
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
-
-
-def _rank(embedding: Embedding, *values: ir.Value | None) -> int | None:
-    if embedding.rank is not None:
-        return embedding.rank
-    for v in values:
-        r = rank_of(v)
-        if r is not None:
-            return r
-    return None
 
 
 def _axes_input(node: ir.Node, index: int = 1) -> list[int] | None:
@@ -57,8 +43,8 @@ class TransposeRule(_NoRewrite):
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        embedding = next(iter(known.values()))
-        rank = _rank(embedding, x, y)
+        embedding = any_embedding(known)
+        rank = embedding_rank(embedding, x, y)
         perm = node.attributes.get_ints("perm", None)
         if perm is None:
             if rank is None:
@@ -81,10 +67,8 @@ class SqueezeRule(_NoRewrite):
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        if x not in known:
-            ctx.refuse(node, "cannot trace channels backward through Squeeze/Unsqueeze")
-        embedding = known[x]
-        rank = _rank(embedding, x)
+        embedding = ctx.forward_only(node, known, "Squeeze/Unsqueeze")
+        rank = embedding_rank(embedding, x)
         axes = _axes_input(node)
         if rank is None or axes is None:
             ctx.refuse(node, "its axes or input rank are unknown")
@@ -110,25 +94,14 @@ class SplitRule(_NoRewrite):
     """Splitting along another axis: every output carries the channels."""
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        x = node.inputs[0]
-        if x not in known:
-            ctx.refuse(node, "cannot trace channels backward through Split")
-        embedding = known[x]
-        rank = _rank(embedding, x)
-        axis = node.attributes.get_int("axis", 0)
-        if axis < 0:
-            axis_neg = axis
-        elif rank is None:
-            ctx.refuse(node, "unknown rank")
-        else:
-            axis_neg = axis - rank
-        if axis_neg == embedding.axis:
+        embedding = ctx.forward_only(node, known, "Split")
+        rank = embedding_rank(embedding, node.inputs[0])
+        if ctx.negative_axis(node, node.attributes.get_int("axis", 0), rank) == embedding.axis:
             parts = constant_ints(node, 1) if len(node.inputs) > 1 and node.inputs[1] is not None else None
             sizes = f" into parts {parts}" if parts else f" into {len(node.outputs)} parts"
             ctx.refuse(node, f"it splits the widened axis{sizes} (a fused projection, for instance); "
                              "copied units would land in the wrong part")
-        for out in node.outputs:
-            ctx.track(out, embedding.with_axis(embedding.axis, rank), node)
+        ctx.carry(node, embedding, node.outputs, rank)
 
 
 #: A Slice end at or beyond this keeps an axis whole whatever its size.
@@ -163,10 +136,10 @@ class SliceRule:
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        if x not in known or any(v in known for v in node.inputs[1:]):
+        if any(v in known for v in node.inputs[1:]):
             ctx.refuse(node, "cannot trace channels backward through Slice")
-        embedding = known[x]
-        rank = _rank(embedding, x)
+        embedding = ctx.forward_only(node, known, "Slice")
+        rank = embedding_rank(embedding, x)
         params = _slice_params(node, rank)
         if params is None:
             ctx.refuse(node, "its axes or the number of its starts/ends are unknown")
@@ -181,14 +154,14 @@ class SliceRule:
                 ctx.refuse(node, "it slices the widened axis")
             if end.value == old and shared_path(end):  # type: ignore[union-attr]
                 ctx.refuse(node, "its end on the widened axis is computed by nodes that other nodes use as well")
-        ctx.track(y, embedding.with_axis(embedding.axis, rank), node)
+        ctx.carry(node, embedding, (y,), rank)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         """An end equal to the old size of the channel axis becomes the new size."""
         assert ctx.cmap is not None
         embedding = known[node.inputs[0]]  # type: ignore[index]
         old, new = embedding.layout.old_size(ctx.width), embedding.layout.new_size(ctx.cmap.q)
-        for _, axis, _, end, _ in _slice_params(node, _rank(embedding, node.inputs[0])) or []:
+        for _, axis, _, end, _ in _slice_params(node, embedding_rank(embedding, node.inputs[0])) or []:
             if axis == embedding.axis and isinstance(end, Const) and end.value == old and old != new:
                 rewrite_entry(ctx, end, new)
 
@@ -201,17 +174,10 @@ class ConcatRule(_NoRewrite):
         y = node.outputs[0]
         embedding = next(v for k, v in known.items() if k is not y) if any(
             k is not y for k in known) else known[y]
-        rank = _rank(embedding, y, *node.inputs)
-        axis = node.attributes.get_int("axis", 0)
-        if axis >= 0:
-            if rank is None:
-                ctx.refuse(node, "unknown rank")
-            axis -= rank
+        rank = embedding_rank(embedding, y, *node.inputs)
+        axis = ctx.negative_axis(node, node.attributes.get_int("axis", 0), rank)
         if axis != embedding.axis:
-            for x in node.inputs:
-                if x is not None:
-                    ctx.track(x, embedding.with_axis(embedding.axis, rank), node)
-            ctx.track(y, embedding.with_axis(embedding.axis, rank), node)
+            ctx.carry(node, embedding, [*(x for x in node.inputs if x is not None), y], rank)
             return
         if all(x not in known for x in node.inputs):
             ctx.refuse(node, "cannot trace channels backward through a Concat along them")

@@ -9,25 +9,13 @@ A MatMul of two computed tensors (attention) cannot carry or contract the channe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
+from onnxgrow.graph import const_shape, model_input_behind, rank_of
+from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import (
-    computing_node,
-    const_shape,
-    contract,
-    is_quantization,
-    model_input_behind,
-    produce,
-    rank_of,
-    weight_problem,
-)
-from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
+from onnxgrow.widening.rules.common import computing_node, contract, is_quantization, produce, weight_problem
+from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
 @producer("MatMul")

@@ -10,28 +10,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from onnxgrow.constants import find_constant
-from onnxgrow.widening.layout import Channel
-from onnxgrow.widening.rules.common import broadcast_axis, const_shape, gather, rank_of
-from onnxgrow.widening.rules.registry import Known, rule
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
+from onnxgrow.widening.context import GroupContext, Known, any_embedding, embedding_rank
+from onnxgrow.widening.layout import Channel, Embedding
+from onnxgrow.widening.rules.common import gather, gather_per_channel
+from onnxgrow.widening.rules.registry import rule
 
 
-def _carry(ctx: GroupContext, node: ir.Node, known: Known, rank: int | None) -> None:
-    embedding = next(iter(known.values()))
+def _carry(ctx: GroupContext, node: ir.Node, embedding: Embedding, rank: int | None) -> None:
+    """Input 0 and output 0 carry the channels; the extra outputs (BN's running statistics,
+    LayerNorm's mean and inverse deviation) must be unused."""
     for out in node.outputs[1:]:
         if out.uses() or out.is_graph_output():
             ctx.refuse(node, f"its extra output {out.name!r} depends on the channels")
-    x = node.inputs[0]
-    assert x is not None
-    ctx.track(x, embedding.with_axis(embedding.axis, rank), node)
-    ctx.track(node.outputs[0], embedding.with_axis(embedding.axis, rank), node)
+    ctx.carry(node, embedding, (node.inputs[0], node.outputs[0]), rank)
 
 
 @rule("BatchNormalization", "InstanceNormalization")
@@ -39,14 +32,12 @@ class ChannelNormRule:
     """Per-channel normalisation on axis 1: scale, bias (and BN's mean, var) gathered."""
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        embedding = next(iter(known.values()))
-        rank = embedding.rank or rank_of(node.inputs[0]) or rank_of(node.outputs[0])
+        embedding = any_embedding(known)
+        rank = embedding_rank(embedding, node.inputs[0], node.outputs[0])
         if rank is None or rank + embedding.axis != 1:
             ctx.refuse(node, f"{node.op_type} normalises per channel on axis 1, not on the widened axis")
-        for param in node.inputs[1:]:
-            if param is not None and find_constant(param) is None:
-                ctx.refuse(node, f"its parameter {param.name!r} is computed at run time")
-        _carry(ctx, node, known, rank)
+        ctx.require_constant(node, node.inputs[1:])
+        _carry(ctx, node, embedding, rank)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         idx = ctx.index(node.outputs[0])
@@ -55,41 +46,21 @@ class ChannelNormRule:
                 ctx.edit(node, i, lambda a: gather(a, 0, idx))
 
 
-def _normalized_axis(node: ir.Node, rank: int | None) -> int | None:
-    """The first normalised axis, counted from the end (negative), or None if unknown."""
-    axis = node.attributes.get_int("axis", -1)
-    if axis < 0:
-        return axis
-    return None if rank is None else axis - rank
-
-
 @rule("LayerNormalization", "RMSNormalization")
 class LayerNormRule:
     """Normalisation over the trailing axes from ``axis``."""
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        embedding = next(iter(known.values()))
-        rank = embedding.rank or rank_of(node.inputs[0])
-        first = _normalized_axis(node, rank)
-        if first is None:
-            ctx.refuse(node, "its normalised axes are unknown (no rank)")
+        embedding = any_embedding(known)
+        rank = embedding_rank(embedding, node.inputs[0])
+        first = ctx.negative_axis(node, node.attributes.get_int("axis", -1), rank)
         if embedding.axis >= first:
             if not all(isinstance(s, Channel) for s in embedding.layout.segments):
                 ctx.refuse(node, "it normalises over channels of which only some are widened")
             ctx.require_uniform(node, f"{node.op_type} normalising over the widened axis")
-            for param in node.inputs[1:]:
-                if param is not None and find_constant(param) is None:
-                    ctx.refuse(node, f"its parameter {param.name!r} is computed at run time")
-        _carry(ctx, node, known, rank)
+            ctx.require_constant(node, node.inputs[1:])
+        _carry(ctx, node, embedding, rank)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        embedding = known[node.outputs[0]]
-        old = embedding.layout.old_size(ctx.width)
-        idx = ctx.index(node.outputs[0])
-        for i in range(1, len(node.inputs)):
-            shape = const_shape(node.inputs[i]) if node.inputs[i] is not None else None
-            if shape is None:
-                continue
-            axis = broadcast_axis(shape, embedding.axis)
-            if axis is not None and shape[axis] == old and old > 1:
-                ctx.edit(node, i, lambda a, ax=axis: gather(a, ax, idx))
+        """Scale and bias that span the channels are gathered with the map."""
+        gather_per_channel(ctx, node, node.outputs[0], range(1, len(node.inputs)))

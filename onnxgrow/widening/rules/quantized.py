@@ -14,20 +14,15 @@ integer grid. So:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from onnxgrow.widening.rules.registry import Known, Producer, producer, rule
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
+from onnxgrow.widening.context import GroupContext, Known
+from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 #: Quantized layers: integer weights with scales and zero points.
 QUANTIZED_LAYERS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
 #: Every default-domain op that quantizes, dequantizes or computes on quantized tensors.
 QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", *QUANTIZED_LAYERS})
-
 
 
 @producer(*QUANTIZED_LAYERS)

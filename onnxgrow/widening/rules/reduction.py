@@ -12,17 +12,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
+from onnxgrow.widening.context import GroupContext, Known, any_embedding, embedding_rank
 from onnxgrow.widening.layout import Channel
-from onnxgrow.widening.rules.common import rank_of
-from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.widening.rules.registry import rule
 from onnxgrow.widening.rules.shape_values import constant_ints
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
 
 _UNIFORM_OK = {"ReduceMean", "ReduceMax", "ReduceMin"}
 
@@ -52,10 +47,8 @@ class ReduceRule:
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        if x not in known:
-            ctx.refuse(node, "cannot trace channels backward through a reduction")
-        embedding = known[x]
-        rank = embedding.rank or rank_of(x)
+        embedding = ctx.forward_only(node, known, "a reduction")
+        rank = embedding_rank(embedding, x)
         axes = _reduced_axes(node, rank)
         if axes is None:
             ctx.refuse(node, "its reduced axes are unknown")
@@ -80,22 +73,15 @@ class SoftmaxRule:
     """Softmax over another axis carries the channels; over them it is refused."""
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        embedding = next(iter(known.values()))
-        rank = embedding.rank or rank_of(node.inputs[0]) or rank_of(node.outputs[0])
+        x, y = node.inputs[0], node.outputs[0]
+        embedding = any_embedding(known)
+        rank = embedding_rank(embedding, x, y)
         opset = (node.graph.opset_imports.get("", 13) if node.graph is not None else 13)
-        default = -1 if opset >= 13 else 1
-        axis = node.attributes.get_int("axis", default)
-        if axis >= 0:
-            if rank is None:
-                ctx.refuse(node, "its axis cannot be placed (unknown rank)")
-            axis -= rank
+        axis = ctx.negative_axis(node, node.attributes.get_int("axis", -1 if opset >= 13 else 1), rank)
         covers = embedding.axis >= axis if opset < 13 else embedding.axis == axis
         if covers:
             ctx.refuse(node, f"{node.op_type} over the widened axis changes its normalisation")
-        x = node.inputs[0]
-        assert x is not None
-        ctx.track(x, embedding.with_axis(embedding.axis, rank), node)
-        ctx.track(node.outputs[0], embedding.with_axis(embedding.axis, rank), node)
+        ctx.carry(node, embedding, (x, y), rank)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         """Nothing to change."""

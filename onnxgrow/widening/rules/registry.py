@@ -1,4 +1,4 @@
-"""The op-rule registry: one small unit per op type (DESIGN.md §1).
+"""The op-rule registry: one small unit per op type (docs/design.md §8).
 
 A rule has two halves:
 
@@ -13,33 +13,21 @@ A rule has two halves:
     node's weights/attributes so it computes the widened function
     (``ctx.index(value)`` gives the widened axis' index arrays of a tracked value).
 
+Both receive the :class:`~onnxgrow.widening.context.GroupContext`, the rule API.
+
 Adding an op is one module under ``onnxgrow/widening/rules/`` with a ``@rule(...)``-decorated
 class, plus one equivalence test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
 import onnx_ir as ir
 
+from onnxgrow.widening.context import Rule
 from onnxgrow.widening.layout import Embedding
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
-
-Known = Mapping[ir.Value, Embedding]
-
-
-class Rule(Protocol):
-    """How one op type carries, contracts or produces the widened channels."""
-
-    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None: ...
-
-    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None: ...
-
 
 RULES: dict[str, Rule] = {}
 

@@ -1,4 +1,4 @@
-"""Flatten and Reshape (DESIGN.md §3).
+"""Flatten and Reshape (docs/design.md §3).
 
 Both merge and split contiguous axes. Input and output dimensions are matched into
 blocks of equal product. The block holding the channel axis decides:
@@ -24,18 +24,14 @@ axes keep their meaning.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import AxisLayout, Channel, Embedding
 from onnxgrow.widening.rules.dims import Dim, product, static_product
-from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.widening.rules.registry import rule
 from onnxgrow.widening.rules.shape_values import Const, DimOf, Entry, entries, rewrite_entry, shared_path
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
-
 
 
 def _symbolic_dims(value: ir.Value | None) -> list[Dim] | None:
@@ -154,9 +150,7 @@ class FlattenRule:
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        if x not in known:
-            ctx.refuse(node, "cannot trace channels backward through Flatten")
-        embedding = known[x]
+        embedding = ctx.forward_only(node, known, "Flatten")
         src = _input_dims(ctx, x, embedding)
         if src is None:
             ctx.refuse(node, "its input shape is unknown")

@@ -11,15 +11,12 @@ else after widening and is refused, naming the node that uses the size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.graph import node_label
+from onnxgrow.widening.context import GroupContext, Known
+from onnxgrow.widening.rules.registry import rule
 from onnxgrow.widening.rules.shape_values import DimOf, readers_of_dim
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
 
 
 @rule("Shape", "Size")
@@ -36,8 +33,6 @@ class ShapeRule:
             return
         if out.is_graph_output():
             ctx.refuse(node, f"the model outputs the shape {out.name!r}, which grows with the channels")
-        from onnxgrow.widening.planner import node_label  # the planner imports the rules
-
         channel = DimOf(x, known[x].axis)
         for reader, index in readers_of_dim(out, channel):
             if reader.op_type == "Reshape" and index == 1 and reader.inputs[0] is x:

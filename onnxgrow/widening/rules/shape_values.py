@@ -19,16 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
-from onnxgrow.widening.rules.common import rank_of
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
+from onnxgrow.graph import rank_of
+from onnxgrow.widening.context import GroupContext
 
 #: ops that move vector entries around; the data input of each, by op type.
 _DATA_INPUT = {

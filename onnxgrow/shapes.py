@@ -1,0 +1,56 @@
+"""Shape inference on an onnx-ir model that keeps the model loadable and its weights in place."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
+
+from onnxgrow.model_io import SHAPES_INFERRED_KEY
+
+
+def infer_shapes(model: ir.Model) -> None:
+    """Annotate value shapes (weights are left out of the call, so this is cheap).
+
+    Only tensor annotations are kept: the inference pass types untyped sequence outputs
+    (SplitToSequence) as tensors, which would make the saved model unloadable, so
+    outputs whose op schema says they are sequences keep the type they had. Skipped
+    once right after ``load_model(..., infer_shapes=True)``, which inferred the shapes on
+    the file's protobuf (there every value gets its full inferred type, sequences too).
+
+    When the model cannot be serialized, onnx-ir's pass (1.1) fails after turning the
+    initializers into graph inputs and dropping the large ones; they are put back here,
+    so the model is left as it was (a broken model is then refused when it is saved).
+    """
+    if model.meta.pop(SHAPES_INFERRED_KEY, False):
+        return
+    before = {value: (value.type, value.shape) for node in model.graph.all_nodes()
+              for value in node.outputs if _is_sequence_output(model, node, value)}
+    inputs = list(model.graph.inputs)
+    initializers = {name: (value, value.const_value) for name, value in model.graph.initializers.items()}
+    ShapeInferencePass(strict_mode=False)(model)
+    for value, (type_, shape) in before.items():
+        value.type, value.shape = type_, shape
+    if len(model.graph.inputs) != len(inputs):
+        model.graph.inputs.clear()
+        model.graph.inputs.extend(inputs)
+        for name, (value, tensor) in initializers.items():
+            value.const_value = tensor
+            if name not in model.graph.initializers:
+                model.graph.initializers.add(value)
+
+
+def _is_sequence_output(model: ir.Model, node: ir.Node, value: ir.Value) -> bool:
+    """True when ``node``'s schema declares the output holding ``value`` a sequence."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, model.opset_imports.get(node.domain, 1), node.domain)
+    except onnx.defs.SchemaError:
+        return False
+    index = list(node.outputs).index(value)
+    formals = schema.outputs
+    if not formals:
+        return False
+    formal = formals[min(index, len(formals) - 1)]
+    constraint = next((c for c in schema.type_constraints if c.type_param_str == formal.type_str), None)
+    allowed = list(constraint.allowed_type_strs) if constraint else [formal.type_str]
+    return bool(allowed) and all(t.startswith("seq(") for t in allowed)

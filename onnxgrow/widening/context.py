@@ -1,0 +1,262 @@
+"""The rule API: what an op rule sees of a channel group, and may do to it (docs/design.md §8).
+
+A :class:`GroupContext` holds one channel group while it is planned and rewritten. Rules
+call it to track the values that carry the channels (:meth:`GroupContext.track`,
+:meth:`GroupContext.carry`), to refuse naming their node (:meth:`GroupContext.refuse`),
+to record constraints, and, once the channel map is chosen, to rewrite constants
+(:meth:`GroupContext.edit`). The planner (:mod:`onnxgrow.widening.planner`) closes the
+group by calling every reached node's :class:`Rule`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn, Protocol
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxgrow.constants import ConstantRef, edit_constant, find_constant, make_initializer, remove_dead
+from onnxgrow.errors import RefusedError
+from onnxgrow.graph import node_label, rank_of
+from onnxgrow.names import generated_name
+from onnxgrow.widening.channel_map import ChannelMap, Init, build_channel_map
+from onnxgrow.widening.layout import AxisIndex, Embedding
+
+#: The tracked inputs and outputs of one node, with the way each carries the channels.
+Known = Mapping[ir.Value, Embedding]
+
+
+class Rule(Protocol):
+    """How one op type carries, contracts or produces the widened channels (docs/design.md §8)."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None: ...
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None: ...
+
+
+@dataclass
+class TensorChange:
+    """One constant rewritten: its name and shapes before and after."""
+
+    name: str
+    old_shape: tuple[int, ...]
+    new_shape: tuple[int, ...]
+    node: str
+
+
+def embedding_rank(embedding: Embedding, *values: ir.Value | None) -> int | None:
+    """The rank of a tracked tensor: the embedding's, else that of the first of ``values`` with a shape."""
+    if embedding.rank is not None:
+        return embedding.rank
+    for value in values:
+        rank = rank_of(value)
+        if rank is not None:
+            return rank
+    return None
+
+
+def any_embedding(known: Known) -> Embedding:
+    """The embedding of one of the node's tracked values (rules whose values all carry it alike)."""
+    return next(iter(known.values()))
+
+
+@dataclass
+class GroupContext:
+    """The state of one channel group: tracked values, roles, constraints, and edits."""
+
+    graph: ir.Graph
+    width: int
+    origin: str
+    tracked: dict[ir.Value, Embedding] = field(default_factory=dict)
+    producers: list[ir.Node] = field(default_factory=list)
+    contractors: list[ir.Node] = field(default_factory=list)
+    uniform_required: dict[str, str] = field(default_factory=dict)
+    changes: list[TensorChange] = field(default_factory=list)
+    cmap: ChannelMap | None = None
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    _queue: deque[ir.Node] = field(default_factory=deque)
+    _rules: dict[ir.Node, Rule] = field(default_factory=dict)
+    _indices: dict[ir.Value, AxisIndex] = field(default_factory=dict)
+
+    # ----- planning -----------------------------------------------------------------
+    def refuse(self, node: ir.Node | None, reason: str) -> NoReturn:
+        """Raise the refusal, naming the blocking node."""
+        where = f" at {node_label(node)}" if node is not None else ""
+        raise RefusedError(f"cannot widen {self.origin}{where}: {reason}", node.name if node else None)
+
+    def track(self, value: ir.Value, embedding: Embedding, via: ir.Node | None = None) -> None:
+        """``value`` carries the group's channels as ``embedding``."""
+        known = self.tracked.get(value)
+        if known is not None:
+            if known.axis != embedding.axis or known.layout != embedding.layout:
+                self.refuse(via, f"tensor {value.name!r} would carry the channels in two different ways")
+            if known.rank is None and embedding.rank is not None:
+                self.tracked[value] = embedding
+            return
+        if value.is_graph_output():
+            self.refuse(
+                via or value.producer(),
+                f"the widened channels reach model output {value.name!r}; widening would change "
+                "the model's interface",
+            )
+        if value.is_graph_input():
+            self.refuse(
+                via,
+                f"the channel group reaches model input {value.name!r}; widening would change "
+                "the model's interface",
+            )
+        if value.const_value is not None or find_constant(value) is not None:
+            self.refuse(via, f"constant {value.name!r} would have to carry the channels")
+        self.tracked[value] = embedding
+        producer = value.producer()
+        if producer is not None:
+            self._queue.append(producer)
+        for consumer in value.consumers():
+            self._queue.append(consumer)
+
+    def forward_only(self, node: ir.Node, known: Known, through: str) -> Embedding:
+        """The embedding of ``node``'s input 0, for ops the channels cross only from input 0 on.
+
+        Reached from an output (or another input) instead, the node is refused: the rule
+        cannot say which channels of the input the output's channels come from.
+        """
+        x = node.inputs[0]
+        if x is None or x not in known:
+            self.refuse(node, f"cannot trace channels backward through {through}")
+        return known[x]
+
+    def carry(self, node: ir.Node, embedding: Embedding, values: Sequence[ir.Value | None],
+              rank: int | None = None) -> None:
+        """``values`` of ``node`` carry the channels unchanged: same axis and layout as ``embedding``.
+
+        Each gets ``rank`` when given, else its own rank (or the embedding's when its shape is unknown).
+        """
+        for value in values:
+            assert value is not None
+            own = rank if rank is not None else rank_of(value) or embedding.rank
+            self.track(value, embedding.with_axis(embedding.axis, own), node)
+
+    def negative_axis(self, node: ir.Node, axis: int, rank: int | None) -> int:
+        """The attribute ``axis`` of ``node`` counted from the end (``-1`` is the last axis).
+
+        A non-negative axis needs the rank; without it the node is refused.
+        """
+        if axis < 0:
+            return axis
+        if rank is None:
+            self.refuse(node, "its axis cannot be placed (unknown rank)")
+        return axis - rank
+
+    def require_constant(self, node: ir.Node, values: Sequence[ir.Value | None], what: str = "parameter") -> None:
+        """Refuse ``node`` unless every given input is a constant (absent optional inputs pass)."""
+        for value in values:
+            if value is not None and find_constant(value) is None:
+                self.refuse(node, f"its {what} {value.name!r} is computed at run time")
+
+    def mark_producer(self, node: ir.Node) -> None:
+        """``node`` produces the group's channels (its output units are copied)."""
+        if node not in self.producers:
+            self.producers.append(node)
+
+    def mark_contractor(self, node: ir.Node) -> None:
+        """``node`` contracts the group's channels (its input rows are split)."""
+        if node not in self.contractors:
+            self.contractors.append(node)
+
+    def require_uniform(self, node: ir.Node, reason: str) -> None:
+        """The map must copy every unit equally often and add no fresh units."""
+        self.uniform_required[node.name or generated_name(node) or node.op_type] = reason
+
+    def next_pending(self) -> ir.Node | None:
+        """A node that a newly tracked value reaches and whose rule has to look at it, or None."""
+        return self._queue.popleft() if self._queue else None
+
+    def propagate(self, node: ir.Node, rule: Rule) -> None:
+        """Let ``rule`` (the one for ``node``) propagate the group through ``node``."""
+        self._rules[node] = rule
+        rule.propagate(self, node, self.known(node))
+
+    def known(self, node: ir.Node) -> dict[ir.Value, Embedding]:
+        """The tracked inputs and outputs of ``node``."""
+        return {
+            v: self.tracked[v]
+            for v in (*node.inputs, *node.outputs)
+            if v is not None and v in self.tracked
+        }
+
+    def touched_nodes(self) -> list[ir.Node]:
+        """Every node with a tracked input or output, in graph order."""
+        return [node for node in self.graph if self.known(node)]
+
+    # ----- rewriting ----------------------------------------------------------------
+    def rewrite(self, q: int, init: Init, noise: float, seed: int) -> None:
+        """Choose the map, check constraints, and let every touched node's rule rewrite it."""
+        self.cmap = build_channel_map(self.width, q, init, noise, seed)
+        self.rng = np.random.default_rng(seed + 1)
+        self.check(self.cmap)
+        for node in self.touched_nodes():
+            self._rules[node].rewrite(self, node, self.known(node))
+        for value, embedding in self.tracked.items():
+            self._update_shape(value, embedding)
+
+    def check(self, cmap: ChannelMap) -> None:
+        """Refuse a map that breaks a constraint of the group (uniform duplication)."""
+        if self.uniform_required and not cmap.uniform:
+            where, why = next(iter(self.uniform_required.items()))
+            raise RefusedError(
+                f"cannot widen {self.origin} from {self.width} to {cmap.q} with {cmap.init.value}: "
+                f"{why} at {where} is exact only when every unit is copied equally often "
+                f"(net2wider to a multiple of {self.width})",
+                where,
+            )
+
+    def index(self, value: ir.Value) -> AxisIndex:
+        """The widened axis of a tracked value as index arrays."""
+        assert self.cmap is not None
+        if value not in self._indices:
+            self._indices[value] = self.tracked[value].layout.expand(self.cmap)
+        return self._indices[value]
+
+    def edit(
+        self, node: ir.Node, input_index: int, fn: Callable[[np.ndarray], np.ndarray]
+    ) -> None:
+        """Rewrite the constant at ``node.inputs[input_index]`` (never another node's view of it)."""
+        before = node.inputs[input_index]
+        ref = find_constant(before)
+        if ref is None:
+            self.refuse(node, f"input {input_index} must be a constant to be rewritten")
+        old_shape = tuple(ref.tensor.shape.numpy())
+        after = edit_constant(self.graph, node, input_index, fn)
+        new_ref = find_constant(after)
+        assert new_ref is not None
+        self.changes.append(
+            TensorChange(_root_name(new_ref), old_shape, tuple(new_ref.tensor.shape.numpy()), node.name or node.op_type)
+        )
+
+    def replace_with_constant(self, node: ir.Node, input_index: int, array: np.ndarray, name: str,
+                              old_shape: tuple[int, ...]) -> None:
+        """Feed ``node.inputs[input_index]`` the constant ``array`` instead of a value computed
+        at run time (of ``old_shape``); the nodes that computed it go when nothing else uses them."""
+        before = node.inputs[input_index]
+        assert before is not None and before.dtype is not None
+        constant = make_initializer(self.graph, name, array, before.dtype)
+        node.replace_input_with(input_index, constant)
+        remove_dead(self.graph, before)
+        self.changes.append(TensorChange(constant.name or name, old_shape, tuple(array.shape),
+                                         node.name or node.op_type))
+
+    def _update_shape(self, value: ir.Value, embedding: Embedding) -> None:
+        if value.shape is None or value.type is None or self.cmap is None:
+            return
+        dims = list(value.shape.dims)
+        axis = len(dims) + embedding.axis
+        if 0 <= axis < len(dims) and isinstance(dims[axis], int):
+            dims[axis] = embedding.layout.new_size(self.cmap.q)
+            value.shape = ir.Shape(dims)
+
+
+def _root_name(ref: ConstantRef) -> str:
+    return ref.root.name or "?"

@@ -1,0 +1,76 @@
+"""Every registered op type has a test case that names it.
+
+Registries: widening rules and layer producers (``onnxgrow/widening/rules/registry.py``),
+deepening layer kinds (``onnxgrow/deepening/kinds/registry.py``), and the PyTorch and
+Keras export ops (``onnxgrow/export/{torch,keras}_ops/registry.py``). A case "names" an op
+when the table a parametrised equivalence test runs over holds it: the widening tables of
+``test_widen_ops`` (keyed by op type), the deepening networks of ``test_deepen``
+(keyed by the layer's op type), and the op types of the nodes in the graphs that
+``test_export_torch_ops`` and ``test_export_keras_ops`` compare with onnxruntime.
+
+So registering a new op without adding its case makes :func:`test_every_registered_op_has_a_case` fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+import test_deepen
+import test_export_keras_ops
+import test_export_torch_ops
+import test_widen_ops
+from export_op_graphs import op_types
+
+from onnxgrow.deepening.kinds import registry as kinds
+from onnxgrow.export.keras_ops import registry as keras_ops
+from onnxgrow.export.torch_ops import registry as torch_ops
+from onnxgrow.widening.rules import registry as rules
+
+pytestmark = pytest.mark.torch  # the export tables are built next to torch tests
+
+
+def uncovered() -> dict[str, list[str]]:
+    """Per registry, the registered op types that no test table holds (read from the registries now)."""
+    tables: list[tuple[str, Iterable[str], set[str]]] = [
+        ("widening rules", rules.RULES, set(test_widen_ops.WIDEN_CASES) | set(test_widen_ops.REFUSED_CASES)),
+        ("widening layers", rules.PRODUCERS, set(test_widen_ops.LAYER_CASES)),
+        ("deepening kinds", kinds.KINDS, set(test_deepen.KIND_CASES)),
+        ("torch export ops", torch_ops.TORCH_OPS, op_types(test_export_torch_ops.CASES)),
+        ("keras export ops", keras_ops.KERAS_OPS, op_types(test_export_keras_ops.SUPPORTED)),
+    ]
+    return {name: sorted(set(registry) - covered) for name, registry, covered in tables}
+
+
+def test_every_registered_op_has_a_case() -> None:
+    missing = {name: ops for name, ops in uncovered().items() if ops}
+    assert not missing, f"registered op types without a test case: {missing}"
+
+
+def test_the_tables_hold_registered_ops_only() -> None:
+    """A stale entry (an op whose rule was removed) would hide a missing one."""
+    assert set(test_widen_ops.WIDEN_CASES) | set(test_widen_ops.REFUSED_CASES) <= set(rules.RULES)
+    assert set(test_widen_ops.LAYER_CASES) <= set(rules.PRODUCERS)
+    assert set(test_deepen.KIND_CASES) <= set(kinds.KINDS)
+
+
+def test_a_rule_registered_without_a_case_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register a rule, a layer kind and export ops the way a contributor would, into copies
+    of the registries: the contract must name each of them."""
+    monkeypatch.setattr(rules, "RULES", dict(rules.RULES))
+    monkeypatch.setattr(kinds, "KINDS", dict(kinds.KINDS))
+    monkeypatch.setattr(torch_ops, "TORCH_OPS", dict(torch_ops.TORCH_OPS))
+    monkeypatch.setattr(keras_ops, "KERAS_OPS", dict(keras_ops.KERAS_OPS))
+
+    @rules.rule("NewOp")
+    class NewOpRule:
+        def propagate(self, ctx: object, node: object, known: object) -> None: ...
+
+        def rewrite(self, ctx: object, node: object, known: object) -> None: ...
+
+    kinds.kind("NewLayer")(lambda node: NotImplemented)
+    torch_ops.torch_op("NewOp")(lambda call, *inputs: inputs[0])
+    keras_ops.keras_op("NewOp")(lambda call, *inputs: inputs[0])
+
+    assert uncovered() == {"widening rules": ["NewOp"], "widening layers": [], "deepening kinds": ["NewLayer"],
+                           "torch export ops": ["NewOp"], "keras export ops": ["NewOp"]}
