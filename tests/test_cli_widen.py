@@ -61,7 +61,7 @@ def test_random_pad_is_written_and_flagged(fixture_copy, tmp_path: Path) -> None
     (["--node", "layer2", "--to", "9"], "closest: layer_2"),
     (["--node", "layer_2", "--to", "5"], "must be larger than its current 5"),
     (["--node", "layer_2", "--to", "3"], "must be larger than its current 5"),
-    (["--node", "layer_2", "--to", "-4"], "must be larger"),
+    (["--node", "layer_2", "--to", "-4"], "must be a positive integer, got -4"),
     (["--node", "layer_3", "--to", "4"], "reach model output 'y'"),
     (["--node", "layer_2"], "--to"),
     (["--node", "layer_2", "--to", "9", "--init", "zero-pad", "--noise", "0.1"], "--noise"),

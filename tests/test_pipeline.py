@@ -216,6 +216,8 @@ def test_argument_errors_come_before_the_model_is_read(tmp_path: Path) -> None:
     assert code == 2 and "--noise" in stderr
     code, _, stderr = run("widen", str(missing_model), "--node", "a", "--to", "3", "-o", str(tmp_path / "x" / "o.onnx"))
     assert code == 2 and "output folder does not exist" in stderr
+    code, _, stderr = run("widen", str(missing_model), "--node", "a", "--to", "0")
+    assert code == 2 and "width for 'a' must be a positive integer, got 0" in stderr
     code, _, stderr = run("deepen", str(missing_model), "--after", "a", "--max-shard-size", "lots")
     assert code == 2 and "--max-shard-size 'lots'" in stderr
 

@@ -136,8 +136,8 @@ class WidenOp:
         if not widths:
             raise GrowError("nothing to widen: give at least one --node NAME --to WIDTH")
         for name, width in widths.items():
-            if isinstance(width, bool) or not isinstance(width, int):
-                raise GrowError(f"width for {name!r} must be an integer, got {width!r}")
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                raise GrowError(f"width for {name!r} must be a positive integer, got {width!r}")
         self.widths = dict(widths)
         self.init = parse_init(init)
         self.seed = check_seed(seed)
