@@ -238,6 +238,7 @@ def _model_changes(old: ir.Model, new: ir.Model) -> list[Json]:
 
 def _value_info(value: ir.Value) -> Json:
     """``{"name", "dtype", "shape"}``; dtype is the ONNX name, or the type for non-tensors."""
+    dtype: str | None
     if value.type is not None and not isinstance(value.type, ir.TensorType):
         dtype = str(value.type)
     else:
