@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxgrow import __version__
 from onnxgrow.lineage import HISTORY_KEY, describe, read_history
 from onnxgrow.model_io import load_model
 from onnxgrow.options import VerifyOptions
@@ -95,8 +96,6 @@ class DiffReport:
 
     def to_dict(self) -> Json:
         """The report as JSON (see ``docs/diff-json.md``)."""
-        from onnxgrow import __version__
-
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": f"onnxgrow {__version__}",

@@ -40,7 +40,8 @@ def conv_transpose(call: OpCall, inputs: Inputs) -> Tensor:
         raise call.refuse(f"{rank}-D transposed convolution is not supported")
     if call.attr("output_shape") is not None or call.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise call.refuse("output_shape and SAME auto_pad are not supported; give explicit pads")
-    pads = list(call.attr("pads") or [0] * (2 * rank)) if call.attr("auto_pad", "NOTSET") == "NOTSET" else [0] * (2 * rank)
+    explicit = call.attr("auto_pad", "NOTSET") == "NOTSET"
+    pads = list(call.attr("pads") or [0] * (2 * rank)) if explicit else [0] * (2 * rank)
     output_padding = list(call.attr("output_padding") or [0] * rank)
     y = _CONV_TRANSPOSE[rank](x, w, b, strides, 0, output_padding, call.attr("group", 1), dilations)
     for axis in range(rank):

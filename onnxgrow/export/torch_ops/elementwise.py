@@ -25,7 +25,9 @@ _BINARY: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "LessOrEqual": torch.le, "And": torch.logical_and, "Or": torch.logical_or,
     "Xor": torch.logical_xor,
 }
-_VARIADIC: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"Max": torch.maximum, "Min": torch.minimum, "Sum": torch.add}
+_VARIADIC: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "Max": torch.maximum, "Min": torch.minimum, "Sum": torch.add,
+}
 
 
 def _binary(call: OpCall, inputs: Inputs) -> Tensor:

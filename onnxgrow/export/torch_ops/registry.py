@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 
 from onnxgrow.errors import GrowError
 
 Tensor = torch.Tensor
-OpResult = Union[Tensor, Sequence[Tensor]]
+OpResult = Tensor | Sequence[Tensor]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onnxgrow.export.torch_ops.registry import Inputs, OpCall, Tensor, axes_from, ints, normalize_axis, torch_op
+from onnxgrow.export.torch_ops.registry import Inputs, OpCall, Tensor, axes_from, normalize_axis, torch_op
 
 
 @torch_op("Identity")
