@@ -43,8 +43,7 @@ from onnxgrow import __version__
 from onnxgrow.lineage import HISTORY_KEY, describe, read_history
 from onnxgrow.model_io import load_model
 from onnxgrow.options import VerifyOptions
-from onnxgrow.verification import VerifyReport, verify
-from onnxgrow.verification.compare import format_dims, shape_dims
+from onnxgrow.verification import VerifyReport, format_dims, shape_dims, verify
 
 #: Version of the JSON report; bumped when a field is removed or changes meaning.
 SCHEMA_VERSION = 1

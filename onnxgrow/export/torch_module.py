@@ -48,10 +48,6 @@ class ConstantStore(nn.Module):
     """Holds the graph's non-weight constants as non-persistent buffers."""
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(array, copy=True))
-
-
 class OnnxModule(nn.Module):
     """Computes an ONNX graph with PyTorch ops; its weights are trainable parameters.
 
