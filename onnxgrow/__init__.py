@@ -93,7 +93,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from onnxgrow.deepening.api import DeepenOp, DeepenReport, deepen, deepen_file
+    from onnxgrow.deepening.api import DeepenOp, DeepenReport, deepen, deepen_file  # noqa: I001 (state_dict needs its own line for the ignore below)
     from onnxgrow.diff import diff_models
     from onnxgrow.errors import GrowError, NotEquivalentError, RefusedError
     from onnxgrow.export import export_model, export_state_dict, to_keras, to_torch

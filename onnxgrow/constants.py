@@ -225,8 +225,10 @@ def remove_dead(graph: ir.Graph, value: ir.Value) -> None:
             continue
         producer = current.producer()
         if producer is None:
-            if current.is_initializer() and not current.is_graph_input() and current.name in graph.initializers:
-                del graph.initializers[current.name]
+            name = current.name
+            if current.is_initializer() and not current.is_graph_input() and name is not None \
+                    and name in graph.initializers:
+                del graph.initializers[name]
             continue
         if producer.graph is not graph or any(o.uses() or o.is_graph_output() for o in producer.outputs):
             continue

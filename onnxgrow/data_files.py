@@ -181,7 +181,7 @@ def write(
                 offset = run.offset
                 for tensor in run.tensors:
                     written[id(tensor)] = ir.ExternalTensor(
-                        name, offset, tensor.nbytes, tensor.dtype, shape=tensor.shape,
+                        name, offset, tensor.nbytes, tensor.dtype, shape=ir.Shape(tensor.shape.numpy()),
                         name=tensor.name or "", base_dir=str(model.parent))
                     offset += tensor.nbytes
     return [written[id(t)] for t in tensors]

@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxgrow import __version__
 from onnxgrow.lineage import HISTORY_KEY, describe, read_history
 from onnxgrow.model_io import load_model
 from onnxgrow.options import VerifyOptions
-from onnxgrow.verification import VerifyReport, verify
-from onnxgrow.verification.compare import format_dims, shape_dims
+from onnxgrow.verification import VerifyReport, format_dims, shape_dims, verify
 
 #: Version of the JSON report; bumped when a field is removed or changes meaning.
 SCHEMA_VERSION = 1
@@ -95,8 +95,6 @@ class DiffReport:
 
     def to_dict(self) -> Json:
         """The report as JSON (see ``docs/diff-json.md``)."""
-        from onnxgrow import __version__
-
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": f"onnxgrow {__version__}",
@@ -238,6 +236,7 @@ def _model_changes(old: ir.Model, new: ir.Model) -> list[Json]:
 
 def _value_info(value: ir.Value) -> Json:
     """``{"name", "dtype", "shape"}``; dtype is the ONNX name, or the type for non-tensors."""
+    dtype: str | None
     if value.type is not None and not isinstance(value.type, ir.TensorType):
         dtype = str(value.type)
     else:

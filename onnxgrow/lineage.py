@@ -19,6 +19,8 @@ from typing import Any
 
 import onnx_ir as ir
 
+from onnxgrow import __version__
+
 HISTORY_KEY = "onnxgrow.history"
 
 
@@ -40,8 +42,6 @@ def read_history(model: ir.Model) -> list[dict[str, Any]]:
 
 def append_history(model: ir.Model, entry: dict[str, Any]) -> None:
     """Append one operation to the model's history."""
-    from onnxgrow import __version__
-
     history = read_history(model)
     history.append({**entry, "tool": f"onnxgrow {__version__}"})
     model.metadata_props[HISTORY_KEY] = json.dumps(history)

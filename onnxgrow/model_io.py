@@ -141,9 +141,12 @@ def _check_against_schema(node: ir.Node, opset: int, model_path: Path) -> None:
     label = f"{node.op_type} node {node.name!r}"
     for name, attr in node.attributes.items():
         declared = schema.attributes.get(name)
-        if declared is not None and attr.type.value != int(declared.type.value):
+        if declared is None:
+            continue
+        wanted = int(declared.type.value)  # type: ignore[attr-defined]  # onnx's stub omits the pybind enum's value
+        if attr.type.value != wanted:
             raise GrowError(f"{model_path}: attribute {name!r} of {label} is {attr.type.name}, "
-                            f"its schema wants {ir.AttributeType(int(declared.type.value)).name}")
+                            f"its schema wants {ir.AttributeType(wanted).name}")
     for kind, count, low, high in (("inputs", len(node.inputs), schema.min_input, schema.max_input),
                                    ("outputs", len(node.outputs), schema.min_output, schema.max_output)):
         if not low <= count <= high:
@@ -308,7 +311,7 @@ def _serializable(out: Path) -> Iterator[None]:
     try:
         yield
     except ir.serde.SerdeError as exc:
-        cause = exc
+        cause: BaseException = exc
         while cause.__cause__ is not None:  # the innermost error names what is malformed
             cause = cause.__cause__
         raise GrowError(f"{out}: the model cannot be saved, it is not valid ONNX ({_first_line(cause)})") from None
@@ -355,23 +358,21 @@ def _save_external(
     """Every initializer over :data:`INLINE_TENSOR_BYTES` into data files beside ``path``
     (streamed, see :mod:`onnxgrow.data_files`), the smaller ones inside; ``model`` is left
     as it was."""
-    values = [v for g in model.graphs() for v in g.initializers.values() if v.const_value is not None]
-    originals = [v.const_value for v in values]
-    outside = [v for v in values if v.const_value.nbytes > INLINE_TENSOR_BYTES]
-    inside = [v for v in values
-              if v.const_value.nbytes <= INLINE_TENSOR_BYTES and isinstance(v.const_value, ir.ExternalTensor)]
-    tensors = [v.const_value for v in outside]
+    constants = [(v, t) for g in model.graphs() for v in g.initializers.values() if (t := v.const_value) is not None]
+    outside = [(v, t) for v, t in constants if t.nbytes > INLINE_TENSOR_BYTES]
+    inside = [(v, t) for v, t in constants if t.nbytes <= INLINE_TENSOR_BYTES and isinstance(t, ir.ExternalTensor)]
+    tensors = [t for _, t in outside]
     if progress is not None:
         progress(0, sum(t.nbytes for t in tensors))
     written = data_files.write(tensors, path, max_shard_bytes=max_shard_bytes, progress=progress)
-    loaded = ir.external_data.convert_tensors_from_external([v.const_value for v in inside])
+    loaded = ir.external_data.convert_tensors_from_external([t for _, t in inside])
     try:
-        for value, tensor in [*zip(outside, written), *zip(inside, loaded)]:
+        for (value, _), tensor in [*zip(outside, written), *zip(inside, loaded)]:
             value.const_value = tensor
         ir.save(model, path)
     finally:
-        for value, tensor in zip(values, originals):
-            value.const_value = tensor
+        for value, original in constants:
+            value.const_value = original
 
 
 def _save_embedded(model: ir.Model, path: Path) -> None:

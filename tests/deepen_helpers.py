@@ -17,9 +17,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from click.testing import CliRunner
+from conftest import tree_hashes
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import tree_hashes
 from onnxgrow.cli import main
 
 RTOL = 1e-5

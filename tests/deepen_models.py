@@ -191,7 +191,7 @@ def build(name: str) -> nn.Module:
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _export_dir() -> Path:
     """A temporary folder made on the first export of this process, removed at exit."""
     folder = Path(tempfile.mkdtemp(prefix="onnxgrow-deepen-models-"))
@@ -199,7 +199,7 @@ def _export_dir() -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def export(name: str, exporter: str) -> Path:
     """Export model ``name`` once per process; returns the .onnx path (in a temp folder)."""
     model = build(name)

@@ -167,7 +167,8 @@ def op_graphs() -> list[OpGraph]:
     # elementwise
     for op in ("Add", "Sub", "Mul", "Div"):
         add(graph(f"{op}-broadcast", _Spec([node(op, ["a", "b"])], {"a": x(2, 3, 4), "b": x(3, 1)})))
-    add(graph("Pow-constant", _Spec([node("Pow", ["x", "two"])], {"x": x(3, 4)}, weights={"two": np.array(2.0, np.float32)})))
+    add(graph("Pow-constant", _Spec([node("Pow", ["x", "two"])], {"x": x(3, 4)},
+                                    weights={"two": np.array(2.0, np.float32)})))
     for op in ("Max", "Min", "Sum", "Mean"):
         add(graph(f"{op}-variadic", _Spec([node(op, ["a", "b", "c"])], {"a": x(3, 4), "b": x(4), "c": x(3, 1)}),
                   keras=op != "Mean"))
@@ -185,7 +186,8 @@ def op_graphs() -> list[OpGraph]:
     add(graph("CastLike", _Spec([node("CastLike", ["x", "like_double"], ["d"]), node("CastLike", ["d", "like_float"])],
                                 {"x": x(3, 4)}, weights={"like_double": np.zeros(1, np.float64),
                                                          "like_float": np.zeros(1, np.float32)}), keras=False))
-    add(graph("Mod-fmod", _Spec([node("Mod", ["a", "b"], fmod=1)], {"a": x(3, 4), "b": np.full((3, 4), 0.3, np.float32)}),
+    add(graph("Mod-fmod", _Spec([node("Mod", ["a", "b"], fmod=1)],
+                                {"a": x(3, 4), "b": np.full((3, 4), 0.3, np.float32)}),
               keras=False))
     # data movement
     add(graph("Flatten-axis2", _Spec([node("Flatten", ["x"], axis=2)], {"x": x(2, 3, 4, 5)})))
@@ -193,7 +195,8 @@ def op_graphs() -> list[OpGraph]:
                                               weights={"shape": ints(0, -1, 2)})))
     add(graph("Transpose", _Spec([node("Transpose", ["x"], perm=[0, 2, 3, 1])], {"x": x(2, 3, 4, 5)})))
     add(graph("Concat", _Spec([node("Concat", ["a", "b"], axis=1)], {"a": x(2, 3, 4), "b": x(2, 2, 4)})))
-    add(graph("Split-13-sizes", _Spec([node("Split", ["x", "sizes"], ["y", "z"], axis=1), node("Mul", ["y", "z"], ["p"])],
+    add(graph("Split-13-sizes", _Spec([node("Split", ["x", "sizes"], ["y", "z"], axis=1),
+                                       node("Mul", ["y", "z"], ["p"])],
                                       {"x": x(2, 6, 3)}, outputs=["p"], weights={"sizes": ints(3, 3)}, opset=13)))
     add(graph("Split-18-uneven", _Spec([node("Split", ["x"], ["a", "b", "c"], axis=1, num_outputs=3)],
                                        {"x": x(2, 7)}, outputs=["a", "b", "c"], opset=18)))
@@ -225,7 +228,8 @@ def op_graphs() -> list[OpGraph]:
                                           weights={"pads": ints(1, 0, 0, 2), "value": np.array(1.5, np.float32)}),
               keras=False))
     add(graph("Range-Size", _Spec([node("Size", ["x"], ["n"]), node("Range", ["zero", "n", "one"], ["r"]),
-                                   node("Cast", ["r"], ["f"], to=TensorProto.FLOAT), node("Reshape", ["f", "shape"], ["g"]),
+                                   node("Cast", ["r"], ["f"], to=TensorProto.FLOAT),
+                                   node("Reshape", ["f", "shape"], ["g"]),
                                    node("Add", ["x", "g"])],
                                   {"x": x(2, 3)}, weights={"zero": np.array(0, np.int64), "one": np.array(1, np.int64),
                                                            "shape": ints(2, 3)}), keras=False))
@@ -243,6 +247,7 @@ def op_graphs() -> list[OpGraph]:
     add(graph("ArgMax-last", _Spec([node("Round", ["x"], ["r"]), node("ArgMax", ["r"], ["i"], axis=1,
                                                                       select_last_index=1),
                                     node("Cast", ["i"], to=TensorProto.FLOAT)], {"x": x(3, 6)}), keras=False))
-    add(graph("ArgMin", _Spec([node("ArgMin", ["x"], ["i"], axis=0, keepdims=0), node("Cast", ["i"], to=TensorProto.FLOAT)],
+    add(graph("ArgMin", _Spec([node("ArgMin", ["x"], ["i"], axis=0, keepdims=0),
+                               node("Cast", ["i"], to=TensorProto.FLOAT)],
                               {"x": x(3, 6)}), keras=False))
     return cases

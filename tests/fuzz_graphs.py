@@ -282,7 +282,8 @@ class GraphBuilder:
     def batchnorm(self, x: str, channels: int, scope: str) -> str:
         params = [self.rng.uniform(0.5, 1.5, channels), self.rng.standard_normal(channels) * 0.1,
                   self.rng.standard_normal(channels) * 0.1, self.rng.uniform(0.5, 1.5, channels)]
-        names = [self.weight(scope, kind, p) for kind, p in zip(("weight", "bias", "running_mean", "running_var"), params)]
+        kinds = ("weight", "bias", "running_mean", "running_var")
+        names = [self.weight(scope, kind, p) for kind, p in zip(kinds, params)]
         return self.node("BatchNormalization", [x, *names], scope=scope)
 
     def layernorm(self, x: str, width: int, scope: str) -> str:

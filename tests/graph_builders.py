@@ -86,7 +86,8 @@ def cnn(path: Path, channels: Sequence[int], activations: Sequence[str], classes
     for i in range(len(channels) - 1):
         c_in, c_out = channels[i], channels[i + 1]
         name = f"conv_{i + 1}"
-        inits[f"{name}.weight"] = (rng.standard_normal((c_out, c_in, kernel, kernel)) / np.sqrt(c_in * kernel**2)).astype(np.float32)
+        filters = rng.standard_normal((c_out, c_in, kernel, kernel)) / np.sqrt(c_in * kernel**2)
+        inits[f"{name}.weight"] = filters.astype(np.float32)
         inits[f"{name}.bias"] = (rng.standard_normal(c_out) * 0.1).astype(np.float32)
         nodes.append(helper.make_node("Conv", [current, f"{name}.weight", f"{name}.bias"], [f"{name}_out"],
                                       name=f"{name}/Conv", pads=[kernel // 2] * 4))

@@ -19,8 +19,6 @@ from onnx import TensorProto, helper
 import onnxgrow
 
 
-
-
 def test_widen_writes_default_output(fixture_copy) -> None:  # type: ignore[no-untyped-def]
     src = fixture_copy("mnist_cnn_dynamo")
     before = tree_hashes(src.parent)

@@ -25,8 +25,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxgrow import deepen, deepen_file, inspect_model, load_model, save_model
 from onnxgrow.deepening.activation import ActivationKind, find_insertion_point
 from onnxgrow.errors import GrowError, RefusedError
-from onnxgrow.options import GrowOptions, VerifyOptions
 from onnxgrow.lineage import describe, read_history
+from onnxgrow.options import GrowOptions, VerifyOptions
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.widening.layers import find_layer, find_layers
 
@@ -420,8 +420,8 @@ def test_random_networks(spec: h.NetSpec, data: st.DataObject,
             deepen_file(source, out, f"layer_{index}", mode=mode, width=width)
         assert not out.exists()
         return
-    report = deepen_file(source, out, f"layer_{index}", mode=mode, width=width,
-                         options=GrowOptions(VerifyOptions(samples=2, seed=data.draw(st.integers(0, 99), "check seed"))))
+    check = VerifyOptions(samples=2, seed=data.draw(st.integers(0, 99), "check seed"))
+    report = deepen_file(source, out, f"layer_{index}", mode=mode, width=width, options=GrowOptions(check))
     assert report.mode == resolved
     assert h.max_rel_error(source, out) <= h.RTOL
     assert find_layer(load_model(out), f"layer_{index}_deep").width == (width or spec.widths[index])

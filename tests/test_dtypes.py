@@ -177,8 +177,10 @@ def qdq_activation_model(path: Path) -> Path:
              "act_scale": np.array(0.05, np.float32), "act_zero_point": np.array(0, np.uint8)}
     nodes = [helper.make_node("Gemm", ["x", "fc1.weight"], ["h"], name="fc1", transB=1),
              helper.make_node("Relu", ["h"], ["a"], name="relu"),
-             helper.make_node("QuantizeLinear", ["a", "act_scale", "act_zero_point"], ["a_q"], name="relu_QuantizeLinear"),
-             helper.make_node("DequantizeLinear", ["a_q", "act_scale", "act_zero_point"], ["a_dq"], name="relu_DequantizeLinear"),
+             helper.make_node("QuantizeLinear", ["a", "act_scale", "act_zero_point"], ["a_q"],
+                              name="relu_QuantizeLinear"),
+             helper.make_node("DequantizeLinear", ["a_q", "act_scale", "act_zero_point"], ["a_dq"],
+                              name="relu_DequantizeLinear"),
              helper.make_node("Gemm", ["a_dq", "fc2.weight"], ["y"], name="fc2", transB=1)]
     return _save(nodes, inits, path, ["N", 3], ["N", 2])
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 from export_helpers import assert_close, ort_run
-from export_op_graphs import OpGraph, graph, node, op_graphs, x, _Spec
+from export_op_graphs import OpGraph, _Spec, graph, node, op_graphs, x
 from onnx import helper
 
 from onnxgrow.errors import GrowError
@@ -67,7 +67,8 @@ def test_dropout_drops_only_while_training(tmp_path: Path) -> None:
 
 def test_unsupported_op_names_the_node(tmp_path: Path) -> None:
     case = graph("Einsum", _Spec([node("Einsum", ["a", "b"], equation="ij,jk->ik")], {"a": x(2, 3), "b": x(3, 4)}))
-    with pytest.raises(GrowError, match=r"^cannot export to PyTorch: op Einsum \(node 'einsum_node'\) is not supported$"):
+    message = r"^cannot export to PyTorch: op Einsum \(node 'einsum_node'\) is not supported$"
+    with pytest.raises(GrowError, match=message):
         to_torch(case.save(tmp_path))
 
 
@@ -76,7 +77,8 @@ def test_custom_domain_op_names_its_domain(tmp_path: Path) -> None:
                              "g", [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [2, 2]),
                                    helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [2, 2])],
                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
-    model = helper.make_model(spec, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(spec, opset_imports=opsets)
     onnx.save(model, tmp_path / "custom.onnx")
     with pytest.raises(GrowError, match=r"op FusedGemm \(domain com.microsoft\) \(node 'fused'\)"):
         to_torch(tmp_path / "custom.onnx")

@@ -24,8 +24,8 @@ from onnxgrow.cli import main
 from onnxgrow.cli._options import parse_size
 from onnxgrow.cli._progress import ProgressBars
 from onnxgrow.errors import GrowError
-from onnxgrow.options import GrowOptions
 from onnxgrow.model_io import SHAPES_INFERRED_KEY, load_model, save_model, weight_bytes
+from onnxgrow.options import GrowOptions
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import input_specs, random_inputs
 from onnxgrow.verification.runtime import Steps, run_model

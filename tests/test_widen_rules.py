@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
+from widen_rule_helpers import assert_widens_exactly, save_graph, weights
 
 from onnxgrow import RefusedError, load_model, widen
-from widen_rule_helpers import assert_widens_exactly, save_graph, weights
 
 SETTINGS = settings(max_examples=20, deadline=None)
 N, H, W = 2, 4, 4
@@ -67,7 +67,8 @@ def test_per_channel_constants(c: int, extra: int, op: str, layout: str, const_f
 def test_prelu_slope(c: int, extra: int, per_channel: bool, seed: int) -> None:
     rng = np.random.default_rng(seed)
     slope = weights(rng, c, 1, 1) if per_channel else weights(rng, 1)
-    nodes = [conv("conv", "x", "w1", "a"), helper.make_node("PRelu", ["a", "slope"], ["p"]), conv("out", "p", "w2", "y")]
+    nodes = [conv("conv", "x", "w1", "a"), helper.make_node("PRelu", ["a", "slope"], ["p"]),
+             conv("out", "p", "w2", "y")]
     with model_file() as path:
         save_graph(path, nodes, {"x": [N, 3, H, W]}, ["y"],
                    {"w1": weights(rng, c, 3, 3, 3), "slope": slope, "w2": weights(rng, 2, c, 3, 3)})
@@ -206,7 +207,8 @@ def test_reshape_with_zero_and_minus_one(c: int, extra: int, first: list[int | s
     }
     nodes = [conv("conv", "x", "w1", "a"), helper.make_node("Reshape", ["a", "shape1"], ["r1"]),
              helper.make_node("Softmax", ["r1"], ["s"], axis=-1),  # over H·W, not the channels
-             helper.make_node("Reshape", ["s", "shape2"], ["r2"]), helper.make_node("Gemm", ["r2", "fc"], ["y"], name="out")]
+             helper.make_node("Reshape", ["s", "shape2"], ["r2"]),
+             helper.make_node("Gemm", ["r2", "fc"], ["y"], name="out")]
     with model_file() as path:
         save_graph(path, nodes, {"x": [N, 3, H, W]}, ["y"], inits)
         assert_widens_exactly(path, "conv", c + extra)

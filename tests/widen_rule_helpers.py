@@ -1,8 +1,9 @@
 """Small ONNX graphs written with ``onnx.helper``, for widening rules real exports do not reach.
 
 :func:`save_graph` builds a float graph from nodes, inputs/outputs and initializers
-(typing the outputs by shape inference) and saves it with :func:`graph_builders.save`; :func:`assert_widens_exactly` widens one layer and has
-onnxruntime compare the result with the saved original.
+(typing the outputs by shape inference) and saves it with :func:`graph_builders.save`;
+:func:`assert_widens_exactly` widens one layer and has onnxruntime compare the result with
+the saved original.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def save_graph(
 ) -> Path:
     """Save a checked model (:func:`graph_builders.save`) with float ``inputs`` (name → shape)
     and ``outputs`` typed by onnx shape inference."""
-    input_infos = [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)) for name, shape in inputs.items()]
+    input_infos = [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+                   for name, shape in inputs.items()]
     arrays = {name: np.asarray(array) for name, array in initializers.items()}
     draft = helper.make_model(
         helper.make_graph(list(nodes), "g", input_infos,

@@ -358,7 +358,8 @@ def export_model(name: str, variant_name: str, path: Path, **options: object) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if variant.dynamo:
-            shapes = {entry.input_name: {0: torch.export.Dim("batch", min=1, max=64)}} if variant.dynamic_batch else None
+            batch = torch.export.Dim("batch", min=1, max=64)
+            shapes = {entry.input_name: {0: batch}} if variant.dynamic_batch else None
             program = torch.onnx.export(
                 model, (example,), dynamo=True, input_names=[entry.input_name], output_names=["y"],
                 dynamic_shapes=shapes, optimize=variant.optimize, opset_version=variant.opset,

@@ -26,8 +26,7 @@ from onnxgrow.errors import GrowError, NotEquivalentError
 from onnxgrow.export.state_dict import export_state_dict
 from onnxgrow.model_io import atomic_output, check_output_folder, ensure_output_is_not_input, files_of, load_model
 from onnxgrow.options import VerifyOptions
-from onnxgrow.verification import Runner, VerifyReport, input_specs, verify
-from onnxgrow.verification.compare import name_of
+from onnxgrow.verification import Runner, VerifyReport, input_specs, name_of, verify
 
 #: format → default output suffix.
 FORMATS = {"state-dict": ".pt", "torch": ".torch.pt", "keras": ".keras"}

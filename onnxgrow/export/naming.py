@@ -83,7 +83,7 @@ def _gemm_b_layout(node: ir.Node) -> Layout:
 
 
 def _norm(*, buffers: bool = False) -> tuple[SlotSpec, ...]:
-    slots = (SlotSpec(1, "weight"), SlotSpec(2, "bias"))
+    slots: tuple[SlotSpec, ...] = (SlotSpec(1, "weight"), SlotSpec(2, "bias"))
     if buffers:
         slots += (SlotSpec(3, "running_mean", buffer=True), SlotSpec(4, "running_var", buffer=True))
     return slots
@@ -116,7 +116,7 @@ _GENERATED = re.compile(
 
 def is_framework_name(name: str | None) -> bool:
     """``fc1.weight``, ``layer1.0.conv1.weight``, ``cls_token``: yes; ``onnx::Conv_35``, ``val_0``: no."""
-    return bool(name) and bool(_IDENTIFIER_PATH.match(name)) and not _GENERATED.search(name)  # type: ignore[arg-type]
+    return bool(name) and name is not None and bool(_IDENTIFIER_PATH.match(name)) and not _GENERATED.search(name)
 
 
 @dataclass
@@ -412,10 +412,10 @@ def fold_of(node: ir.Node) -> FoldedNorm | None:
     weight = node.inputs[1]
     if constant_ref(weight) is None:
         return None
-    source_name = named_value(weight)[0].name
+    source_name = named_value(weight)[0].name or ""
     if "batch_norm" in _dynamo_op_scope(node):
         into = source_name[: -len(".weight")] if (
-            is_framework_name(source_name) and source_name.endswith(".weight")) else None  # type: ignore[union-attr,index]
+            is_framework_name(source_name) and source_name.endswith(".weight")) else None
         return FoldedNorm(into, _node_label(node), module_path(node), "dynamo")
     legacy = (node.name or "").startswith("/")
     if legacy and node.op_type in ("Conv", "ConvTranspose") and not is_framework_name(source_name):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -49,7 +49,7 @@ class FixedRef:
     key: str
 
 
-Ref = Union[ValueRef, ParameterRef, FixedRef]
+Ref = ValueRef | ParameterRef | FixedRef
 
 
 @dataclass(frozen=True)

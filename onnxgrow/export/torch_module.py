@@ -33,7 +33,7 @@ from torch import nn
 from onnxgrow.errors import GrowError
 from onnxgrow.export.naming import ParameterTable, parameter_table
 from onnxgrow.export.program import FixedRef, ParameterRef, Program, Ref, ValueRef, build_program
-from onnxgrow.export.torch_ops import TORCH_OPS, OpCall
+from onnxgrow.export.torch_ops import TORCH_OPS, Inputs, OpCall
 from onnxgrow.model_io import load_model
 
 #: op type → number of outputs its PyTorch function computes.
@@ -46,10 +46,6 @@ class WeightGroup(nn.Module):
 
 class ConstantStore(nn.Module):
     """Holds the graph's non-weight constants as non-persistent buffers."""
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(array, copy=True))
 
 
 class OnnxModule(nn.Module):
@@ -122,7 +118,7 @@ class OnnxModule(nn.Module):
         env = {spec.name: torch.as_tensor(x) for spec, x in zip(program.inputs, inputs)}
         for step in program.steps:
             call = OpCall(step.attrs, program.opset, self.training, step.node, step.op_type, len(step.outputs))
-            result = TORCH_OPS[step.op_type].function(call, [self._fetch(r, env) for r in step.inputs])
+            result = TORCH_OPS[step.op_type].function(call, Inputs(call, [self._fetch(r, env) for r in step.inputs]))
             results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
             for name, value in zip(step.outputs, results):
                 if name:

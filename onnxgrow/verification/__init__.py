@@ -24,8 +24,10 @@ from onnxgrow.options import VerifyOptions, VerifyScope
 from onnxgrow.verification.compare import (
     DEFAULT_TOLERANCES,
     compare_outputs,
+    format_dims,
     name_of,
     restrict,
+    shape_dims,
     signature_mismatch,
     worse,
 )
@@ -49,10 +51,13 @@ __all__ = [
     "VerifyOptions",
     "VerifyReport",
     "VerifyScope",
+    "format_dims",
     "input_specs",
     "load_inputs",
     "model_on_disk",
+    "name_of",
     "random_inputs",
+    "shape_dims",
     "verify",
 ]
 

@@ -25,8 +25,10 @@ from onnxgrow.names import generated_name
 from onnxgrow.widening.channel_map import ChannelMap, Init, build_channel_map
 from onnxgrow.widening.layout import AxisIndex, Embedding
 
-#: The tracked inputs and outputs of one node, with the way each carries the channels.
-Known = Mapping[ir.Value, Embedding]
+#: The tracked inputs and outputs of one node, with the way each carries the channels. Keyed
+#: by ``ir.Value | None`` so a rule may look up any ``node.inputs[i]``: an omitted input is
+#: never tracked.
+Known = Mapping[ir.Value | None, Embedding]
 
 
 class Rule(Protocol):
@@ -179,7 +181,7 @@ class GroupContext:
         self._rules[node] = rule
         rule.propagate(self, node, self.known(node))
 
-    def known(self, node: ir.Node) -> dict[ir.Value, Embedding]:
+    def known(self, node: ir.Node) -> dict[ir.Value | None, Embedding]:
         """The tracked inputs and outputs of ``node``."""
         return {
             v: self.tracked[v]
@@ -213,11 +215,17 @@ class GroupContext:
                 where,
             )
 
-    def index(self, value: ir.Value) -> AxisIndex:
+    @property
+    def channel_map(self) -> ChannelMap:
+        """The map chosen for the group; only while rewriting."""
+        assert self.cmap is not None, "the channel map is chosen by rewrite()"
+        return self.cmap
+
+    def index(self, value: ir.Value | None) -> AxisIndex:
         """The widened axis of a tracked value as index arrays."""
-        assert self.cmap is not None
+        assert value is not None
         if value not in self._indices:
-            self._indices[value] = self.tracked[value].layout.expand(self.cmap)
+            self._indices[value] = self.tracked[value].layout.expand(self.channel_map)
         return self._indices[value]
 
     def edit(

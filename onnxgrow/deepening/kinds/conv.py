@@ -27,7 +27,8 @@ def identity_filters(n: int, kernel: tuple[int, ...]) -> np.ndarray:
     """Filters ``[n, n, *kernel]``: 1 at the centre tap of filter c on channel c."""
     weights = np.zeros((n, n, *kernel))
     channels = np.arange(n)
-    weights[(channels, channels, *(np.full(n, k // 2) for k in kernel))] = 1.0
+    centre = tuple(np.full(n, k // 2) for k in kernel)
+    weights[(channels, channels) + centre] = 1.0
     return weights
 
 

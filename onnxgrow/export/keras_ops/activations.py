@@ -40,7 +40,7 @@ def elu(call: KerasCall, inputs: list[KerasInput]) -> Any:
 @keras_op("Selu", "Celu")
 def selu_celu(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Selu: ``gamma · (x > 0 ? x : alpha (eˣ − 1))``; Celu: ``max(0, x) + min(0, alpha (e^(x/alpha) − 1))``."""
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     if call.op_type == "Celu":
         alpha = call.attr("alpha", 1.0)
         return ops.maximum(x, 0.0) + ops.minimum(alpha * (ops.exp(x / alpha) - 1.0), 0.0)
@@ -61,14 +61,14 @@ def hard_sigmoid(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 @keras_op("ThresholdedRelu")
 def thresholded_relu(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     return ops.where(x > call.attr("alpha", 1.0), x, ops.zeros_like(x))
 
 
 @keras_op("Clip")
 def clip(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Bounds are constant inputs from opset 11, attributes before."""
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     if call.opset < 11:
         low, high = call.attr("min", -math.inf), call.attr("max", math.inf)
     else:
@@ -82,7 +82,7 @@ def clip(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return ops.clip(x, low, high)
 
 
-def _softmax_family(call: KerasCall, x: Any, function) -> Any:  # type: ignore[no-untyped-def]
+def _softmax_family(call: KerasCall, x: Any, function) -> Any:
     """Opset 13: along ``axis``; before: over everything from ``axis`` (default 1) on."""
     rank = rank_of(x)
     if call.opset >= 13:

@@ -124,7 +124,8 @@ def batch_norm(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 @keras_op("LayerNormalization")
 def layer_norm(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x, scale = inputs[0], inputs[1]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
+    scale = inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
     rank = rank_of(x)
     axis = call.attr("axis", -1) % rank
@@ -158,7 +159,7 @@ def _group_norm(call: KerasCall, x: Any, groups: int, scale: KerasInput, bias: K
 
 @keras_op("InstanceNormalization")
 def instance_norm(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     return _group_norm(call, x, x.shape[1], inputs[1], inputs[2])
 
 

@@ -9,7 +9,7 @@ from keras import ops
 from onnxgrow.export.keras_ops.registry import KerasCall, KerasInput, keras_op, rank_of, window_pads
 
 
-def _pool(call: KerasCall, x: Any, function, pad_value: float) -> Any:  # type: ignore[no-untyped-def]
+def _pool(call: KerasCall, x: Any, function, pad_value: float) -> Any:
     kernel = list(call.attr("kernel_shape"))
     rank = len(kernel)
     strides = list(call.attr("strides") or [1] * rank)
@@ -42,11 +42,11 @@ def average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 @keras_op("GlobalAveragePool")
 def global_average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     return ops.mean(x, axis=tuple(range(2, rank_of(x))), keepdims=True)
 
 
 @keras_op("GlobalMaxPool")
 def global_max_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     return ops.max(x, axis=tuple(range(2, rank_of(x))), keepdims=True)

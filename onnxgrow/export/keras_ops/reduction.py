@@ -12,7 +12,7 @@ _REDUCE = {"ReduceMean": ops.mean, "ReduceSum": ops.sum, "ReduceMax": ops.max, "
 
 
 def _reduce(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     axes = axes_of(call, inputs, 1)
     if not axes:
         if call.attr("noop_with_empty_axes", 0):

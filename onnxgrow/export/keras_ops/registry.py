@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class KerasCall:
         return value
 
 
-KerasInput = Union[Any, Weight, np.ndarray, None]
+KerasInput = Any | Weight | np.ndarray | None
 KerasFunction = Callable[[KerasCall, list[KerasInput]], Any]
 
 

@@ -28,7 +28,7 @@ def dropout(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 @keras_op("Flatten")
 def flatten(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     axis = call.attr("axis", 1) % max(rank_of(x), 1)
     head, tail = x.shape[:axis], x.shape[axis:]
     if None in tail and None in head:
@@ -41,7 +41,7 @@ def flatten(call: KerasCall, inputs: list[KerasInput]) -> Any:
 @keras_op("Reshape")
 def reshape(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """A 0 copies the input's size at that position (a dynamic one becomes -1)."""
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     shape = int_list(call, inputs[1], "the target shape")
     if not call.attr("allowzero", 0):
         shape = [(x.shape[i] if x.shape[i] is not None else -1) if s == 0 else s for i, s in enumerate(shape)]
@@ -52,7 +52,7 @@ def reshape(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 @keras_op("Transpose")
 def transpose(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     perm = call.attr("perm")
     return ops.transpose(x, tuple(perm) if perm is not None else None)
 
@@ -64,7 +64,7 @@ def concat(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 @keras_op("Split", outputs=64)
 def split(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     axis = call.attr("axis", 0) % rank_of(x)
     if len(inputs) > 1 and inputs[1] is not None:
         sizes = int_list(call, inputs[1], "split sizes")
@@ -84,7 +84,7 @@ def split(call: KerasCall, inputs: list[KerasInput]) -> Any:
 @keras_op("Slice")
 def slice_(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Constant starts/ends/axes/steps, as Python slicing of the symbolic tensor."""
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     if call.opset < 10:
         starts, ends, axes, steps = list(call.attr("starts")), list(call.attr("ends")), call.attr("axes"), None
     else:
@@ -105,7 +105,7 @@ def slice_(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 @keras_op("Squeeze")
 def squeeze(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     axes = axes_of(call, inputs, 1)
     if axes is None:
         axes = [i for i, size in enumerate(x.shape) if size == 1]
@@ -114,7 +114,7 @@ def squeeze(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 @keras_op("Unsqueeze")
 def unsqueeze(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     axes = axes_of(call, inputs, 1) or []
     rank = rank_of(x) + len(axes)
     for axis in sorted(a % rank for a in axes):

@@ -10,6 +10,6 @@ from onnxgrow.export.torch_ops import (  # noqa: F401
     reduction,
     shape_ops,
 )
-from onnxgrow.export.torch_ops.registry import TORCH_OPS, OpCall, TorchOp
+from onnxgrow.export.torch_ops.registry import TORCH_OPS, Inputs, OpCall, TorchOp
 
-__all__ = ["TORCH_OPS", "OpCall", "TorchOp"]
+__all__ = ["TORCH_OPS", "Inputs", "OpCall", "TorchOp"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from onnxgrow.export.torch_ops.registry import OpCall, Tensor, normalize_axis, torch_op
+from onnxgrow.export.torch_ops.registry import Inputs, OpCall, Tensor, normalize_axis, torch_op
 
-_UNARY = {
+_UNARY: dict[str, Callable[[Tensor], Tensor]] = {
     "Relu": torch.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Erf": torch.erf,
     "Exp": torch.exp, "Log": torch.log, "Sqrt": torch.sqrt, "Abs": torch.abs, "Neg": torch.neg,
     "Reciprocal": torch.reciprocal, "Floor": torch.floor, "Ceil": torch.ceil, "Round": torch.round,
@@ -18,7 +19,7 @@ _UNARY = {
 }
 
 
-def _unary(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def _unary(call: OpCall, inputs: Inputs) -> Tensor:
     return _UNARY[call.op_type](inputs[0])
 
 
@@ -26,22 +27,22 @@ torch_op(*_UNARY)(_unary)
 
 
 @torch_op("LeakyRelu")
-def leaky_relu(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def leaky_relu(call: OpCall, inputs: Inputs) -> Tensor:
     return F.leaky_relu(inputs[0], call.attr("alpha", 0.01))
 
 
 @torch_op("Elu")
-def elu(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def elu(call: OpCall, inputs: Inputs) -> Tensor:
     return F.elu(inputs[0], call.attr("alpha", 1.0))
 
 
 @torch_op("Celu")
-def celu(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def celu(call: OpCall, inputs: Inputs) -> Tensor:
     return F.celu(inputs[0], call.attr("alpha", 1.0))
 
 
 @torch_op("Selu")
-def selu(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def selu(call: OpCall, inputs: Inputs) -> Tensor:
     x = inputs[0]
     alpha = call.attr("alpha", 1.67326319217681884765625)
     gamma = call.attr("gamma", 1.05070102214813232421875)
@@ -49,42 +50,42 @@ def selu(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
 
 
 @torch_op("Gelu")
-def gelu(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def gelu(call: OpCall, inputs: Inputs) -> Tensor:
     return F.gelu(inputs[0], approximate=call.attr("approximate", "none"))
 
 
 @torch_op("Softplus")
-def softplus(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def softplus(call: OpCall, inputs: Inputs) -> Tensor:
     """``log(1 + exp(x))`` without PyTorch's linear cut-off above 20."""
     x = inputs[0]
     return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 @torch_op("HardSigmoid")
-def hard_sigmoid(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def hard_sigmoid(call: OpCall, inputs: Inputs) -> Tensor:
     return torch.clamp(call.attr("alpha", 0.2) * inputs[0] + call.attr("beta", 0.5), 0.0, 1.0)
 
 
 @torch_op("ThresholdedRelu")
-def thresholded_relu(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def thresholded_relu(call: OpCall, inputs: Inputs) -> Tensor:
     x = inputs[0]
     return torch.where(x > call.attr("alpha", 1.0), x, torch.zeros_like(x))
 
 
 @torch_op("PRelu")
-def prelu(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def prelu(call: OpCall, inputs: Inputs) -> Tensor:
     x, slope = inputs[0], inputs[1]
     return torch.where(x < 0, slope * x, x)
 
 
 @torch_op("Clip")
-def clip(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def clip(call: OpCall, inputs: Inputs) -> Tensor:
     """Bounds are inputs from opset 11, attributes before."""
     x = inputs[0]
     if call.opset < 11:
         return torch.clamp(x, call.attr("min", -math.inf), call.attr("max", math.inf))
-    low = inputs[1] if len(inputs) > 1 else None
-    high = inputs[2] if len(inputs) > 2 else None
+    low = inputs.optional(1)
+    high = inputs.optional(2)
     if low is not None:
         x = torch.maximum(x, low.to(x.dtype))
     if high is not None:
@@ -92,7 +93,7 @@ def clip(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
     return x
 
 
-def _softmax_family(call: OpCall, x: Tensor, function) -> Tensor:  # type: ignore[no-untyped-def]
+def _softmax_family(call: OpCall, x: Tensor, function) -> Tensor:
     """Opset 13 normalises along ``axis`` (default -1); earlier opsets flatten from ``axis``
     (default 1) to the end into one axis first."""
     if call.opset >= 13:
@@ -105,10 +106,10 @@ def _softmax_family(call: OpCall, x: Tensor, function) -> Tensor:  # type: ignor
 
 
 @torch_op("Softmax")
-def softmax(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def softmax(call: OpCall, inputs: Inputs) -> Tensor:
     return _softmax_family(call, inputs[0], torch.softmax)
 
 
 @torch_op("LogSoftmax")
-def log_softmax(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def log_softmax(call: OpCall, inputs: Inputs) -> Tensor:
     return _softmax_family(call, inputs[0], torch.log_softmax)

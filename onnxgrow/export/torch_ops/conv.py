@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from onnxgrow.export.torch_ops.padding import pad_input, symmetric, window_pads
-from onnxgrow.export.torch_ops.registry import OpCall, Tensor, torch_op
+from onnxgrow.export.torch_ops.registry import Inputs, OpCall, Tensor, torch_op
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -18,9 +18,9 @@ def _geometry(call: OpCall, w: Tensor) -> tuple[int, list[int], list[int], list[
 
 
 @torch_op("Conv")
-def conv(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def conv(call: OpCall, inputs: Inputs) -> Tensor:
     x, w = inputs[0], inputs[1]
-    b = inputs[2] if len(inputs) > 2 else None
+    b = inputs.optional(2)
     rank, kernel, strides, dilations = _geometry(call, w)
     if rank not in _CONV:
         raise call.refuse(f"{rank}-D convolution is not supported")
@@ -31,16 +31,17 @@ def conv(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
 
 
 @torch_op("ConvTranspose")
-def conv_transpose(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def conv_transpose(call: OpCall, inputs: Inputs) -> Tensor:
     """Computed unpadded, then the ONNX pads are cropped off each spatial end."""
     x, w = inputs[0], inputs[1]
-    b = inputs[2] if len(inputs) > 2 else None
+    b = inputs.optional(2)
     rank, _, strides, dilations = _geometry(call, w)
     if rank not in _CONV_TRANSPOSE:
         raise call.refuse(f"{rank}-D transposed convolution is not supported")
     if call.attr("output_shape") is not None or call.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise call.refuse("output_shape and SAME auto_pad are not supported; give explicit pads")
-    pads = list(call.attr("pads") or [0] * (2 * rank)) if call.attr("auto_pad", "NOTSET") == "NOTSET" else [0] * (2 * rank)
+    explicit = call.attr("auto_pad", "NOTSET") == "NOTSET"
+    pads = list(call.attr("pads") or [0] * (2 * rank)) if explicit else [0] * (2 * rank)
     output_padding = list(call.attr("output_padding") or [0] * rank)
     y = _CONV_TRANSPOSE[rank](x, w, b, strides, 0, output_padding, call.attr("group", 1), dilations)
     for axis in range(rank):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from onnxgrow.export.torch_ops.registry import OpCall, Tensor, torch_op
+from onnxgrow.export.torch_ops.registry import Inputs, OpCall, Tensor, torch_op
 
 
 @torch_op("Gemm")
-def gemm(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def gemm(call: OpCall, inputs: Inputs) -> Tensor:
     """``alpha · A' B' + beta · C`` with A' = Aᵀ when transA, B' = Bᵀ when transB."""
     a, b = inputs[0], inputs[1]
-    c = inputs[2] if len(inputs) > 2 else None
+    c = inputs.optional(2)
     alpha, beta = call.attr("alpha", 1.0), call.attr("beta", 1.0)
     if call.attr("transA", 0):
         a = a.t()
@@ -27,5 +27,5 @@ def gemm(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
 
 
 @torch_op("MatMul")
-def matmul(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def matmul(call: OpCall, inputs: Inputs) -> Tensor:
     return torch.matmul(inputs[0], inputs[1])

@@ -12,14 +12,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from onnxgrow.export.torch_ops.registry import OpCall, Tensor, normalize_axis, torch_op
+from onnxgrow.export.torch_ops.registry import Inputs, OpCall, Tensor, normalize_axis, torch_op
 
 
 @torch_op("BatchNormalization")
-def batch_norm(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def batch_norm(call: OpCall, inputs: Inputs) -> Tensor:
     """A node exported with ``training_mode=1`` uses batch statistics in eval too, without
     updating the running ones (what onnxruntime computes)."""
-    x, scale, bias, mean, var = inputs[:5]
+    x, scale, bias, mean, var = (inputs[i] for i in range(5))
     if call.attr("training_mode", 0) and not call.training:
         return F.batch_norm(x, None, None, scale, bias, True, 0.0, call.attr("epsilon", 1e-5))
     return F.batch_norm(x, mean, var, scale, bias, call.training, 1.0 - call.attr("momentum", 0.9),
@@ -27,10 +27,10 @@ def batch_norm(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
 
 
 @torch_op("LayerNormalization")
-def layer_norm(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def layer_norm(call: OpCall, inputs: Inputs) -> Tensor:
     """Normalises over the axes from ``axis`` to the last; scale and bias broadcast."""
     x, scale = inputs[0], inputs[1]
-    bias = inputs[2] if len(inputs) > 2 else None
+    bias = inputs.optional(2)
     axis = normalize_axis(call.attr("axis", -1), x.dim())
     shape = tuple(x.shape[axis:])
     eps = call.attr("epsilon", 1e-5)
@@ -41,15 +41,15 @@ def layer_norm(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
 
 
 @torch_op("InstanceNormalization")
-def instance_norm(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
-    x, scale, bias = inputs[:3]
+def instance_norm(call: OpCall, inputs: Inputs) -> Tensor:
+    x, scale, bias = inputs[0], inputs[1], inputs[2]
     return F.instance_norm(x, weight=scale, bias=bias, eps=call.attr("epsilon", 1e-5))
 
 
 @torch_op("GroupNormalization")
-def group_norm(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def group_norm(call: OpCall, inputs: Inputs) -> Tensor:
     """Opset 21 scales per channel; opset 18 per group (spread here over the group's channels)."""
-    x, scale, bias = inputs[:3]
+    x, scale, bias = inputs[0], inputs[1], inputs[2]
     groups = call.attr("num_groups")
     channels = x.shape[1]
     if scale.numel() == groups and groups != channels:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxgrow.export.torch_ops.padding import pad_input, symmetric, window_pads
-from onnxgrow.export.torch_ops.registry import OpCall, Tensor, torch_op
+from onnxgrow.export.torch_ops.registry import Inputs, OpCall, Tensor, torch_op
 
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -21,7 +21,7 @@ def _window(call: OpCall, x: Tensor) -> tuple[int, list[int], list[int], list[in
 
 
 @torch_op("MaxPool")
-def max_pool(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def max_pool(call: OpCall, inputs: Inputs) -> Tensor:
     """Asymmetric padding is applied as -inf before pooling, which is what ONNX means."""
     x = inputs[0]
     rank, kernel, strides, dilations = _window(call, x)
@@ -32,7 +32,7 @@ def max_pool(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
 
 
 @torch_op("AveragePool")
-def average_pool(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def average_pool(call: OpCall, inputs: Inputs) -> Tensor:
     x = inputs[0]
     rank, kernel, strides, dilations = _window(call, x)
     if any(d != 1 for d in dilations):
@@ -47,7 +47,7 @@ def average_pool(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
 
 
 @torch_op("LpPool")
-def lp_pool(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def lp_pool(call: OpCall, inputs: Inputs) -> Tensor:
     """``(Σ |x|^p)^(1/p)`` over each window: an unpadded-count sum pool of |x|^p."""
     x = inputs[0]
     rank, kernel, strides, dilations = _window(call, x)
@@ -68,10 +68,10 @@ def _spatial(x: Tensor) -> list[int]:
 
 
 @torch_op("GlobalAveragePool")
-def global_average_pool(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def global_average_pool(call: OpCall, inputs: Inputs) -> Tensor:
     return inputs[0].mean(dim=_spatial(inputs[0]), keepdim=True)
 
 
 @torch_op("GlobalMaxPool")
-def global_max_pool(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def global_max_pool(call: OpCall, inputs: Inputs) -> Tensor:
     return torch.amax(inputs[0], dim=_spatial(inputs[0]), keepdim=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from onnxgrow.export.torch_ops.registry import OpCall, Tensor, axes_from, normalize_axis, torch_op
+from onnxgrow.export.torch_ops.registry import Inputs, OpCall, Tensor, axes_from, normalize_axis, torch_op
 
 
 def _prod(x: Tensor, dim: list[int], keepdim: bool) -> Tensor:
@@ -31,7 +31,7 @@ _REDUCE = {
 }
 
 
-def _reduce(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def _reduce(call: OpCall, inputs: Inputs) -> Tensor:
     x = inputs[0]
     axes = axes_from(call, inputs, 1)
     if not axes:
@@ -45,7 +45,7 @@ def _reduce(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
 torch_op(*_REDUCE)(_reduce)
 
 
-def _arg(call: OpCall, inputs: list[Tensor | None], function) -> Tensor:  # type: ignore[no-untyped-def]
+def _arg(call: OpCall, inputs: Inputs, function) -> Tensor:
     """``select_last_index`` picks the last of equal extremes (searched on the flipped axis)."""
     x = inputs[0]
     axis = normalize_axis(call.attr("axis", 0), x.dim())
@@ -57,10 +57,10 @@ def _arg(call: OpCall, inputs: list[Tensor | None], function) -> Tensor:  # type
 
 
 @torch_op("ArgMax")
-def arg_max(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def arg_max(call: OpCall, inputs: Inputs) -> Tensor:
     return _arg(call, inputs, torch.argmax)
 
 
 @torch_op("ArgMin")
-def arg_min(call: OpCall, inputs: list[Tensor | None]) -> Tensor:
+def arg_min(call: OpCall, inputs: Inputs) -> Tensor:
     return _arg(call, inputs, torch.argmin)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 
 from onnxgrow.errors import GrowError
 
 Tensor = torch.Tensor
-OpResult = Union[Tensor, Sequence[Tensor]]
+OpResult = Tensor | Sequence[Tensor]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,43 @@ class OpCall:
         return GrowError(f"cannot run {self.op_type} node {self.node!r} in PyTorch: {why}")
 
 
-OpFunction = Callable[[OpCall, list[Union[Tensor, None]]], OpResult]
+class Inputs:
+    """A node's inputs as an op function reads them.
+
+    ``inputs[i]`` is a required input: a GrowError naming the node when the model omits
+    it. ``inputs.optional(i)`` is None for an omitted optional input (an empty name, or
+    none past the end); ``inputs.present()`` lists the given ones (variadic ops).
+    """
+
+    def __init__(self, call: OpCall, values: Sequence[Tensor | None]) -> None:
+        self._call = call
+        self._values = list(values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, index: int) -> Tensor:
+        value = self.optional(index)
+        if value is None:
+            raise self._call.refuse(f"its input {index} is missing")
+        return value
+
+    def optional(self, index: int) -> Tensor | None:
+        return self._values[index] if index < len(self._values) else None
+
+    def present(self) -> list[Tensor]:
+        return [value for value in self._values if value is not None]
+
+    def ints(self, index: int) -> list[int]:
+        """Required input ``index``, a 1-D integer tensor (shape, axes, pads), as Python ints."""
+        return ints(self[index])
+
+    def optional_ints(self, index: int) -> list[int] | None:
+        value = self.optional(index)
+        return None if value is None else ints(value)
+
+
+OpFunction = Callable[[OpCall, Inputs], OpResult]
 
 
 @dataclass(frozen=True)
@@ -70,15 +106,16 @@ def torch_op(*op_types: str, outputs: int = 1) -> Callable[[OpFunction], OpFunct
     return register
 
 
-def ints(tensor: Tensor | None) -> list[int] | None:
-    """A 1-D integer input (shape, axes, pads) as Python ints."""
-    return None if tensor is None else [int(v) for v in tensor.reshape(-1).tolist()]
+def ints(tensor: Tensor) -> list[int]:
+    """A 1-D integer tensor (shape, axes, pads) as Python ints."""
+    return [int(v) for v in tensor.reshape(-1).tolist()]
 
 
-def axes_from(call: OpCall, inputs: list[Tensor | None], index: int) -> list[int] | None:
+def axes_from(call: OpCall, inputs: Inputs, index: int) -> list[int] | None:
     """Axes given as input ``index`` (newer opsets) or as the ``axes`` attribute."""
-    if len(inputs) > index and inputs[index] is not None:
-        return ints(inputs[index])
+    given = inputs.optional_ints(index)
+    if given is not None:
+        return given
     axes = call.attr("axes")
     return None if axes is None else list(axes)
 

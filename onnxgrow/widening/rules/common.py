@@ -12,6 +12,8 @@ The edits, for a weight axis that the widened channels index:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx_ir as ir
 
@@ -180,4 +182,4 @@ def gather_per_channel(ctx: GroupContext, node: ir.Node, out: ir.Value, inputs: 
             continue
         axis = broadcast_axis(shape, embedding.axis)
         if axis is not None and shape[axis] == old and old > 1:
-            ctx.edit(node, i, lambda a, ax=axis: gather(a, ax, idx))
+            ctx.edit(node, i, functools.partial(gather, axis=axis, idx=idx))

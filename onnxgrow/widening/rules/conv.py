@@ -98,10 +98,10 @@ class ConvRule:
         elif y in known:
             if multiplier != 1:
                 ctx.refuse(node, "cannot trace channels backward through a depthwise conv with multiplier > 1")
+            assert x is not None
             ctx.track(x, channel.with_layout(known[y].layout), node)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        assert ctx.cmap is not None
         x, y = node.inputs[0], node.outputs[0]
         if node.attributes.get_int("group", 1) == 1:
             if y in known:
@@ -110,7 +110,7 @@ class ConvRule:
                 ctx.edit(node, 1, lambda w: produce(w, 0, idx, ctx.rng))
             if x in known:
                 idx = ctx.index(x)
-                ctx.edit(node, 1, lambda w: contract(w, 1, idx, ctx.cmap.init, ctx.rng))
+                ctx.edit(node, 1, lambda w: contract(w, 1, idx, ctx.channel_map.init, ctx.rng))
             return
         idx = ctx.index(y)
         _rewrite_bias(ctx, node, idx)

@@ -71,4 +71,5 @@ def product(dims: Iterable[Dim]) -> Product:
 def static_product(dims: Iterable[Dim]) -> int | None:
     """The product of ``dims`` when all are integers."""
     values = list(dims)
-    return math.prod(values) if all(isinstance(d, int) for d in values) else None  # type: ignore[arg-type]
+    ints = [d for d in values if isinstance(d, int)]
+    return math.prod(ints) if len(ints) == len(values) else None

@@ -58,8 +58,8 @@ class BroadcastRule:
                     ctx.refuse(node, f"constant {operand.name!r} of shape {list(shape)} does not "
                                      f"broadcast over {old} channels")
                 continue
-            size = dim_at(operand, axis)
-            broadcasts = size == 1 or (rank_of(operand) is not None and rank_of(operand) < -axis)
+            size, rank = dim_at(operand, axis), rank_of(operand)
+            broadcasts = size == 1 or (rank is not None and rank < -axis)
             if not broadcasts:
                 ctx.carry(node, embedding, (operand,))
         ctx.carry(node, embedding, (out,))

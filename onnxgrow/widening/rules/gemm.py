@@ -61,7 +61,6 @@ class GemmRule:
             ctx.mark_contractor(node)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        assert ctx.cmap is not None
         k_axis, n_axis = _b_axes(node)
         a, y = node.inputs[0], node.outputs[0]
         if y in known:
@@ -72,4 +71,4 @@ class GemmRule:
                 ctx.edit(node, 2, lambda c: gather(c, len(c_shape) - 1, idx))
         if a in known:
             idx = ctx.index(a)
-            ctx.edit(node, 1, lambda w: contract(w, k_axis, idx, ctx.cmap.init, ctx.rng))
+            ctx.edit(node, 1, lambda w: contract(w, k_axis, idx, ctx.channel_map.init, ctx.rng))

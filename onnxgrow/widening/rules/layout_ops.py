@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxgrow.graph import dim_at
 from onnxgrow.widening.context import GroupContext, Known, any_embedding, embedding_rank
-from onnxgrow.widening.layout import AxisLayout, Embedding, Fixed
+from onnxgrow.widening.layout import AxisLayout, Embedding, Fixed, Segment
 from onnxgrow.widening.rules.registry import rule
 from onnxgrow.widening.rules.shape_values import Const, Entry, constant_ints, entries, rewrite_entry, shared_path
 
@@ -152,15 +152,14 @@ class SliceRule:
                      and (end.value >= _TO_THE_END or end.value == old))
             if not whole:
                 ctx.refuse(node, "it slices the widened axis")
-            if end.value == old and shared_path(end):  # type: ignore[union-attr]
+            if isinstance(end, Const) and end.value == old and shared_path(end):
                 ctx.refuse(node, "its end on the widened axis is computed by nodes that other nodes use as well")
         ctx.carry(node, embedding, (y,), rank)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         """An end equal to the old size of the channel axis becomes the new size."""
-        assert ctx.cmap is not None
-        embedding = known[node.inputs[0]]  # type: ignore[index]
-        old, new = embedding.layout.old_size(ctx.width), embedding.layout.new_size(ctx.cmap.q)
+        embedding = known[node.inputs[0]]
+        old, new = embedding.layout.old_size(ctx.width), embedding.layout.new_size(ctx.channel_map.q)
         for _, axis, _, end, _ in _slice_params(node, embedding_rank(embedding, node.inputs[0])) or []:
             if axis == embedding.axis and isinstance(end, Const) and end.value == old and old != new:
                 rewrite_entry(ctx, end, new)
@@ -181,7 +180,7 @@ class ConcatRule(_NoRewrite):
             return
         if all(x not in known for x in node.inputs):
             ctx.refuse(node, "cannot trace channels backward through a Concat along them")
-        segments = []
+        segments: list[Segment] = []
         for x in node.inputs:
             if x is None:
                 continue

@@ -54,11 +54,10 @@ class MatMulRule:
             ctx.mark_contractor(node)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        assert ctx.cmap is not None
         a, y = node.inputs[0], node.outputs[0]
         if y in known:
             idx = ctx.index(y)
             ctx.edit(node, 1, lambda w: produce(w, 1, idx, ctx.rng))
         if a in known:
             idx = ctx.index(a)
-            ctx.edit(node, 1, lambda w: contract(w, 0, idx, ctx.cmap.init, ctx.rng))
+            ctx.edit(node, 1, lambda w: contract(w, 0, idx, ctx.channel_map.init, ctx.rng))

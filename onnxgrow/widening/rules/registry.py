@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import onnx_ir as ir
 
@@ -71,11 +72,13 @@ Describe = Callable[[ir.Node], "Producer | str | None"]
 #: op type -> the function describing its nodes.
 PRODUCERS: dict[str, Describe] = {}
 
+D = TypeVar("D", bound=Describe)
 
-def producer(*op_types: str) -> Callable[[Describe], Describe]:
+
+def producer(*op_types: str) -> Callable[[D], D]:
     """Register a function that describes nodes of ``op_types`` as growable layers."""
 
-    def register(fn: Describe) -> Describe:
+    def register(fn: D) -> D:
         for op_type in op_types:
             PRODUCERS[op_type] = fn
         return fn

@@ -24,6 +24,7 @@ axes keep their meaning.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import onnx_ir as ir
 
@@ -90,8 +91,8 @@ def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> E
         return Embedding(outs[0] - len(dst), len(dst), embedding.layout)
     outer = static_product(src[k] for k in range(ins.start, t))
     inner = static_product(src[k] for k in range(t + 1, ins.stop))
-    sizes = [dst[k] for k in outs]
-    if outer is None or inner is None or not all(isinstance(d, int) for d in sizes):
+    sizes = [d for d in (dst[k] for k in outs) if isinstance(d, int)]
+    if outer is None or inner is None or len(sizes) != len(outs):
         return "it merges the channels with axes of dynamic size"
     merged = embedding.layout.scaled(inner).repeated(outer)
     if merged is None:
@@ -103,13 +104,13 @@ def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> E
     seg = merged.segments[0]
     assert isinstance(seg, Channel)
     before = 1
-    for o in outs:
-        after = math.prod(dst[k] for k in range(o + 1, outs.stop))  # type: ignore[misc]
-        size = dst[o]
+    for k, o in enumerate(outs):
+        after = math.prod(sizes[k + 1:])
+        size = sizes[k]
         if (seg.outer % before == 0 and seg.inner % after == 0
                 and size == (seg.outer // before) * n * (seg.inner // after) and (size != 1 or n == 1)):
             return Embedding(o - len(dst), len(dst), AxisLayout((Channel(seg.outer // before, seg.inner // after),)))
-        before *= size  # type: ignore[operator]
+        before *= size
     return (f"it splits the widened axis ({src[t]}) into several axes {_show(sizes)} "
             "(attention heads, for instance); the channels cannot be widened across them")
 
@@ -131,7 +132,7 @@ def _kept_axis(src: list[Dim], dst: list[Dim], t: int) -> int | None:
     return None
 
 
-def _show(dims: list[Dim]) -> str:
+def _show(dims: Sequence[Dim]) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
@@ -151,17 +152,18 @@ class FlattenRule:
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
         embedding = ctx.forward_only(node, known, "Flatten")
+        assert x is not None
         src = _input_dims(ctx, x, embedding)
         if src is None:
             ctx.refuse(node, "its input shape is unknown")
         a = node.attributes.get_int("axis", 1) % (len(src) + 1)
         t = len(src) + embedding.axis
         part = range(0, a) if t < a else range(a, len(src))
-        dims = [src[k] for k in part]
-        if any(isinstance(src[k], str) for k in part):
+        dims = [d for d in (src[k] for k in part) if isinstance(d, int)]
+        if len(dims) != len(part):
             ctx.refuse(node, "the axes merged with the channels have dynamic sizes")
-        outer = math.prod(dims[: t - part.start])  # type: ignore[arg-type]
-        inner = math.prod(dims[t - part.start + 1:])  # type: ignore[arg-type]
+        outer = math.prod(dims[: t - part.start])
+        inner = math.prod(dims[t - part.start + 1:])
         merged = embedding.layout.scaled(inner).repeated(outer)
         if merged is None:
             ctx.refuse(node, "it merges concatenated channels with other axes")
@@ -241,7 +243,7 @@ class ReshapeRule:
         target = entries(node.inputs[1], (node, 1))
         if target is None:
             ctx.refuse(node, "its target shape is computed at run time in a way onnxgrow cannot follow")
-        if x not in known:
+        if x is None or x not in known:
             self._propagate_backward(ctx, node, known[y], target)
             return
         embedding = known[x]
@@ -275,9 +277,8 @@ class ReshapeRule:
         ctx.track(x, result, node)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
-        assert ctx.cmap is not None
         target = entries(node.inputs[1], (node, 1))
         assert target is not None
         entry = target[len(target) + known[node.outputs[0]].axis]
         if isinstance(entry, Const) and entry.value not in (0, -1):
-            rewrite_entry(ctx, entry, known[node.outputs[0]].layout.new_size(ctx.cmap.q))
+            rewrite_entry(ctx, entry, known[node.outputs[0]].layout.new_size(ctx.channel_map.q))

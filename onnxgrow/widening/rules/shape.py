@@ -33,6 +33,7 @@ class ShapeRule:
             return
         if out.is_graph_output():
             ctx.refuse(node, f"the model outputs the shape {out.name!r}, which grows with the channels")
+        assert x is not None
         channel = DimOf(x, known[x].axis)
         for reader, index in readers_of_dim(out, channel):
             if reader.op_type == "Reshape" and index == 1 and reader.inputs[0] is x:

@@ -69,9 +69,10 @@ def constant_ints(node: ir.Node, index: int) -> list[int] | None:
     if len(node.inputs) <= index:
         return None
     found = entries(node.inputs[index], (node, index))
-    if found is None or not all(isinstance(e, Const) for e in found):
+    consts = [e for e in found or [] if isinstance(e, Const)]
+    if found is None or len(consts) != len(found):
         return None
-    return [e.value for e in found]  # type: ignore[union-attr]
+    return [e.value for e in consts]
 
 
 def shared_path(entry: Const) -> bool:
@@ -106,22 +107,27 @@ def _entries(value: ir.Value | None, holder: tuple[ir.Node, int] | None, depth: 
     if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in _DATA_INPUT:
         return _unknown(value)
     parts = [_entries(node.inputs[i], (node, i), depth + 1) for i in _data_indices(node)]
-    if any(p is None for p in parts):
+    known_parts = [p for p in parts if p is not None]
+    if len(known_parts) != len(parts):
         return _unknown(value)
-    found = [_via(e, node) for p in parts for e in p]  # type: ignore[union-attr]
+    found = [_via(e, node) for p in known_parts for e in p]
+    result: list[Entry] | None = found
     if node.op_type == "Gather":
-        found = _gathered(node, found)
+        result = _gathered(node, found)
     elif node.op_type == "Slice":
-        found = _sliced(node, found)
-    return found if found is not None else _unknown(value)
+        result = _sliced(node, found)
+    return result if result is not None else _unknown(value)
 
 
 def _unknown(value: ir.Value) -> list[Entry] | None:
     """Unknown entries, as many as the value's static length (None if that is unknown too)."""
     dims = value.shape.dims if value.shape is not None else None
-    if dims is None or len(dims) > 1 or (dims and not isinstance(dims[0], int)):
+    if dims is None or len(dims) > 1:
         return None
-    return [None] * (int(dims[0]) if dims else 1)
+    if not dims:
+        return [None]
+    length = dims[0]
+    return [None] * length if isinstance(length, int) else None
 
 
 def _data_indices(node: ir.Node) -> range | tuple[int, ...]:
