@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -137,7 +138,10 @@ def test_bfloat16_export_is_checked_through_float32_twins(tmp_path: Path, target
                                                           runner: str) -> None:
     src = dtype_mlp(tmp_path / "bf16.onnx", TensorProto.BFLOAT16)
     out = tmp_path / f"model{suffix}"
-    code, stdout, stderr = run("export", str(src), "--to", target, "-o", str(out))
+    # a subprocess: Keras loads TensorFlow, which must not share a process with torch's dynamo exporter
+    proc = subprocess.run([sys.executable, "-m", "onnxgrow", "export", str(src), "--to", target, "-o", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "torch"})
+    code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     assert code == 0, stderr
     assert "PASSED" in stdout and f"candidate: {runner}" in stdout and "float32 twins" in stdout
     assert out.is_file()
