@@ -3,6 +3,8 @@
 For every layer: the name to type, op, width, the activation after it, its channel
 group (layers that must be widened together), what a widening would touch (the
 contracting layers), whether it can be widened (or why not), and its other names.
+For every attention module: its head count, key/value head count and head size, and
+whether ``--heads`` can grow it (the counts it takes exactly, or why not).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from onnxgrow.lineage import describe, read_history
 from onnxgrow.model_io import external_tensors, load_model, weight_bytes
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.widening import Layer, find_layers, plan_group
+from onnxgrow.widening.heads import Attention, exact_counts, example_plan, find_attentions, query_embedding
 
 
 @dataclass
@@ -43,6 +46,20 @@ class LayerInfo:
 
 
 @dataclass
+class AttentionInfo:
+    """An attention module: head counts, its projections, whether ``--heads`` can grow it."""
+
+    name: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+    projections: list[str]
+    growable: bool
+    exact: str
+    reason: str = ""
+
+
+@dataclass
 class ModelSummary:
     path: str
     ir_version: int
@@ -55,6 +72,7 @@ class ModelSummary:
     layers: list[LayerInfo]
     not_growable: list[LayerInfo]
     history: list[str] = field(default_factory=list)
+    attentions: list[AttentionInfo] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -96,6 +114,19 @@ def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str]) -> Laye
                      True, group, touches, reason, aliases, deepen)
 
 
+def _attention_info(model: ir.Model, attention: Attention) -> AttentionInfo:
+    projections = [split.layer.display for split in attention.splits]
+    info = AttentionInfo(attention.path, attention.heads, attention.kv_heads, attention.head_dim, projections,
+                         True, exact_counts(attention))
+    try:
+        plan = example_plan(attention)
+        plan_group(model.graph, f"attention {attention.path!r}", attention.query.layer.node, plan.width,
+                   query_embedding(attention, plan))
+    except GrowError as exc:
+        info.growable, info.reason = False, str(exc)
+    return info
+
+
 def inspect_model(model: ir.Model | str | os.PathLike[str]) -> ModelSummary:
     """Summarise ``model`` (a path or an ir.Model, which gains shape annotations)."""
     path = "" if isinstance(model, ir.Model) else os.fspath(model)
@@ -124,4 +155,5 @@ def inspect_model(model: ir.Model | str | os.PathLike[str]) -> ModelSummary:
         layers=infos,
         not_growable=not_growable,
         history=[describe(entry) for entry in read_history(model)],
+        attentions=[_attention_info(model, a) for a in find_attentions(layers)],
     )

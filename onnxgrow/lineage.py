@@ -7,6 +7,9 @@ The key ``onnxgrow.history`` holds a JSON list with one object per operation::
      "tool": "onnxgrow 0.1.0", "max_abs_error": 1e-7, "max_rel_error": 2e-8}
     {"op": "deepen", "after": "fc1", "mode": "identity", "width": 64,
      "new_nodes": ["fc1_deep"], "seed": 0, "tool": "onnxgrow 0.1.0", ...}
+    {"op": "widen-heads", "node": "layers.0.self_attn", "attention": "layers.0.self_attn",
+     "old_heads": 4, "new_heads": 8, "old_kv_heads": 2, "new_kv_heads": 2, "head_dim": 16,
+     "tied_attentions": [], "init": "net2wider", "noise": 0.0, "seed": 0, "together": [...], ...}
 
 ``max_*_error`` are filled in once verification has measured them (absent with
 --no-verify).
@@ -69,6 +72,18 @@ def describe(entry: dict[str, Any]) -> str:
         together = [n for n in entry.get("together", []) if n != entry.get("node")]
         if together:
             text += f", together with {', '.join(together)}"
+    elif op == "widen-heads":
+        text = (f"attention {entry.get('attention') or entry.get('node')}: "
+                f"{entry.get('old_heads')} → {entry.get('new_heads')} heads")
+        old_kv, new_kv = entry.get("old_kv_heads"), entry.get("new_kv_heads")
+        if (old_kv, new_kv) != (entry.get("old_heads"), entry.get("new_heads")):
+            text += f" ({old_kv} → {new_kv} key/value heads)"
+        text += f", {entry.get('init', 'net2wider')}"
+        if entry.get("noise"):
+            text += f" (noise {entry['noise']})"
+        tied = entry.get("tied_attentions") or []
+        if tied:
+            text += f", together with attention {', '.join(tied)}"
     elif op == "deepen":
         text = f"layer inserted after {entry.get('after')} ({entry.get('mode')}"
         if entry.get("width") is not None:

@@ -222,6 +222,10 @@ def _cases() -> dict[str, Callable[[], OpCase]]:
     cases["Split"] = lambda: dense("Split", [n("Split", ["h", "sizes"], ["p", "q"], "under_test", axis=1),
                                              n("Concat", ["q", "p"], "m", axis=1)],
                                    {"sizes": np.array([1, 3], np.int64)}, rank=3)
+    cases["Expand"] = lambda: dense("Expand", [n("Unsqueeze", ["h", "axis"], "u"),
+                                               n("Expand", ["u", "to"], "e", "under_test"),
+                                               n("ReduceMean", ["e", "axis"], "m", keepdims=0)],
+                                    {"axis": np.array([1], np.int64), "to": np.array([2, 2, 4, C], np.int64)}, rank=3)
     cases["Slice"] = lambda: dense("Slice", [n("Slice", ["h", "starts", "ends", "axes"], "m", "under_test")],
                                    {"starts": np.array([1], np.int64), "ends": np.array([3], np.int64),
                                     "axes": np.array([1], np.int64)}, rank=3)

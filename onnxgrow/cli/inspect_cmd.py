@@ -62,6 +62,14 @@ def render(summary: ModelSummary) -> str:
         lines += _table(rows)
     else:
         lines.append("layers: none growable")
+    if summary.attentions:
+        lines.append("attention (names to type after --node with --heads):")
+        rows = [["NAME", "HEADS", "KV HEADS", "HEAD SIZE", "GROW HEADS"]] + [
+            [a.name, str(a.heads), str(a.kv_heads), str(a.head_dim), f"yes, {a.exact}" if a.growable else "no"]
+            for a in summary.attentions
+        ]
+        lines += _table(rows)
+        lines += [f"  {a.name}: {a.reason}" for a in summary.attentions if a.reason]
     notes = [i for i in summary.layers if i.reason]
     if notes:
         lines.append("notes:")

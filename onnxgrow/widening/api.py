@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
@@ -26,8 +26,12 @@ from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import VerifyReport
 from onnxgrow.widening.channel_map import Init, build_channel_map
 from onnxgrow.widening.context import GroupContext, TensorChange
+from onnxgrow.widening.heads import HeadCounts
 from onnxgrow.widening.layers import Layer, find_layer, find_layers
 from onnxgrow.widening.planner import plan_group
+
+if TYPE_CHECKING:
+    from onnxgrow.widening.heads_op import HeadsOp
 
 #: Refuse requests that would need more than this many bytes (or the machine's memory, if less).
 MAX_NEW_WEIGHT_BYTES = 64 * 1024**3
@@ -46,6 +50,7 @@ class GroupReport:
     contractors: list[str]
     changes: list[TensorChange]
     seed: int
+    heads: HeadCounts | None = None  # a head growth: the widths count the group's units (heads_op.py)
 
 
 @dataclass
@@ -67,6 +72,15 @@ def parse_init(init: str | Init) -> Init:
     return parse_choice(Init, init, "--init")
 
 
+def check_noise(noise: float, init: Init) -> float:
+    """``noise`` when it is a finite number >= 0 (and 0 unless ``init`` is net2wider)."""
+    if (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise)
+            or noise < 0 or (noise > 0 and init is not Init.NET2WIDER)):
+        raise GrowError(f"--noise must be a finite number >= 0 and applies to --init net2wider only, "
+                        f"got {noise!r}")
+    return noise
+
+
 def _check_width(layer: Layer, name: str, width: int) -> int:
     if width <= layer.width:
         raise GrowError(f"width for {name!r} must be larger than its current {layer.width}, got {width}")
@@ -82,7 +96,7 @@ def memory_limit() -> int:
     return min(MAX_NEW_WEIGHT_BYTES, physical) if physical > 0 else MAX_NEW_WEIGHT_BYTES
 
 
-def _check_size(ctx: GroupContext, q: int, name: str) -> None:
+def check_size(ctx: GroupContext, q: int, name: str) -> None:
     """Refuse before allocating when the widening would need more memory than :func:`memory_limit`.
 
     Estimate: every constant input of the group's producers and contractors (found through
@@ -108,7 +122,7 @@ def _gib(count: int) -> str:
     return f"{count / 1024**3:,.1f} GiB" if count < 1024**5 else f"{count / 1024**3:.3g} GiB"
 
 
-def _group_key(ctx: GroupContext) -> frozenset[int]:
+def group_key(ctx: GroupContext) -> frozenset[int]:
     return frozenset(id(node) for node in ctx.producers)
 
 
@@ -141,11 +155,7 @@ class WidenOp:
         self.widths = dict(widths)
         self.init = parse_init(init)
         self.seed = check_seed(seed)
-        if (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise)
-                or noise < 0 or (noise > 0 and self.init is not Init.NET2WIDER)):
-            raise GrowError(f"--noise must be a finite number >= 0 and applies to --init net2wider only, "
-                            f"got {noise!r}")
-        self.noise = noise
+        self.noise = check_noise(noise, self.init)
 
     def plan(self, model: ir.Model) -> WidenPlan:
         infer_shapes(model)
@@ -156,14 +166,14 @@ class WidenOp:
             layer = find_layer(model, name, layers, refused)
             q = _check_width(layer, name, width)
             ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
-            key = _group_key(ctx)
+            key = group_key(ctx)
             if key in planned:
                 first, first_q = planned[key]
                 if first_q != q:
                     raise GrowError(f"{name!r} and {first!r} are in one channel group and must get the "
                                     f"same width ({q} vs {first_q})")
                 continue
-            _check_size(ctx, q, name)
+            check_size(ctx, q, name)
             ctx.check(build_channel_map(layer.width, q, self.init, self.noise, self.seed))
             planned[key] = (name, q)
             order.append((name, layer, q))
@@ -177,10 +187,11 @@ class WidenOp:
             ctx.rewrite(q, self.init, self.noise, self.seed + k)
             for node in ctx.producers:  # a grown unnamed layer keeps its generated name from now on
                 node.name = node.name or generated[node]
+            names = [display_name(plan.layers, node) for node in ctx.producers]
             reports.append(GroupReport(
-                name, _display(plan.layers, layer.node), [_display(plan.layers, node) for node in ctx.producers],
-                layer.width, q, [_display(plan.layers, node) for node in ctx.contractors],
-                _merge_changes(ctx.changes), self.seed + k))
+                name, display_name(plan.layers, layer.node), names, layer.width, q,
+                [display_name(plan.layers, node) for node in ctx.contractors], merge_changes(ctx.changes),
+                self.seed + k))
         return WidenReport(reports, self.init.value, self.noise, self.seed, self.init.exact)
 
     def history(self, report: WidenReport) -> list[dict[str, Any]]:
@@ -201,28 +212,46 @@ class WidenOp:
 
 def widen(
     model: ir.Model | str | os.PathLike[str],
-    widths: Mapping[str, int],
+    widths: Mapping[str, int] | None = None,
     *,
+    heads: Mapping[str, int] | None = None,
+    kv_heads: Mapping[str, int] | None = None,
     init: str | Init = Init.NET2WIDER,
     noise: float = 0.0,
     seed: int = 0,
 ) -> tuple[ir.Model, WidenReport]:
-    """Widen each named layer (and its channel group) to the given width (:class:`WidenOp`).
+    """Widen each named layer (and its channel group) to the given width (:class:`WidenOp`),
+    or, with ``heads``, grow each named attention module to the given head count
+    (:class:`~onnxgrow.widening.heads_op.HeadsOp`; ``kv_heads``: key/value head counts).
 
     ``model`` is a path or an ``ir.Model`` (modified in place and returned); on a refusal
     the model is unchanged.
     """
-    return grow(model, WidenOp(widths, init=init, noise=noise, seed=seed))
+    return grow(model, _operation(widths, heads, kv_heads, init, noise, seed))
 
 
-def _display(layers: list[Layer], node: ir.Node) -> str:
+def _operation(widths: Mapping[str, int] | None, heads: Mapping[str, int] | None,
+               kv_heads: Mapping[str, int] | None, init: str | Init, noise: float,
+               seed: int) -> WidenOp | HeadsOp:
+    from onnxgrow.widening.heads_op import HeadsOp  # it builds on this module
+
+    if heads:
+        if widths:
+            raise GrowError("give widths or head counts, not both: grow them one after the other")
+        return HeadsOp(heads, kv_heads=kv_heads, init=init, noise=noise, seed=seed)
+    if kv_heads:
+        raise GrowError("key/value head counts need head counts (--heads) as well")
+    return WidenOp(widths or {}, init=init, noise=noise, seed=seed)
+
+
+def display_name(layers: list[Layer], node: ir.Node) -> str:
     for layer in layers:
         if layer.node is node:
             return layer.display
     return node.name or node.op_type
 
 
-def _merge_changes(changes: list[TensorChange]) -> list[TensorChange]:
+def merge_changes(changes: list[TensorChange]) -> list[TensorChange]:
     """One entry per tensor: first old shape, last new shape."""
     merged: dict[str, TensorChange] = {}
     for change in changes:
@@ -237,13 +266,17 @@ def _merge_changes(changes: list[TensorChange]) -> list[TensorChange]:
 def widen_file(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str] | None,
-    widths: Mapping[str, int],
+    widths: Mapping[str, int] | None = None,
     *,
+    heads: Mapping[str, int] | None = None,
+    kv_heads: Mapping[str, int] | None = None,
     init: str | Init = Init.NET2WIDER,
     noise: float = 0.0,
     seed: int = 0,
     options: GrowOptions | None = None,
 ) -> WidenReport:
-    """Widen the model file ``source`` and write it to ``output``, checked by onnxruntime
-    (:func:`onnxgrow.pipeline.grow_file` with a :class:`WidenOp`)."""
-    return grow_file(source, output, WidenOp(widths, init=init, noise=noise, seed=seed), options)
+    """Widen the model file ``source`` (or grow its attention heads, with ``heads``) and write
+    it to ``output``, checked by onnxruntime (:func:`onnxgrow.pipeline.grow_file` with a
+    :class:`WidenOp` or a :class:`~onnxgrow.widening.heads_op.HeadsOp`)."""
+    return grow_file(source, output, _operation(widths, heads, kv_heads, init, noise, seed), options)
+

@@ -76,6 +76,7 @@ class GroupContext:
     producers: list[ir.Node] = field(default_factory=list)
     contractors: list[ir.Node] = field(default_factory=list)
     uniform_required: dict[str, str] = field(default_factory=dict)
+    together_required: list[tuple[ir.Node, list[ir.Node], str]] = field(default_factory=list)
     changes: list[TensorChange] = field(default_factory=list)
     cmap: ChannelMap | None = None
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
@@ -168,6 +169,10 @@ class GroupContext:
         if node not in self.contractors:
             self.contractors.append(node)
 
+    def require_together(self, node: ir.Node, others: list[ir.Node], reason: str) -> None:
+        """``others`` must be touched by the group too (checked once it is closed)."""
+        self.together_required.append((node, others, reason))
+
     def require_uniform(self, node: ir.Node, reason: str) -> None:
         """The map must copy every unit equally often and add no fresh units."""
         self.uniform_required[node.name or generated_name(node) or node.op_type] = reason
@@ -205,7 +210,12 @@ class GroupContext:
             self._update_shape(value, embedding)
 
     def check(self, cmap: ChannelMap) -> None:
-        """Refuse a map that breaks a constraint of the group (uniform duplication)."""
+        """Refuse a map that breaks a constraint of the group (uniform duplication, nodes that
+        must change together)."""
+        for node, others, reason in self.together_required:
+            outside = [other for other in others if not self.known(other)]
+            if outside:
+                self.refuse(node, f"{reason} {node_label(outside[0])}, which the widening does not change")
         if self.uniform_required and not cmap.uniform:
             where, why = next(iter(self.uniform_required.items()))
             raise RefusedError(

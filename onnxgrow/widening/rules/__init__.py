@@ -3,6 +3,7 @@
 from onnxgrow.widening.rules import (  # noqa: F401
     conv,
     elementwise,
+    expand,
     gather,
     gemm,
     layout_ops,

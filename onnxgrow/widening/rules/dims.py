@@ -5,7 +5,8 @@ names a merged one with a product (``6*batch``); onnxgrow infers others from a
 Reshape's ``-1``. A :class:`Product` is an integer coefficient times a multiset of
 symbols: ``[batch, 6]`` and ``[6*batch]`` have the same product, and ``batch``
 divides ``6*batch``. A symbol that is not a plain product (``2*s0 + 1``) stays one
-opaque factor.
+opaque factor; so does a call inside a product (``Min(6, seq)*batch`` is ``Min(6, seq)``
+times ``batch``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 Dim = int | str
 
 _FACTOR = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
+_CALL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\(.*\)$")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,26 @@ class Product:
         return "*".join(([str(self.coef)] if self.coef != 1 else []) + list(self.symbols))
 
 
+def _top_level_factors(dim: str) -> list[str] | None:
+    """The factors of ``a*b*Min(6, seq)`` (a parenthesised call is one opaque factor); None
+    when ``dim`` is no plain product (a top-level sum such as ``2*s0 + 1``)."""
+    factors, depth, start = [], 0, 0
+    for k, char in enumerate(dim):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0 and char == "*":
+            factors.append(dim[start:k].strip())
+            start = k + 1
+        elif depth == 0 and char in "+-/":
+            return None
+    factors.append(dim[start:].strip())
+    if not all(_FACTOR.match(f) or _CALL.match(f) for f in factors):
+        return None
+    return factors
+
+
 def product(dims: Iterable[Dim]) -> Product:
     """The product of ``dims``; strings are parsed as ``a*b*3`` products when they are ones."""
     coef, symbols = 1, []
@@ -56,8 +78,8 @@ def product(dims: Iterable[Dim]) -> Product:
         if isinstance(dim, int):
             coef *= dim
             continue
-        factors = [f.strip() for f in dim.split("*")]
-        if not all(_FACTOR.match(f) for f in factors):
+        factors = _top_level_factors(dim)
+        if factors is None:
             symbols.append(dim)
             continue
         for factor in factors:

@@ -22,6 +22,27 @@ from onnxgrow.widening.context import GroupContext, Known, any_embedding
 from onnxgrow.widening.rules.common import broadcast_axis, constant_through_casts, gather_per_channel
 from onnxgrow.widening.rules.registry import rule
 
+#: Ops whose output keeps the rank of input 0 and can only shrink its axes.
+_SHRINKING = frozenset({"Slice", "Cast", "Not", "Identity"})
+
+
+def _size_along(value: ir.Value, axis: int) -> int | str | None:
+    """``value``'s size along negative ``axis``; when shape inference left it unknown (or a
+    symbol), 1 if ``value`` is a slice (or cast) of a tensor of size 1 there (a causal mask
+    cut to the sequence length: ``bias[:, :, :t, :t]``)."""
+    size = dim_at(value, axis)
+    node = value.producer()
+    while (not isinstance(size, int) and node is not None and node.op_type in _SHRINKING
+           and node.domain in ("", "ai.onnx")):
+        source = node.inputs[0]
+        if source is None or rank_of(source) != rank_of(value):
+            return size
+        before = dim_at(source, axis)
+        if isinstance(before, int):
+            return 1 if before == 1 else size
+        node = source.producer()
+    return size
+
 
 @rule(*UNARY_OPS)
 class UnaryRule:
@@ -58,7 +79,7 @@ class BroadcastRule:
                     ctx.refuse(node, f"constant {operand.name!r} of shape {list(shape)} does not "
                                      f"broadcast over {old} channels")
                 continue
-            size, rank = dim_at(operand, axis), rank_of(operand)
+            size, rank = _size_along(operand, axis), rank_of(operand)
             broadcasts = size == 1 or (rank is not None and rank < -axis)
             if not broadcasts:
                 ctx.carry(node, embedding, (operand,))

@@ -15,6 +15,7 @@ from onnxgrow.graph import const_shape
 from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import Embedding
 from onnxgrow.widening.rules.common import contract, gather, produce, weight_problem
+from onnxgrow.widening.rules.matmul import spans
 from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
@@ -49,7 +50,7 @@ class GemmRule:
             found = describe_gemm(node)
             if isinstance(found, str):
                 ctx.refuse(node, found)
-            if known[y] != Embedding(-1, 2) or found.width != ctx.width:
+            if known[y].axis != -1 or not spans(known[y], ctx.width, found.width):
                 ctx.refuse(node, "output channels do not match the group")
             ctx.mark_producer(node)
         if a in known:
@@ -67,7 +68,7 @@ class GemmRule:
             idx = ctx.index(y)
             ctx.edit(node, 1, lambda w: produce(w, n_axis, idx, ctx.rng))
             c_shape = const_shape(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-            if c_shape and c_shape[-1] == ctx.width and ctx.width > 1:
+            if c_shape and c_shape[-1] == known[y].layout.old_size(ctx.width) and c_shape[-1] > 1:
                 ctx.edit(node, 2, lambda c: gather(c, len(c_shape) - 1, idx))
         if a in known:
             idx = ctx.index(a)

@@ -32,7 +32,15 @@ from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import AxisLayout, Channel, Embedding
 from onnxgrow.widening.rules.dims import Dim, product, static_product
 from onnxgrow.widening.rules.registry import rule
-from onnxgrow.widening.rules.shape_values import Const, DimOf, Entry, entries, rewrite_entry, shared_path
+from onnxgrow.widening.rules.shape_values import (
+    Const,
+    DimOf,
+    Entry,
+    entries,
+    rewrite_entry,
+    shape_readers,
+    shared_path,
+)
 
 
 def _symbolic_dims(value: ir.Value | None) -> list[Dim] | None:
@@ -208,9 +216,12 @@ def _output_dims(node: ir.Node, x: ir.Value, src: list[Dim], target: list[Entry]
     return dims
 
 
-def _target_problem(target: list[Entry], out_t: int, x: ir.Value, embedding: Embedding,
-                    result: Embedding, src: list[Dim], allowzero: int) -> str:
-    """Why the target shape would not follow the widening ('' when it does or is rewritten)."""
+def _target_problem(ctx: GroupContext, node: ir.Node, target: list[Entry], out_t: int, x: ir.Value,
+                    embedding: Embedding, result: Embedding, src: list[Dim], allowzero: int) -> str:
+    """Why the target shape would not follow the widening ('' when it does or is rewritten).
+
+    A constant entry stored where other Reshapes/Expands read it too is rewritten once
+    for all of them, which the group then requires to hold them all."""
     channel = DimOf(x, embedding.axis)
     for k, entry in enumerate(target):
         if entry == channel and k != out_t:
@@ -219,7 +230,10 @@ def _target_problem(target: list[Entry], out_t: int, x: ir.Value, embedding: Emb
     if isinstance(entry, Const):
         if entry.value != 0 or allowzero:
             if entry.value not in (-1, 0) and shared_path(entry):
-                return "its target shape is computed by nodes that other nodes use as well"
+                readers = shape_readers(entry, node)
+                if readers is None:
+                    return "its target shape is computed by nodes that other nodes use as well"
+                ctx.require_together(node, readers, "its target shape is shared with")
             return ""
         if len(src) + embedding.axis == out_t and embedding.layout == result.layout:
             return ""
@@ -254,7 +268,7 @@ class ReshapeRule:
         result = _reshaped(embedding, ctx.width, src, dst)
         if isinstance(result, str):
             ctx.refuse(node, result)
-        problem = _target_problem(target, len(dst) + result.axis, x, embedding, result, src,
+        problem = _target_problem(ctx, node, target, len(dst) + result.axis, x, embedding, result, src,
                                   node.attributes.get_int("allowzero", 0))
         if problem:
             ctx.refuse(node, problem)
@@ -280,5 +294,6 @@ class ReshapeRule:
         target = entries(node.inputs[1], (node, 1))
         assert target is not None
         entry = target[len(target) + known[node.outputs[0]].axis]
-        if isinstance(entry, Const) and entry.value not in (0, -1):
-            rewrite_entry(ctx, entry, known[node.outputs[0]].layout.new_size(ctx.channel_map.q))
+        new = known[node.outputs[0]].layout.new_size(ctx.channel_map.q)
+        if isinstance(entry, Const) and entry.value not in (0, -1, new):  # a shared store may be new already
+            rewrite_entry(ctx, entry, new)

@@ -80,6 +80,25 @@ def shared_path(entry: Const) -> bool:
     return any(len(node.outputs[0].uses()) > 1 for node in entry.path)
 
 
+def shape_readers(entry: Const, node: ir.Node) -> list[ir.Node] | None:
+    """The other nodes reading the store of ``entry`` (reached through its path), when each
+    reads it as the target shape of a Reshape or an Expand, like ``node``; None otherwise.
+
+    The key and value heads of an attention share one target shape; they change together,
+    so the shared store may be rewritten once for all when every reader is in the group.
+    """
+    readers: list[ir.Node] = []
+    on_path = {id(n) for n in entry.path}
+    for value in (n.outputs[0] for n in entry.path):  # the stored constant itself is edited per reader
+        for use in value.uses():
+            if id(use.node) in on_path or use.node is node:
+                continue
+            if use.node.op_type not in ("Reshape", "Expand") or use.idx != 1:
+                return None
+            readers.append(use.node)
+    return readers
+
+
 def rewrite_entry(ctx: GroupContext, entry: Const, value: int) -> None:
     """Store ``value`` in place of ``entry``; only the node input holding it changes."""
     assert entry.holder is not None
