@@ -33,8 +33,9 @@ UNGROWABLE_OPS = {
     "Loop": "a Loop (a recurrent layer or tf.while_loop) has no widening or deepening rule",
     "Scan": "a Scan has no widening or deepening rule",
 }
-#: Ops looked through when finding the activation (a bias Add, BatchNorm).
-_LOOK_THROUGH = frozenset({"Add", "BatchNormalization"})
+#: Ops looked through when finding the activation: a bias Add, a BatchNorm (or the Mul and
+#: Add tf2onnx leaves of one), the Reshape after a MatMul on flattened leading axes.
+_LOOK_THROUGH = frozenset({"Add", "BatchNormalization", "Mul", "Reshape"})
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _weight_names(node: ir.Node) -> list[str | None]:
 def activation_after(value: ir.Value) -> ir.Node | None:
     """The activation applied to ``value``, looking through a bias Add or a BatchNorm."""
     seen = 0
-    while seen < 3:
+    while seen < 4:
         consumers = value.consumers()
         if len(consumers) != 1:
             return None
