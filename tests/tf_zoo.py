@@ -114,6 +114,28 @@ def _randomise(model: Any, seed: int) -> None:
         weight.assign(value.astype("float32"))
 
 
+def _calibrate_batch_norms(model: Any, keras: Any) -> None:
+    """Set every BatchNorm's moving statistics to those of its input on a random batch, so a
+    deep random network neither saturates (an output that ignores its input) nor amplifies
+    rounding beyond what trained networks do: one training-mode call with momentum 0 (each
+    BatchNorm then normalises by, and stores, its batch's statistics, in graph order)."""
+    import numpy as np
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    rng = np.random.default_rng(2)
+    for layer in norms:  # residual branches start small, as in trained networks
+        if layer.name.endswith("_project_BN"):
+            gamma, *rest = layer.get_weights()
+            layer.set_weights([(0.2 + 0.2 * rng.random(gamma.shape)).astype("float32"), *rest])
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    x = np.random.default_rng(1).standard_normal((8, *model.input_shape[1:])).astype("float32")
+    model(x, training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+
+
 def build(name: str, keras: Any) -> Any:
     """Keras model ``name`` built with ``keras`` (Keras 3 or tf.keras 2), seeded."""
     layers = keras.layers
@@ -141,6 +163,9 @@ def build(name: str, keras: Any) -> Any:
     elif name == "mobilenet_v2":
         model = keras.applications.MobileNetV2(weights=None, input_shape=INPUT_SHAPES[name], classes=10)
         _randomise(model, 0)
+        _calibrate_batch_norms(model, keras)
+        head = model.get_layer("predictions")  # logits near 0: a softmax that does not amplify rounding
+        head.set_weights([w * 0.1 for w in head.get_weights()])
         return model
     elif name == "td_mlp":
         h = layers.Dense(8, activation="relu", name="td_fc1")(inputs)
@@ -195,6 +220,19 @@ def _sklearn(route: str, path: Path) -> None:
     path.write_bytes(onx.SerializeToString())
 
 
+_BUILT: dict[str, Any] = {}
+
+
+def _keras3_model(name: str) -> Any:
+    """The Keras 3 model ``name``, built once per process (its routes export the same weights)."""
+    if name not in _BUILT:
+        import keras
+
+        keras.utils.set_random_seed(0)
+        _BUILT[name] = build(name, keras)
+    return _BUILT[name]
+
+
 def export_model(name: str, route: str, path: Path, work: Path) -> None:
     """Write ``name`` exported through ``route`` to ``path`` (``work``: a scratch folder)."""
     import numpy as np
@@ -214,10 +252,7 @@ def export_model(name: str, route: str, path: Path, work: Path) -> None:
         model = build(name, tf_keras)
         tf2onnx.convert.from_keras(model, input_signature=_signature(name), output_path=str(path))
         return
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = build(name, keras)
+    model = _keras3_model(name)
     if route == "from_keras":
         model.output_names = ["y"]
         tf2onnx.convert.from_keras(model, input_signature=_signature(name), output_path=str(path))
