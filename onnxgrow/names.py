@@ -10,8 +10,8 @@ one small function each, in display priority):
   with the converter's additions removed: ``StatefulPartitionedCall/`` prefixes, the op
   tails (``/MatMul``, ``/BiasAdd``, ``/Cast/ReadVariableOp:0``, ``/convolution/merged_input``,
   ``/Conv2D_weights_fused_bn``...) and, in Keras 3 graphs, the ``_1`` Keras 3 adds to
-  every scope (``mnist_cnn_1/fc1_1`` → ``fc1``). An unscoped node without scoped weights
-  (tf2onnx's fused ``LSTM__33``) takes the scope of the node that feeds it;
+  every scope (``mnist_cnn_1/fc1_1`` → ``fc1``). In a tf2onnx graph, an unscoped node
+  without scoped weights (the fused ``LSTM__33``) takes the scope of the node feeding it;
 - ``weight-prefix``: the prefix of its first weight's name (``fc1.weight`` → ``fc1``);
 - ``dynamo``: its PyTorch module path from the dynamo exporter's node metadata
   ``pkg.torch.onnx.name_scopes``;
@@ -174,6 +174,7 @@ class NamingContext:
     """What conventions know about the whole graph (computed once per graph)."""
 
     keras3: bool = False
+    tf2onnx: bool = False
     sklearn_layers: int = 0  # number of ``coefficient*`` weights (skl2onnx MLP layers)
 
 
@@ -181,7 +182,7 @@ def naming_context(graph: ir.Graph | None) -> NamingContext:
     """The :class:`NamingContext` of ``graph``."""
     if graph is None:
         return NamingContext()
-    return NamingContext(keras3=is_keras3_graph(graph),
+    return NamingContext(keras3=is_keras3_graph(graph), tf2onnx=is_tf2onnx_graph(graph),
                          sklearn_layers=sum(1 for name in graph.initializers if _SKLEARN_COEF.match(name)))
 
 
@@ -236,7 +237,7 @@ def _keras(source: NameSource) -> Iterable[str | None]:
     for weight in source.weight_names:
         path = path or keras_layer_path(weight, keras3)
     unscoped = "/" not in (source.node.name or "/") and not any(map(weight_prefix, source.weight_names))
-    if path is None and unscoped:
+    if path is None and unscoped and source.context.tf2onnx:
         feeder = _fed_by(source.node)
         path = keras_layer_path(feeder.name, keras3) if feeder is not None else None
     if path:

@@ -1,8 +1,9 @@
 """Where a new layer goes after layer X, and what X's activation is (docs/design.md §5).
 
 The insertion point: X's output, then over a bias ``Add`` (one constant operand), a
-``BatchNormalization``, a per-channel scale ``Mul`` by a constant (tf2onnx leaves a
-Keras 3 BatchNormalization as that Mul and an Add) and, after a MatMul, a ``Reshape``
+``BatchNormalization``, a per-channel scale ``Mul`` by a constant followed by such an
+``Add`` (tf2onnx leaves a Keras 3 BatchNormalization as that pair; a lone constant Mul
+may be part of a decomposed activation, ``0.5·x`` in GELU) and, after a MatMul, a ``Reshape``
 that keeps the last axis (tf2onnx's Dense over 3-D input: MatMul on ``[N·T, in]``,
 Reshape back to ``[N, T, out]``, then the bias), while the value has that node as its
 only consumer, then over X's activation. The new layer reads the tensor found there, and its output
@@ -112,11 +113,15 @@ def _is_bias_add(node: ir.Node, value: ir.Value) -> bool:
 
 
 def _is_scale_mul(node: ir.Node, value: ir.Value) -> bool:
-    """``value * s`` (either order) with ``s`` a constant that keeps the shape."""
+    """``value * s`` (either order) with ``s`` a constant that keeps the shape, followed by
+    a bias Add: a BatchNorm written out."""
     if node.op_type != "Mul" or len(node.inputs) != 2:
         return False
     other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
-    return other is not value and find_constant(other) is not None and _keeps_shape(other, value)
+    if other is value or find_constant(other) is None or not _keeps_shape(other, value):
+        return False
+    then = _single_consumer(node.outputs[0])
+    return then is not None and _is_bias_add(then, node.outputs[0])
 
 
 def _keeps_last_axis(node: ir.Node, value: ir.Value, layer_node: ir.Node) -> bool:

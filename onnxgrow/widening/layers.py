@@ -33,9 +33,9 @@ UNGROWABLE_OPS = {
     "Loop": "a Loop (a recurrent layer or tf.while_loop) has no widening or deepening rule",
     "Scan": "a Scan has no widening or deepening rule",
 }
-#: Ops looked through when finding the activation: a bias Add, a BatchNorm (or the Mul and
+#: Ops looked through when finding the activation: a bias Add, a BatchNorm (or the Mul then
 #: Add tf2onnx leaves of one), the Reshape after a MatMul on flattened leading axes.
-_LOOK_THROUGH = frozenset({"Add", "BatchNormalization", "Mul", "Reshape"})
+_LOOK_THROUGH = frozenset({"Add", "BatchNormalization", "Reshape"})
 
 
 @dataclass
@@ -82,7 +82,8 @@ def _weight_names(node: ir.Node) -> list[str | None]:
 
 
 def activation_after(value: ir.Value) -> ir.Node | None:
-    """The activation applied to ``value``, looking through a bias Add or a BatchNorm."""
+    """The activation applied to ``value``, looking through a bias Add, a BatchNorm (a Mul
+    counts when an Add follows it), a Reshape."""
     seen = 0
     while seen < 4:
         consumers = value.consumers()
@@ -91,7 +92,9 @@ def activation_after(value: ir.Value) -> ir.Node | None:
         node = consumers[0]
         if node.op_type in ACTIVATIONS:
             return node
-        if node.op_type not in _LOOK_THROUGH:
+        then = node.outputs[0].consumers()
+        scale_shift = node.op_type == "Mul" and len(then) == 1 and then[0].op_type == "Add"
+        if node.op_type not in _LOOK_THROUGH and not scale_shift:
             return None
         value = node.outputs[0]
         seen += 1
