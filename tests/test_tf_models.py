@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 import tf_zoo
 from export_cache import shared_directory
 from onnxgrow import deepen, inspect_model, load_model, verify, widen
-from onnxgrow.layers import find_layer, find_layers
-from onnxgrow.verification import maps_as_array
+from onnxgrow.options import VerifyOptions
+from onnxgrow.verification.compare import maps_as_array
+from onnxgrow.widening.layers import find_layer, find_layers
 
 pytestmark = [pytest.mark.tf, pytest.mark.skipif(not tf_zoo.available(), reason=tf_zoo.MISSING_REASON)]
 
@@ -65,7 +66,7 @@ def hidden(model: str) -> tuple[str, ...]:
 
 
 def assert_exact(source: Path, grown: object) -> float:
-    check = verify(source, grown, samples=2)  # type: ignore[arg-type]
+    check = verify(source, grown, VerifyOptions(samples=2))  # type: ignore[arg-type]
     assert check.passed and check.max_rel_error <= MAX_REL_ERROR, check.summary()
     return check.max_rel_error
 

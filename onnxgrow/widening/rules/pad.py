@@ -10,16 +10,11 @@ opset 18; unknown pads or axes are refused.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from onnxgrow.widening.rules.common import rank_of
-from onnxgrow.widening.rules.registry import Known, rule
+from onnxgrow.widening.context import GroupContext, Known, any_embedding, embedding_rank
+from onnxgrow.widening.rules.registry import rule
 from onnxgrow.widening.rules.shape_values import constant_ints
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.planner import GroupContext
 
 
 def _pads(node: ir.Node) -> list[int] | None:
@@ -44,8 +39,8 @@ class PadRule:
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        embedding = next(iter(known.values()))
-        rank = embedding.rank or rank_of(x) or rank_of(y)
+        embedding = any_embedding(known)
+        rank = embedding_rank(embedding, x, y)
         pads = _pads(node)
         if rank is None or pads is None:
             ctx.refuse(node, "its pads or input rank are unknown")
@@ -57,9 +52,7 @@ class PadRule:
             k = axes.index(channel)
             if pads[k] or pads[k + len(axes)]:
                 ctx.refuse(node, f"it pads the widened axis ({pads[k]} before, {pads[k + len(axes)]} after)")
-        assert x is not None
-        ctx.track(x, embedding.with_axis(embedding.axis, rank), node)
-        ctx.track(y, embedding.with_axis(embedding.axis, rank), node)
+        ctx.carry(node, embedding, (x, y), rank)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         """Nothing to change: the pads do not depend on the number of channels."""
