@@ -111,8 +111,8 @@ def _tf_graph(*node_names: str, keras3: bool = True) -> tuple[ir.Graph, list[ir.
     nodes, inits = [], []
     x = ir.Value(name="x")
     for name in node_names:
-        kernel = ir.Value(name=name.rsplit("/", 1)[0] + ("/Cast/ReadVariableOp:0" if keras3 else "/MatMul/ReadVariableOp:0"),
-                          const_value=ir.tensor(np.ones((2, 2), np.float32)))
+        tail = "/Cast/ReadVariableOp:0" if keras3 else "/MatMul/ReadVariableOp:0"
+        kernel = ir.Value(name=name.rsplit("/", 1)[0] + tail, const_value=ir.tensor(np.ones((2, 2), np.float32)))
         inits.append(kernel)
         nodes.append(ir.Node("", "MatMul", [x, kernel], name=name))
     graph = ir.Graph([x], [n.outputs[0] for n in nodes], nodes=nodes, initializers=inits)

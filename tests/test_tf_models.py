@@ -20,12 +20,12 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+import tf_zoo
 from conftest import assert_refused, run
+from export_cache import shared_directory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tf_zoo
-from export_cache import shared_directory
 from onnxgrow import deepen, inspect_model, load_model, verify, widen
 from onnxgrow.options import VerifyOptions
 from onnxgrow.verification.compare import maps_as_array

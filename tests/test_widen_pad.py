@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
+from widen_rule_helpers import assert_widens_exactly, save_graph, weights
 
 from onnxgrow import RefusedError, load_model, widen
-from widen_rule_helpers import assert_widens_exactly, save_graph, weights
 
 N, H, W = 2, 4, 4
 
