@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
-from onnxgrow.names import generated_name
+from onnxgrow.names import generated_name, keras_layer_of
 
 #: Elementwise ops of one tensor input (extra inputs are scalars: Clip's bounds).
 UNARY_OPS = (
@@ -27,9 +27,12 @@ BINARY_OPS = (
 
 
 def node_label(node: ir.Node) -> str:
-    """``Relu node '/Relu_1'``; an unnamed node by its generated name, ``unnamed Relu node 'Relu_3'``."""
+    """``Relu node '/Relu_1'``; an unnamed node by its generated name, ``unnamed Relu node 'Relu_3'``;
+    a tf2onnx node with its Keras layer, ``LSTM node 'LSTM__33' (Keras layer 'rnn')``."""
     if node.name:
-        return f"{node.op_type} node {node.name!r}"
+        layer = keras_layer_of(node)
+        keras = f" (Keras layer {layer!r})" if layer and layer != node.name else ""
+        return f"{node.op_type} node {node.name!r}{keras}"
     generated = generated_name(node)
     return f"unnamed {node.op_type} node" + (f" {generated!r}" if generated else "")
 

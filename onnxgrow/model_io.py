@@ -37,6 +37,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxgrow import data_files
+from onnxgrow import map_types as map_types_
 from onnxgrow.errors import GrowError
 
 #: Models whose weights exceed this many bytes are saved with external data even
@@ -69,7 +70,9 @@ def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> i
     try:
         proto = onnx.load(p, load_external_data=False)
         inferred = _infer_on_proto(proto) if infer_shapes else None
+        map_types = map_types_.set_aside(inferred or proto)
         model = ir.serde.deserialize_model(inferred or proto)
+        map_types_.remember(model, map_types)
     except Exception as exc:  # protobuf and onnx-ir raise many kinds on garbage
         raise GrowError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from None
     ir.external_data.set_base_dir(model.graph, os.path.dirname(p))  # as ir.load does
@@ -370,6 +373,7 @@ def _save_external(
         for (value, _), tensor in [*zip(outside, written), *zip(inside, loaded)]:
             value.const_value = tensor
         ir.save(model, path)
+        map_types_.put_back(model, path)
     finally:
         for value, original in constants:
             value.const_value = original
@@ -380,6 +384,7 @@ def _save_embedded(model: ir.Model, path: Path) -> None:
     if any(True for _ in external_tensors(model)):
         ir.external_data.load_to_model(model)
     ir.save(model, path)
+    map_types_.put_back(model, path)
 
 
 def check_output_folder(out: Path, suffix: str) -> None:

@@ -1,19 +1,32 @@
 """The names users type for a layer, and resolving them to nodes.
 
-A node answers to:
-- its ONNX node name (``/fc1/Gemm``, ``node_linear_3``);
-- its PyTorch module path: from the legacy exporter's scoped node name
-  (``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``), or from the dynamo
-  exporter's node metadata ``pkg.torch.onnx.name_scopes``;
-- the prefix of its weight's name (``fc1.weight`` → ``fc1``) and the weight name itself;
-- a Keras/tf2onnx scope (``sequential/dense_1/MatMul`` → ``sequential/dense_1``);
-- the last part of a module path or scope (``conv1``, ``dense_1``) when that is unique;
-- a node without a name: the generated name ``<op_type>_<k>``, ``k`` its index among the
-  graph's nodes of that op type (named ones included) in graph order, so ``Gemm_1`` is
-  the second Gemm. It is computed, not stored: the model is not changed unless the node
-  is grown (then the name is written into it, so it survives later insertions). A
-  generated name that another node already has as its real name gets ``_unnamed``
-  appended.
+A node answers to the names of every registered naming convention (:data:`CONVENTIONS`,
+one small function each, in display priority):
+
+- ``skl2onnx``: a scikit-learn MLP's ``coefs_[i]`` MatMul (weights ``coefficient``,
+  ``coefficient1``...) answers to ``coefs_[i]``, and a hidden one also to ``hidden_i``;
+- ``keras``: the Keras layer name as ``model.summary()`` prints it, and its path under
+  the model (``mnist_cnn/fc1``), from a tf2onnx scope in the node's or its weights' names
+  with the converter's additions removed: ``StatefulPartitionedCall/`` prefixes, the op
+  tails (``/MatMul``, ``/BiasAdd``, ``/Cast/ReadVariableOp:0``, ``/convolution/merged_input``,
+  ``/Conv2D_weights_fused_bn``...) and, in Keras 3 graphs, the ``_1`` Keras 3 adds to
+  every scope (``mnist_cnn_1/fc1_1`` → ``fc1``). In a tf2onnx graph, an unscoped node
+  without scoped weights (the fused ``LSTM__33``) takes the scope of the node feeding it;
+- ``weight-prefix``: the prefix of its first weight's name (``fc1.weight`` → ``fc1``);
+- ``dynamo``: its PyTorch module path from the dynamo exporter's node metadata
+  ``pkg.torch.onnx.name_scopes``;
+- ``legacy``: its PyTorch module path from the legacy exporter's scoped node name
+  (``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``), and that scope as written;
+- ``scope``: a scope as written (``sequential/dense_1/MatMul`` → ``sequential/dense_1``);
+- ``weights``: every weight's prefix, and the weight names themselves.
+
+Besides: its ONNX node name (``/fc1/Gemm``, ``node_linear_3``); the last part of a
+module path or scope (``conv1``, ``dense_1``) when that is unique; and a node without a
+name: the generated name ``<op_type>_<k>``, ``k`` its index among the graph's nodes of
+that op type (named ones included) in graph order, so ``Gemm_1`` is the second Gemm. It is
+computed, not stored: the model is not changed unless the node is grown (then the name is
+written into it, so it survives later insertions). A generated name that another node
+already has as its real name gets ``_unnamed`` appended.
 
 Resolution tries exact names first, then full paths, then short names; an unknown or
 ambiguous name raises a GrowError listing the closest candidates.
@@ -23,7 +36,8 @@ from __future__ import annotations
 
 import ast
 import difflib
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -94,6 +108,176 @@ def module_path(node: ir.Node) -> str | None:
     return dynamo_module_path(node) or legacy_module_path(node.name or "")
 
 
+# ----- Keras / tf2onnx ---------------------------------------------------------------------
+
+#: Scopes TensorFlow puts around a whole traced function (SavedModel signatures).
+_TF_CALL_SCOPE = re.compile(r"^(Stateful)?PartitionedCall(_\d+)?$")
+#: Sub-scopes TensorFlow ops open inside a Keras layer's scope, below the layer.
+_TF_OP_SCOPES = frozenset({
+    "MatMul", "BiasAdd", "Cast", "ReadVariableOp", "convolution", "Conv1D", "Conv2D", "Conv3D",
+    "depthwise", "Tensordot", "merged_input", "batchnorm", "BatchNorm", "FusedBatchNormV3",
+})
+_KERAS3_SCOPE_SUFFIX = re.compile(r"_\d+$")
+#: Names only Keras 3 graphs have: its Dense reads its kernel through a Cast, its Conv is
+#: ``tf.nn.convolution`` (tf.keras 2: ``MatMul/ReadVariableOp``, ``Conv2D``).
+_KERAS3_MARKERS = ("/Cast/ReadVariableOp", "/convolution")
+
+
+def is_keras3_graph(graph: ir.Graph) -> bool:
+    """Whether tf2onnx converted ``graph`` from Keras 3 (whose scopes all end in ``_1``)."""
+    names = [n.name or "" for n in graph] + list(graph.initializers)
+    return any(marker in name for name in names for marker in _KERAS3_MARKERS)
+
+
+def keras_layer_path(name: str | None, keras3: bool) -> str | None:
+    """The Keras layer path in a tf2onnx node or tensor name: ``StatefulPartitionedCall/
+    mnist_cnn_1/fc1_1/Cast/ReadVariableOp:0`` → ``mnist_cnn/fc1`` (``keras3``: strip the
+    ``_1`` Keras 3 adds to every scope); None without a scope."""
+    if not name or name.startswith("/") or "/" not in name:
+        return None
+    parts = name.split(":")[0].split("/")[:-1]
+    while parts and _TF_CALL_SCOPE.match(parts[0]):
+        parts.pop(0)
+    while parts and parts[-1] in _TF_OP_SCOPES:
+        parts.pop()
+    if keras3:
+        parts = [_KERAS3_SCOPE_SUFFIX.sub("", part) for part in parts]
+    return "/".join(parts) if parts and all(parts) else None
+
+
+def is_tf2onnx_graph(graph: ir.Graph) -> bool:
+    """Whether tf2onnx wrote ``graph``: its weights keep TensorFlow's ``ReadVariableOp`` names."""
+    return any("ReadVariableOp" in name for name in graph.initializers)
+
+
+def keras_layer_of(node: ir.Node) -> str | None:
+    """The Keras layer a node of a tf2onnx graph belongs to (for messages): from its scope,
+    else (an unscoped node) from the scope of the node feeding it; None elsewhere."""
+    feeder = _fed_by(node) if "/" not in (node.name or "/") else None
+    scoped = node.name if keras_layer_path(node.name, False) else feeder.name if feeder is not None else None
+    if node.graph is None or keras_layer_path(scoped, False) is None or not is_tf2onnx_graph(node.graph):
+        return None
+    path = keras_layer_path(scoped, is_keras3_graph(node.graph))
+    return path.rsplit("/", 1)[-1] if path else None
+
+
+def _fed_by(node: ir.Node) -> ir.Node | None:
+    first = node.inputs[0] if node.inputs else None
+    return first.producer() if first is not None else None
+
+
+# ----- naming conventions --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamingContext:
+    """What conventions know about the whole graph (computed once per graph)."""
+
+    keras3: bool = False
+    tf2onnx: bool = False
+    sklearn_layers: int = 0  # number of ``coefficient*`` weights (skl2onnx MLP layers)
+
+
+def naming_context(graph: ir.Graph | None) -> NamingContext:
+    """The :class:`NamingContext` of ``graph``."""
+    if graph is None:
+        return NamingContext()
+    return NamingContext(keras3=is_keras3_graph(graph), tf2onnx=is_tf2onnx_graph(graph),
+                         sklearn_layers=sum(1 for name in graph.initializers if _SKLEARN_COEF.match(name)))
+
+
+@dataclass(frozen=True)
+class NameSource:
+    """What a naming convention reads: the node, its weights' names and the graph context."""
+
+    node: ir.Node
+    weight_names: Sequence[str | None]
+    context: NamingContext
+
+
+Convention = Callable[[NameSource], Iterable[str | None]]
+#: The registered naming conventions, in display priority.
+CONVENTIONS: dict[str, Convention] = {}
+
+
+def convention(name: str) -> Callable[[Convention], Convention]:
+    """Register a naming convention under ``name`` (later registrations rank lower)."""
+
+    def register(function: Convention) -> Convention:
+        CONVENTIONS[name] = function
+        return function
+
+    return register
+
+
+_SKLEARN_COEF = re.compile(r"^coefficient(\d*)$")
+
+
+@convention("skl2onnx")
+def _sklearn(source: NameSource) -> Iterable[str | None]:
+    """skl2onnx names an MLP's i-th weight matrix ``coefficient`` + (i or nothing for 0):
+    the layer is ``coefs_[i]``, a hidden one (all but the last) also ``hidden_i``."""
+    if source.node.op_type != "MatMul" or not source.weight_names:
+        return
+    match = _SKLEARN_COEF.match(source.weight_names[0] or "")
+    if match is None or not source.context.sklearn_layers:
+        return
+    index = int(match.group(1) or 0)
+    yield f"coefs_[{index}]"
+    if index < source.context.sklearn_layers - 1:
+        yield f"hidden_{index}"
+
+
+@convention("keras")
+def _keras(source: NameSource) -> Iterable[str | None]:
+    """The Keras layer name and path (see :func:`keras_layer_path`), from the node's name,
+    else its weights' names, else (unscoped nodes) the node that feeds it."""
+    keras3 = source.context.keras3
+    path = keras_layer_path(source.node.name, keras3)
+    for weight in source.weight_names:
+        path = path or keras_layer_path(weight, keras3)
+    unscoped = "/" not in (source.node.name or "/") and not any(map(weight_prefix, source.weight_names))
+    if path is None and unscoped and source.context.tf2onnx:
+        feeder = _fed_by(source.node)
+        path = keras_layer_path(feeder.name, keras3) if feeder is not None else None
+    if path:
+        yield path.rsplit("/", 1)[-1]
+        yield path
+
+
+@convention("weight-prefix")
+def _first_weight_prefix(source: NameSource) -> Iterable[str | None]:
+    for weight in source.weight_names[:1]:
+        yield weight_prefix(weight)
+
+
+@convention("dynamo")
+def _dynamo(source: NameSource) -> Iterable[str | None]:
+    yield dynamo_module_path(source.node)
+
+
+@convention("legacy")
+def _legacy(source: NameSource) -> Iterable[str | None]:
+    node_name = source.node.name or ""
+    legacy = legacy_module_path(node_name)
+    if legacy:
+        yield legacy
+        yield node_name.strip("/").rsplit("/", 1)[0]
+
+
+@convention("scope")
+def _scope(source: NameSource) -> Iterable[str | None]:
+    yield scope_path(source.node.name or "")
+
+
+@convention("weights")
+def _weights(source: NameSource) -> Iterable[str | None]:
+    for weight in source.weight_names:
+        yield weight_prefix(weight)
+    for weight in source.weight_names:
+        yield weight
+
+
 @dataclass(frozen=True)
 class NodeNames:
     """Every name a node answers to, strongest first."""
@@ -143,34 +327,24 @@ def generated_name(node: ir.Node) -> str | None:
     return generated_names(node.graph).get(node)
 
 
-def names_of(node: ir.Node, weight_names: Sequence[str | None] = (), generated: str | None = None) -> NodeNames:
+def names_of(node: ir.Node, weight_names: Sequence[str | None] = (), generated: str | None = None,
+             context: NamingContext | None = None) -> NodeNames:
     """All names of ``node``; ``weight_names`` are its parameter initializers' names,
-    ``generated`` its generated name when it has none."""
+    ``generated`` its generated name when it has none, ``context`` its graph's
+    :class:`NamingContext` (computed when not given)."""
+    source = NameSource(node, weight_names, context if context is not None else naming_context(node.graph))
     full: list[str] = []
-
-    def add(name: str | None) -> None:
-        if name and name not in full:
-            full.append(name)
-
-    for weight in weight_names[:1]:
-        add(weight_prefix(weight))
-    add(dynamo_module_path(node))
-    node_name = node.name or ""
-    legacy = legacy_module_path(node_name)
-    add(legacy)
-    if legacy:
-        add(node_name.strip("/").rsplit("/", 1)[0])
-    add(scope_path(node_name))
-    for weight in weight_names:
-        add(weight_prefix(weight))
-    paths = list(full)
-    for weight in weight_names:
-        add(weight)
+    for names in CONVENTIONS.values():
+        for name in names(source):
+            if name and name not in full:
+                full.append(name)
+    weights = set(weight_names)
     short = []
-    for path in paths:
-        tail = _short(path)
+    for path in full:
+        tail = _short(path) if path not in weights else None
         if tail and tail not in short and tail not in full:
             short.append(tail)
+    node_name = node.name or ""
     exact = (node_name,) if node_name else ((generated,) if generated else ())
     return NodeNames(node, exact, tuple(n for n in full if n != node_name), tuple(short))
 

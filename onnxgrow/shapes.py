@@ -6,6 +6,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
+from onnxgrow.map_types import without_map_values
 from onnxgrow.model_io import SHAPES_INFERRED_KEY
 
 
@@ -28,7 +29,8 @@ def infer_shapes(model: ir.Model) -> None:
               for value in node.outputs if _is_sequence_output(model, node, value)}
     inputs = list(model.graph.inputs)
     initializers = {name: (value, value.const_value) for name, value in model.graph.initializers.items()}
-    ShapeInferencePass(strict_mode=False)(model)
+    with without_map_values(model):
+        ShapeInferencePass(strict_mode=False)(model)
     for value, (type_, shape) in before.items():
         value.type, value.shape = type_, shape
     if len(model.graph.inputs) != len(inputs):

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from onnxgrow.cli import main
+
+# Keras exports that run inside the test process use the torch backend: with TensorFlow
+# installed (the tf test extra), Keras would load it into a process that also runs
+# torch.onnx's dynamo exporter, and importing triton there crashes the process
+# (segmentation fault). TensorFlow runs in subprocesses only (tests/tf_zoo.py).
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 REFERENCE_MODELS = ["mlp_legacy", "mlp_dynamo", "mnist_cnn_legacy", "mnist_cnn_dynamo"]

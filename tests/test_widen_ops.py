@@ -196,6 +196,8 @@ def _cases() -> dict[str, Callable[[], OpCase]]:
                       ("LpPool", {"kernel_shape": [2, 2], "p": 2}), ("GlobalAveragePool", {}),
                       ("GlobalMaxPool", {}), ("GlobalLpPool", {"p": 2})):
         cases[op] = lambda op=op, attrs=attrs: pool(op, **attrs)
+    cases["Pad"] = lambda: spatial("Pad", [n("Pad", ["h", "pads"], "m", "under_test", mode="reflect")],
+                                   {"pads": np.array([0, 0, 1, 0, 0, 0, 0, 1], np.int64)})  # H and W only
     for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
                "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"):
         cases[op] = lambda op=op: reduce(op)

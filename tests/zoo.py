@@ -28,20 +28,16 @@ without its optimizer. :func:`export` writes each model × variant once per dire
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from export_cache import shared_directory as _shared
+from export_cache import write_once
 from torch import nn
 from torch.nn import functional as F
-
-try:
-    import fcntl
-except ImportError:  # not on Windows: exports may then be written twice, never half
-    fcntl = None  # type: ignore[assignment]
 
 # ----- CNNs ------------------------------------------------------------------------------
 
@@ -379,20 +375,10 @@ def export_model(name: str, variant_name: str, path: Path, **options: object) ->
 def export(name: str, variant_name: str, directory: Path) -> Path:
     """The exported file of ``name`` × ``variant_name`` under ``directory``, written once even
     when several test processes (pytest-xdist workers) share the directory."""
-    path = directory / f"{name}-{variant_name}.onnx"
-    if path.exists():
-        return path
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
-            export_model(name, variant_name, tmp)
-            tmp.rename(path)
-    return path
+    return write_once(directory / f"{name}-{variant_name}.onnx",
+                      lambda tmp: export_model(name, variant_name, tmp))
 
 
 def shared_directory(base: Path) -> Path:
     """Where a test session keeps its exports: shared by its xdist workers, new each session."""
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "zoo"
+    return _shared(base, "zoo")

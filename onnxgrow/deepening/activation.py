@@ -1,8 +1,12 @@
 """Where a new layer goes after layer X, and what X's activation is (docs/design.md §5).
 
-The insertion point: X's output, then over a bias ``Add`` (one constant operand) and
-a ``BatchNormalization`` while the value has that node as its only consumer, then
-over X's activation. The new layer reads the tensor found there, and its output
+The insertion point: X's output, then over a bias ``Add`` (one constant operand), a
+``BatchNormalization``, a per-channel scale ``Mul`` by a constant followed by such an
+``Add`` (tf2onnx leaves a Keras 3 BatchNormalization as that pair; a lone constant Mul
+may be part of a decomposed activation, ``0.5·x`` in GELU) and, after a MatMul, a ``Reshape``
+that keeps the last axis (tf2onnx's Dense over 3-D input: MatMul on ``[N·T, in]``,
+Reshape back to ``[N, T, out]``, then the bias), while the value has that node as its
+only consumer, then over X's activation. The new layer reads the tensor found there, and its output
 replaces that tensor for every consumer.
 
 X's activation is the largest *elementwise region* that starts at the value after the
@@ -80,7 +84,8 @@ def find_insertion_point(layer_node: ir.Node) -> InsertionPoint:
     start = layer_node.outputs[0]
     while True:
         step = _single_consumer(start)
-        if step is None or not (_is_bias_add(step, start) or _is_batch_norm(step, start)):
+        if step is None or not (_is_bias_add(step, start) or _is_scale_mul(step, start)
+                                or _is_batch_norm(step, start) or _keeps_last_axis(step, start, layer_node)):
             break
         start = step.outputs[0]
     found = _region(start)
@@ -105,6 +110,27 @@ def _is_bias_add(node: ir.Node, value: ir.Value) -> bool:
         return False
     other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
     return other is not value and _keeps_shape(other, value)
+
+
+def _is_scale_mul(node: ir.Node, value: ir.Value) -> bool:
+    """``value * s`` (either order) with ``s`` a constant that keeps the shape, followed by
+    a bias Add: a BatchNorm written out."""
+    if node.op_type != "Mul" or len(node.inputs) != 2:
+        return False
+    other = node.inputs[1] if node.inputs[0] is value else node.inputs[0]
+    if other is value or find_constant(other) is None or not _keeps_shape(other, value):
+        return False
+    then = _single_consumer(node.outputs[0])
+    return then is not None and _is_bias_add(then, node.outputs[0])
+
+
+def _keeps_last_axis(node: ir.Node, value: ir.Value, layer_node: ir.Node) -> bool:
+    """A Reshape of a MatMul layer's output that keeps its (static) last axis, so a layer
+    acting on the last axis commutes with it."""
+    if node.op_type != "Reshape" or layer_node.op_type != "MatMul" or node.inputs[0] is not value:
+        return False
+    before, after = static_dims(value), static_dims(node.outputs[0])
+    return bool(before and after) and before[-1] is not None and before[-1] == after[-1]  # type: ignore[index]
 
 
 def _is_batch_norm(node: ir.Node, value: ir.Value) -> bool:

@@ -34,6 +34,7 @@ def compare_outputs(
     """Compare outputs by name; tolerances default by the output's dtype."""
     results = []
     for name, ref in reference.items():
+        ref = maps_as_array(ref)
         dtype = dtypes.get(name, ir.DataType.FLOAT)
         d_atol, d_rtol = DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
         a_tol = d_atol if atol is None else atol
@@ -44,8 +45,20 @@ def compare_outputs(
                                  0.0, 0, a_tol, r_tol, False, "missing in candidate")
             )
             continue
-        results.append(_compare_one(name, ref, candidate[name], dtype, a_tol, r_tol))
+        results.append(_compare_one(name, ref, maps_as_array(candidate[name]), dtype, a_tol, r_tol))
     return results
+
+
+def maps_as_array(value: object) -> np.ndarray:
+    """A sequence of maps (ZipMap's ``seq(map(int64, float))``, which onnxruntime returns as a
+    list of dicts) as a ``[len + 1, keys]`` array: its values by sorted key, then the keys as
+    a last row so that different keys differ; any other value as it is."""
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        keys = sorted({key for item in value for key in item})
+        rows = [[item.get(key, np.nan) for key in keys] for item in value]
+        key_row = keys if all(isinstance(k, (int, float)) for k in keys) else list(range(len(keys)))
+        return np.asarray([*rows, key_row], dtype=np.float64)
+    return value  # type: ignore[return-value]
 
 
 def _compare_one(

@@ -3,8 +3,10 @@
 A layer is a node some registered producer rule accepts (Gemm, MatMul with a constant
 weight, Conv with group 1, Gather from a constant embedding table). Nodes of those op
 types that are not growable are listed with the reason (nodes that are no candidate at
-all, like a Gather reading a shape, are skipped). Each layer gets the names users can
-type (see :mod:`onnxgrow.names`) and a display name that resolves to it alone.
+all, like a Gather reading a shape, are skipped), and so are the recurrent and loop ops
+that carry weights no rule can grow (:data:`UNGROWABLE_OPS`: tf2onnx's LSTM and GRU).
+Each layer gets the names users can type (see :mod:`onnxgrow.names`) and a display name
+that resolves to it alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
-from onnxgrow.names import NodeNames, generated_names, names_of, resolve, weight_prefix
+from onnxgrow.names import NamingContext, NodeNames, generated_names, names_of, naming_context, resolve, weight_prefix
 from onnxgrow.widening.rules import PRODUCERS, Producer
 
 #: Ops that count as "the activation after a layer".
@@ -23,8 +25,17 @@ ACTIVATIONS = frozenset({
     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Elu", "Selu", "Celu", "Gelu",
     "HardSigmoid", "HardSwish", "Mish", "ThresholdedRelu", "Clip", "PRelu", "Softmax", "LogSoftmax",
 })
-#: Ops looked through when finding the activation (a bias Add, BatchNorm).
-_LOOK_THROUGH = frozenset({"Add", "BatchNormalization"})
+#: Ops that hold a layer's weights but that no rule grows, and why.
+UNGROWABLE_OPS = {
+    "LSTM": "a recurrent LSTM has no widening or deepening rule",
+    "GRU": "a recurrent GRU has no widening or deepening rule",
+    "RNN": "a recurrent RNN has no widening or deepening rule",
+    "Loop": "a Loop (a recurrent layer or tf.while_loop) has no widening or deepening rule",
+    "Scan": "a Scan has no widening or deepening rule",
+}
+#: Ops looked through when finding the activation: a bias Add, a BatchNorm (or the Mul then
+#: Add tf2onnx leaves of one), the Reshape after a MatMul on flattened leading axes.
+_LOOK_THROUGH = frozenset({"Add", "BatchNormalization", "Reshape"})
 
 
 @dataclass
@@ -71,25 +82,28 @@ def _weight_names(node: ir.Node) -> list[str | None]:
 
 
 def activation_after(value: ir.Value) -> ir.Node | None:
-    """The activation applied to ``value``, looking through a bias Add or a BatchNorm."""
+    """The activation applied to ``value``, looking through a bias Add, a BatchNorm (a Mul
+    counts when an Add follows it), a Reshape."""
     seen = 0
-    while seen < 3:
+    while seen < 4:
         consumers = value.consumers()
         if len(consumers) != 1:
             return None
         node = consumers[0]
         if node.op_type in ACTIVATIONS:
             return node
-        if node.op_type not in _LOOK_THROUGH:
+        then = node.outputs[0].consumers()
+        scale_shift = node.op_type == "Mul" and len(then) == 1 and then[0].op_type == "Add"
+        if node.op_type not in _LOOK_THROUGH and not scale_shift:
             return None
         value = node.outputs[0]
         seen += 1
     return None
 
 
-def node_names(node: ir.Node, generated: str | None = None) -> NodeNames:
+def node_names(node: ir.Node, generated: str | None = None, context: NamingContext | None = None) -> NodeNames:
     """The names ``node`` answers to, its weights' names (and generated name) included."""
-    return names_of(node, _weight_names(node), generated)
+    return names_of(node, _weight_names(node), generated, context)
 
 
 def find_layers(model: ir.Model) -> tuple[list[Layer], list[NotGrowable]]:
@@ -97,14 +111,19 @@ def find_layers(model: ir.Model) -> tuple[list[Layer], list[NotGrowable]]:
     layers: list[Layer] = []
     refused: list[NotGrowable] = []
     generated = generated_names(model.graph)
+    context = naming_context(model.graph)
     for node in model.graph:
-        describe = PRODUCERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        standard = node.domain in ("", "ai.onnx")
+        describe = PRODUCERS.get(node.op_type) if standard else None
         if describe is None:
+            if standard and node.op_type in UNGROWABLE_OPS:
+                refused.append(NotGrowable(node, node_names(node, generated.get(node), context),
+                                           UNGROWABLE_OPS[node.op_type]))
             continue
         found = describe(node)
         if found is None:
             continue
-        names = node_names(node, generated.get(node))
+        names = node_names(node, generated.get(node), context)
         if isinstance(found, str):
             refused.append(NotGrowable(node, names, found))
         else:
@@ -140,7 +159,8 @@ def find_layer(model: ir.Model, name: str, layers: list[Layer] | None = None,
                 raise GrowError(f"{name!r} ({item.node.op_type} node {node_name!r}) cannot be "
                                 f"widened: {item.reason}") from None
         generated = generated_names(model.graph)
-        other = [names for n in model.graph if name in (names := node_names(n, generated.get(n))).all()]
+        context = naming_context(model.graph)
+        other = [names for n in model.graph if name in (names := node_names(n, generated.get(n), context)).all()]
         if other:
             node = other[0].node
             raise GrowError(f"{name!r} is a {node.op_type} node, not a growable layer "

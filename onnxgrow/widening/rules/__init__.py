@@ -9,6 +9,7 @@ from onnxgrow.widening.rules import (  # noqa: F401
     layout_ops,
     matmul,
     normalization,
+    pad,
     pooling,
     quantized,
     reduction,
