@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,15 @@ import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
+from onnxgrow.growth_map import GrowthMap, build_growth_map
 from onnxgrow.names import generated_names
 from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
 from onnxgrow.pipeline import grow, grow_file
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import VerifyReport
 from onnxgrow.widening.channel_map import Init, build_channel_map
-from onnxgrow.widening.context import GroupContext, TensorChange
+from onnxgrow.widening import new_outputs as classes
+from onnxgrow.widening.context import GroupContext, TensorChange, WeightEdit
 from onnxgrow.widening.layers import Layer, find_layer, find_layers
 from onnxgrow.widening.planner import plan_group
 
@@ -46,6 +48,16 @@ class GroupReport:
     contractors: list[str]
     changes: list[TensorChange]
     seed: int
+    #: "channels" (a hidden layer), "classes" (new outputs) or "rows" (a vocabulary).
+    kind: str = "channels"
+    #: For grown outputs: what the check compares (the old classes, and what of them is exact),
+    compared: str = ""
+    #: that part as a scope,
+    scope: VerifyScope = field(default_factory=VerifyScope)
+    #: and, under a Softmax, what is kept of the old probabilities ("exact", "renormalised").
+    old_probabilities: str | None = None
+    #: For a vocabulary: whether its LM head (the group's second layer) is tied to the table.
+    tied_head: bool = False
 
 
 @dataclass
@@ -61,6 +73,22 @@ class WidenReport:
     notes: list[str] = field(default_factory=list)
     scope: VerifyScope = field(default_factory=VerifyScope)
     written: list[Path] = field(default_factory=list)
+    #: Makes the growth map (:attr:`growth_map`) on first use.
+    map_builder: Callable[[], GrowthMap] | None = field(default=None, repr=False)
+    _growth_map: GrowthMap | None = field(default=None, init=False, repr=False)
+
+    @property
+    def growth_map(self) -> GrowthMap:
+        """Where every grown weight's positions come from (see :mod:`onnxgrow.growth_map`).
+
+        Made on first use from the grown model, which the report holds until then: naming the
+        weights reads them all, which a growth that never asks for its map (a large model
+        grown to a file) should not pay for.
+        """
+        if self._growth_map is None:
+            self._growth_map = self.map_builder() if self.map_builder is not None else GrowthMap()
+            self.map_builder = None
+        return self._growth_map
 
 
 def parse_init(init: str | Init) -> Init:
@@ -127,19 +155,29 @@ class WidenOp:
     The arguments are checked on construction (GrowError); ``plan`` raises GrowError for
     unknown/ambiguous names or widths not larger than the layer's, RefusedError (naming
     the blocking node) when a group cannot be widened exactly.
+
+    ``new_outputs``: the named layers are last layers whose outputs are model outputs;
+    their classes grow (:mod:`onnxgrow.widening.new_outputs`, which explains
+    ``old_probabilities``; ``init`` then defaults to zero-pad). The report's ``scope`` says
+    what the check compares, its ``growth_map`` where every grown weight's positions come from.
     """
 
     infer_shapes = True
 
-    def __init__(self, widths: Mapping[str, int], *, init: str | Init = Init.NET2WIDER, noise: float = 0.0,
-                 seed: int = 0) -> None:
+    def __init__(self, widths: Mapping[str, int], *, init: str | Init | None = None, noise: float = 0.0,
+                 seed: int = 0, new_outputs: bool = False,
+                 old_probabilities: str | classes.OldProbabilities = classes.OldProbabilities.EXACT) -> None:
         if not widths:
             raise GrowError("nothing to widen: give at least one --node NAME --to WIDTH")
         for name, width in widths.items():
             if isinstance(width, bool) or not isinstance(width, int) or width < 1:
                 raise GrowError(f"width for {name!r} must be a positive integer, got {width!r}")
         self.widths = dict(widths)
-        self.init = parse_init(init)
+        self.new_outputs = new_outputs
+        self.init = parse_init(init if init is not None else (Init.ZERO_PAD if new_outputs else Init.NET2WIDER))
+        self.old = classes.parse_old_probabilities(old_probabilities)
+        if new_outputs:
+            classes.check_init(self.init)
         self.seed = check_seed(seed)
         if (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise)
                 or noise < 0 or (noise > 0 and self.init is not Init.NET2WIDER)):
@@ -155,7 +193,11 @@ class WidenOp:
         for name, width in self.widths.items():
             layer = find_layer(model, name, layers, refused)
             q = _check_width(layer, name, width)
-            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
+            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding,
+                             self.new_outputs)
+            if self.new_outputs:
+                classes.check_last_layer(ctx, repr(name))
+                classes.plan_probabilities(ctx, self.old)
             key = _group_key(ctx)
             if key in planned:
                 first, first_q = planned[key]
@@ -171,17 +213,32 @@ class WidenOp:
 
     def apply(self, model: ir.Model, plan: WidenPlan) -> WidenReport:
         reports = []
+        edits: list[WeightEdit] = []
+        scopes: list[VerifyScope] = []
         generated = generated_names(model.graph)
         for k, (name, layer, q) in enumerate(plan.order):
-            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
+            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding,
+                             self.new_outputs)
             ctx.rewrite(q, self.init, self.noise, self.seed + k)
+            scope, old = VerifyScope(), None
+            if self.new_outputs:
+                grown = classes.finish(ctx, self.init, self.old, name)
+                scope = VerifyScope(grown.outputs, {}, grown.words, grown.renormalise)
+                scopes.append(scope)
+                old = self.old.value if ctx.normalisers else None
+            edits.extend(ctx.edits)
             for node in ctx.producers:  # a grown unnamed layer keeps its generated name from now on
                 node.name = node.name or generated[node]
             reports.append(GroupReport(
                 name, _display(plan.layers, layer.node), [_display(plan.layers, node) for node in ctx.producers],
                 layer.width, q, [_display(plan.layers, node) for node in ctx.contractors],
-                _merge_changes(ctx.changes), self.seed + k))
-        return WidenReport(reports, self.init.value, self.noise, self.seed, self.init.exact)
+                _merge_changes(ctx.changes), self.seed + k, "classes" if self.new_outputs else "channels",
+                scope.preserved, scope, old))
+        exact = self.init.exact or self.new_outputs  # new classes leave the old outputs exact whatever their rows
+        report = WidenReport(reports, self.init.value, self.noise, self.seed, exact,
+                             scope=VerifyScope.merged(scopes),
+                             map_builder=lambda: build_growth_map(model, edits))
+        return report
 
     def history(self, report: WidenReport) -> list[dict[str, Any]]:
         """One entry per group; the seed recorded is the one the operation was given
@@ -195,6 +252,9 @@ class WidenOp:
             }
             if k:
                 entry["group"] = k
+            if group.kind == "classes":
+                entry.update({"new_outputs": True, "old_probabilities": group.old_probabilities,
+                              "verify_scope": group.scope.to_json()})
             entries.append(entry)
         return entries
 
@@ -203,16 +263,20 @@ def widen(
     model: ir.Model | str | os.PathLike[str],
     widths: Mapping[str, int],
     *,
-    init: str | Init = Init.NET2WIDER,
+    init: str | Init | None = None,
     noise: float = 0.0,
     seed: int = 0,
+    new_outputs: bool = False,
+    old_probabilities: str | classes.OldProbabilities = classes.OldProbabilities.EXACT,
 ) -> tuple[ir.Model, WidenReport]:
-    """Widen each named layer (and its channel group) to the given width (:class:`WidenOp`).
+    """Widen each named layer (and its channel group) to the given width (:class:`WidenOp`;
+    ``new_outputs`` grows a last layer's classes).
 
     ``model`` is a path or an ``ir.Model`` (modified in place and returned); on a refusal
     the model is unchanged.
     """
-    return grow(model, WidenOp(widths, init=init, noise=noise, seed=seed))
+    return grow(model, WidenOp(widths, init=init, noise=noise, seed=seed, new_outputs=new_outputs,
+                               old_probabilities=old_probabilities))
 
 
 def _display(layers: list[Layer], node: ir.Node) -> str:
@@ -239,11 +303,15 @@ def widen_file(
     output: str | os.PathLike[str] | None,
     widths: Mapping[str, int],
     *,
-    init: str | Init = Init.NET2WIDER,
+    init: str | Init | None = None,
     noise: float = 0.0,
     seed: int = 0,
     options: GrowOptions | None = None,
+    new_outputs: bool = False,
+    old_probabilities: str | classes.OldProbabilities = classes.OldProbabilities.EXACT,
 ) -> WidenReport:
     """Widen the model file ``source`` and write it to ``output``, checked by onnxruntime
     (:func:`onnxgrow.pipeline.grow_file` with a :class:`WidenOp`)."""
-    return grow_file(source, output, WidenOp(widths, init=init, noise=noise, seed=seed), options)
+    op = WidenOp(widths, init=init, noise=noise, seed=seed, new_outputs=new_outputs,
+                 old_probabilities=old_probabilities)
+    return grow_file(source, output, op, options)
