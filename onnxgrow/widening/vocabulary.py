@@ -202,7 +202,7 @@ class VocabularyOp:
                     or table.root.is_graph_input():
                 raise RefusedError(f"cannot grow {name!r}: its table {table.root.name!r} is not a plain "
                                    "initializer the lookup reads directly", layer.node.name)
-            vocab = int(table.tensor.shape[0])
+            vocab = int(table.tensor.shape.numpy()[0])
             if count <= vocab:
                 raise GrowError(f"--rows for {name!r} must be larger than its {vocab} rows, got {count}")
             head = find_layer(model, self.head, layers, refused) if self.head is not None else \
