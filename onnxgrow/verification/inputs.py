@@ -2,7 +2,8 @@
 
 Random inputs: floats standard normal, integers in ``[0, table size)`` when they index a
 Gather (or ``[0, high)`` for the inputs a :class:`~onnxgrow.options.VerifyScope` bounds),
-else the range the model's lineage records for the input (a grown vocabulary), else ``[0, 10)``, booleans 0/1; dynamic dimensions from ``input_shapes`` or 2. A given
+else the range the model's lineage records for the input (a grown vocabulary), else
+``[0, 10)``, booleans 0/1; dynamic dimensions from ``input_shapes`` or 2. A given
 sample must match the reference's inputs by name, dtype, rank and every static dimension.
 """
 

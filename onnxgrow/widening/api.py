@@ -25,8 +25,8 @@ from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
 from onnxgrow.pipeline import grow, grow_file
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import VerifyReport
-from onnxgrow.widening.channel_map import Init, build_channel_map
 from onnxgrow.widening import new_outputs as classes
+from onnxgrow.widening.channel_map import Init, build_channel_map
 from onnxgrow.widening.context import GroupContext, TensorChange, WeightEdit
 from onnxgrow.widening.layers import Layer, find_layer, find_layers
 from onnxgrow.widening.planner import plan_group

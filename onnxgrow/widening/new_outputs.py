@@ -35,9 +35,9 @@ import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import RefusedError
+from onnxgrow.graph import node_label
 from onnxgrow.options import parse_choice
 from onnxgrow.widening.channel_map import Init
-from onnxgrow.graph import node_label
 from onnxgrow.widening.context import GroupContext
 from onnxgrow.widening.rules.common import fill
 

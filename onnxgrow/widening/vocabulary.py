@@ -244,7 +244,8 @@ class VocabularyOp:
                 changes += ctx.changes
             ids = _ids_input(p.layer.node)
             highs = {ids.name: p.vocab} if ids is not None and ids.name else {}
-            what = f"ids of {', '.join(highs) or 'the lookup'} in [0, {p.vocab})" + (f"; {found.words}" if found else "")
+            what = f"ids of {', '.join(highs) or 'the lookup'} in [0, {p.vocab})"
+            what += f"; {found.words}" if found else ""
             scope = VerifyScope(found.outputs if found else {}, highs, what, found.renormalise if found else {})
             scopes.append(scope)
             layers = [p.name] + ([p.head.display] if p.head is not None else [])
