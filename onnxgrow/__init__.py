@@ -40,8 +40,13 @@ _API = {
     "Init": "onnxgrow.widening.channel_map",
     "WidenOp": "onnxgrow.widening.api",
     "WidenReport": "onnxgrow.widening.api",
-    "widen": "onnxgrow.widening.api",
-    "widen_file": "onnxgrow.widening.api",
+    "widen": "onnxgrow.widening.functions",
+    "widen_file": "onnxgrow.widening.functions",
+    "VocabularyOp": "onnxgrow.widening.vocabulary",
+    "grow_vocabulary": "onnxgrow.widening.vocabulary",
+    "grow_vocabulary_file": "onnxgrow.widening.vocabulary",
+    "GrowthMap": "onnxgrow.growth_map",
+    "apply_growth_map": "onnxgrow.growth_map",
 }
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "DeepenReport",
     "GrowError",
     "GrowOptions",
+    "GrowthMap",
     "GrowthOp",
     "Init",
     "NotEquivalentError",
@@ -56,15 +62,19 @@ __all__ = [
     "VerifyOptions",
     "VerifyReport",
     "VerifyScope",
+    "VocabularyOp",
     "WidenOp",
     "WidenReport",
     "deepen",
     "deepen_file",
+    "apply_growth_map",
     "diff_models",
     "export_model",
     "export_state_dict",
     "grow",
     "grow_file",
+    "grow_vocabulary",
+    "grow_vocabulary_file",
     "inspect_model",
     "load_model",
     "save_model",
@@ -99,10 +109,13 @@ if TYPE_CHECKING:
     from onnxgrow.export import export_model, export_state_dict, to_keras, to_torch
     # the function shares its name with the module onnxgrow.export.state_dict, which mypy counts as a first binding
     from onnxgrow.export import state_dict  # type: ignore[no-redef]
+    from onnxgrow.growth_map import GrowthMap, apply_growth_map
     from onnxgrow.inspect import inspect_model
     from onnxgrow.model_io import load_model, save_model
     from onnxgrow.options import GrowOptions, VerifyOptions, VerifyScope
     from onnxgrow.pipeline import GrowthOp, grow, grow_file
     from onnxgrow.verification import VerifyReport, verify
-    from onnxgrow.widening.api import WidenOp, WidenReport, widen, widen_file
+    from onnxgrow.widening.api import WidenOp, WidenReport
+    from onnxgrow.widening.functions import widen, widen_file
     from onnxgrow.widening.channel_map import Init
+    from onnxgrow.widening.vocabulary import VocabularyOp, grow_vocabulary, grow_vocabulary_file

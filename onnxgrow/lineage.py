@@ -10,6 +10,15 @@ The key ``onnxgrow.history`` holds a JSON list with one object per operation::
     {"op": "widen-heads", "node": "layers.0.self_attn", "attention": "layers.0.self_attn",
      "old_heads": 4, "new_heads": 8, "old_kv_heads": 2, "new_kv_heads": 2, "head_dim": 16,
      "tied_attentions": [], "init": "net2wider", "noise": 0.0, "seed": 0, "together": [...], ...}
+    {"op": "widen", "node": "fc2", "old_width": 10, "new_width": 12, "new_outputs": true,
+     "old_probabilities": "exact", "verify_scope": {...}, ...}
+    {"op": "vocabulary", "node": "embed_tokens", "old_rows": 100, "new_rows": 120,
+     "init": "mean", "head": "lm_head", "tied": true, "input_range": {"input_ids": 120},
+     "verify_scope": {...}, ...}
+
+``verify_scope`` is what a check of the original against this model compares (see
+:class:`onnxgrow.verification.VerifyScope`); ``input_range`` is the integer range a
+grown vocabulary accepts, drawn from when the grown model is verified against itself.
 
 ``max_*_error`` are filled in once verification has measured them (absent with
 --no-verify).
@@ -64,7 +73,21 @@ def describe(entry: dict[str, Any]) -> str:
     """One entry in plain words, e.g. ``fc1 widened 64 → 128, net2wider, seed 0``."""
     op = entry.get("op")
     seed = entry.get("seed")
-    if op == "widen":
+    if op == "widen" and entry.get("new_outputs"):
+        text = f"{entry.get('node')} outputs {entry.get('old_width')} → {entry.get('new_width')} classes"
+        text += f", {entry.get('init', 'zero-pad')}"
+        if entry.get("old_probabilities") == "exact":
+            text += ", old probabilities exact (new classes start at probability 0)"
+        elif entry.get("old_probabilities") == "renormalised":
+            text += ", old probabilities renormalised"
+        else:
+            text += ", old logits exact"
+    elif op == "vocabulary":
+        text = f"{entry.get('node')} vocabulary {entry.get('old_rows')} → {entry.get('new_rows')} rows"
+        text += f", {entry.get('init', 'mean')}"
+        if entry.get("head"):
+            text += f", LM head {entry['head']}" + (" (tied)" if entry.get("tied") else "")
+    elif op == "widen":
         text = f"{entry.get('node')} widened {entry.get('old_width')} → {entry.get('new_width')}"
         text += f", {entry.get('init', 'net2wider')}"
         if entry.get("noise"):

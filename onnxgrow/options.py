@@ -103,12 +103,55 @@ class VerifyScope:
       along ``axis``; only its first ``old_size`` entries there are compared.
     - ``input_high``: ``{name: high}``: integer input ``name`` is drawn from ``[0, high)``
       (token ids the original model knew).
+    - ``renormalise``: ``{name: "softmax" | "log_softmax"}``: the old part of a grown
+      probability output is renormalised over the old classes before it is compared (new
+      classes that took probability mass; log-probabilities get their logsumexp subtracted).
     - ``preserved``: the verdict's words for what was checked, e.g. ``old logits``.
+
+    A growth stores its scope in the lineage entry (``verify_scope``, :meth:`to_json`), so
+    a later check of the original against the grown file compares the same part
+    (:meth:`from_history`).
     """
 
     outputs: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     input_high: Mapping[str, int] = field(default_factory=dict)
     preserved: str = ""
+    renormalise: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """The scope as a lineage entry stores it."""
+        return {"outputs": {k: list(v) for k, v in self.outputs.items()}, "input_high": dict(self.input_high),
+                "renormalise": dict(self.renormalise), "preserved": self.preserved}
+
+    @staticmethod
+    def from_history(entries: Sequence[Mapping[str, object]]) -> VerifyScope:
+        """The scope of several growths in a row: each grown output and bounded input at its
+        smallest old size; empty when no entry has one."""
+        outputs: dict[str, tuple[int, int]] = {}
+        highs: dict[str, int] = {}
+        renormalise: dict[str, str] = {}
+        words: list[str] = []
+        for entry in entries:
+            scope = entry.get("verify_scope")
+            if not isinstance(scope, Mapping):
+                continue
+            for name, (axis, old) in dict(scope.get("outputs") or {}).items():
+                size = min(int(old), outputs[name][1]) if name in outputs else int(old)
+                outputs[name] = (int(axis), size)
+            for name, high in dict(scope.get("input_high") or {}).items():
+                highs[name] = min(int(high), highs.get(name, int(high)))
+            renormalise.update(dict(scope.get("renormalise") or {}))
+            if scope.get("preserved"):
+                words.append(str(scope["preserved"]))
+        return VerifyScope(outputs, highs, "; ".join(words), renormalise)
+
+    @staticmethod
+    def merged(parts: Sequence[VerifyScope]) -> VerifyScope:
+        """One scope for several growths applied together."""
+        return VerifyScope({k: v for p in parts for k, v in p.outputs.items()},
+                           {k: v for p in parts for k, v in p.input_high.items()},
+                           "; ".join(p.preserved for p in parts if p.preserved),
+                           {k: v for p in parts for k, v in p.renormalise.items()})
 
 
 @dataclass(frozen=True)

@@ -331,7 +331,7 @@ def run_plan(plan: Plan, reps: int, cold: bool) -> None:
 def profile_widen(subject: Subject, scratch: Path, top: int = 14) -> str:
     """cProfile of the small widening, in-process after imports: the top cumulative entries."""
     from onnxgrow.options import GrowOptions
-    from onnxgrow.widening.api import widen_file
+    from onnxgrow.widening.functions import widen_file
 
     out = scratch / subject.name / "p"
     fresh_dir(out)()

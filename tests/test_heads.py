@@ -236,7 +236,7 @@ def _fused_attention_model(path: Path) -> Path:
      "no attention module named 'encoder.layer.0.nothing' (attention modules: encoder.layer.0.attention.self)"),
     ("t5", ["--node", "SelfAttention", "--heads", "4"], "attention name 'SelfAttention' is ambiguous"),
     ("bert", ["--node", "encoder.layer.0.attention.self", "--heads", "4", "--to", "4"],
-     "give --to (widths) or --heads (head counts), not both"),
+     "give one of --to (widths), --heads (head counts) or --rows (a vocabulary)"),
     ("bert", ["--node", "encoder.layer.0.attention.self", "--heads", "4", "--kv-heads", "4", "--kv-heads", "4"],
      "give one --kv-heads per --heads"),
 ])

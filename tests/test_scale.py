@@ -29,7 +29,7 @@ from onnxgrow.options import GrowOptions
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import input_specs, random_inputs
 from onnxgrow.verification.runtime import Steps, run_model
-from onnxgrow.widening.api import widen_file
+from onnxgrow.widening.functions import widen_file
 
 SMALL_CNN = dict(channels=(8, 16, 16, 16, 16), hidden=64, classes=10, image=32)
 SMALL_TRANSFORMER = dict(width=64, ffn=256, heads=4, vocab=100, sequence=8)

@@ -19,6 +19,7 @@ import onnx_ir as ir
 
 from onnxgrow.bfloat16 import float32_feeds, has_bfloat16
 from onnxgrow.errors import GrowError
+from onnxgrow.lineage import read_history
 from onnxgrow.model_io import load_model
 from onnxgrow.options import VerifyOptions, VerifyScope
 from onnxgrow.verification.compare import (
@@ -80,7 +81,9 @@ def verify(
     The candidate is an ONNX model (a path or an ``ir.Model``) or, with
     ``candidate_runner``, any callable from feeds to outputs by name (an exported PyTorch
     or Keras model; ``candidate`` is then ``None`` and ``candidate_label`` names it).
-    ``scope`` narrows what is compared (:class:`~onnxgrow.options.VerifyScope`).
+    ``scope`` narrows what is compared (:class:`~onnxgrow.options.VerifyScope`); by
+    default, the scope the candidate's lineage records for the growths the reference's
+    history lacks (a classifier grown by new classes is judged on its old classes).
 
     Raises GrowError for input errors (missing onnxruntime or provider, unloadable model,
     inputs that do not fit the reference, a reference that fails on them); a candidate
@@ -89,13 +92,14 @@ def verify(
     and every run.
     """
     options = options or VerifyOptions()
-    scope = scope or VerifyScope()
     if (candidate is None) == (candidate_runner is None):
         raise TypeError("verify() takes a candidate model or a candidate_runner, not both or neither")
     ref_model = reference if isinstance(reference, ir.Model) else load_model(reference)
     cand_model = None
     if candidate is not None:
         cand_model = candidate if isinstance(candidate, ir.Model) else load_model(candidate)
+    if scope is None:
+        scope = lineage_scope(ref_model, cand_model) if cand_model is not None else VerifyScope()
     providers = resolve_providers(options.providers)
     feeds_list = sample_feeds(ref_model, options, scope.input_high)
 
@@ -130,12 +134,18 @@ def verify(
     dtypes = {name_of(v): v.dtype or ir.DataType.FLOAT for v in ref_model.graph.outputs}
     merged: dict[str, OutputComparison] = {}
     for ref_out, cand_out in zip(ref_runs.outputs, cand_runs.outputs):
-        for comp in compare_outputs(ref_out, restrict(cand_out, scope.outputs), options.atol, options.rtol,
-                                    dtypes):
+        for comp in compare_outputs(ref_out, restrict(cand_out, scope.outputs, scope.renormalise), options.atol,
+                                    options.rtol, dtypes):
             merged[comp.name] = worse(merged.get(comp.name), comp)
     outputs = list(merged.values())
     passed = all(o.passed for o in outputs)
     return report(passed, "" if passed else "outputs differ beyond tolerance", outputs, ref_runs.providers, extra)
+
+
+def lineage_scope(reference: ir.Model, candidate: ir.Model) -> VerifyScope:
+    """The scope the candidate's lineage records for the growths past the reference's history."""
+    before, after = read_history(reference), read_history(candidate)
+    return VerifyScope.from_history(after[len(before):] if after[:len(before)] == before else after)
 
 
 def _run_candidate(candidate: ModelLike | None, runner: Runner | None, twins: bool, providers: list[str],

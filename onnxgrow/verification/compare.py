@@ -177,11 +177,22 @@ def worse(old: OutputComparison | None, new: OutputComparison) -> OutputComparis
     return new if (not new.passed, new.max_abs_error) > (not old.passed, old.max_abs_error) else old
 
 
-def restrict(outputs: Mapping[str, Any], grown: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
+def restrict(outputs: Mapping[str, Any], grown: Mapping[str, tuple[int, int]],
+             renormalise: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The candidate's ``outputs`` with each output in ``grown`` cut to its first ``old_size``
-    entries along its axis: the part a growth that adds classes or tokens preserves."""
+    entries along its axis: the part a growth that adds classes or tokens preserves. An
+    output in ``renormalise`` is then renormalised over those entries (``"softmax"``:
+    divided by their sum; ``"log_softmax"``: their logsumexp subtracted)."""
     cut = dict(outputs)
     for name, (axis, size) in grown.items():
         if name in cut and isinstance(cut[name], np.ndarray):
-            cut[name] = np.take(cut[name], np.arange(size), axis=axis)
+            part = np.take(cut[name], np.arange(size), axis=axis)
+            how = (renormalise or {}).get(name)
+            if how == "softmax":
+                part = part / part.sum(axis=axis, keepdims=True, dtype=np.float64)
+            elif how == "log_softmax":
+                wide = part.astype(np.float64)
+                top = wide.max(axis=axis, keepdims=True)
+                part = wide - (top + np.log(np.exp(wide - top).sum(axis=axis, keepdims=True)))
+            cut[name] = part
     return cut

@@ -2,7 +2,8 @@
 
 Random inputs: floats standard normal, integers in ``[0, table size)`` when they index a
 Gather (or ``[0, high)`` for the inputs a :class:`~onnxgrow.options.VerifyScope` bounds),
-else ``[0, 10)``, booleans 0/1; dynamic dimensions from ``input_shapes`` or 2. A given
+else the range the model's lineage records for the input (a grown vocabulary), else
+``[0, 10)``, booleans 0/1; dynamic dimensions from ``input_shapes`` or 2. A given
 sample must match the reference's inputs by name, dtype, rank and every static dimension.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
+from onnxgrow.lineage import read_history
 from onnxgrow.options import VerifyOptions
 from onnxgrow.verification.compare import dims_compatible, format_dims, name_of, shape_dims, true_inputs
 from onnxgrow.verification.runtime import first_line
@@ -27,8 +29,19 @@ DEFAULT_DYNAMIC_DIM = 2
 DEFAULT_INT_HIGH = 10
 
 
+def recorded_input_ranges(model: ir.Model) -> dict[str, int]:
+    """The integer input ranges the model's lineage records (a grown vocabulary's), by input name."""
+    ranges: dict[str, int] = {}
+    for entry in read_history(model):
+        for name, high in dict(entry.get("input_range") or {}).items():
+            ranges[name] = int(high)
+    return ranges
+
+
 def _integer_high(model: ir.Model, value: ir.Value) -> int:
-    """Upper bound for an integer input: the table size when it indexes a Gather."""
+    """Upper bound for an integer input: the table size when it indexes a Gather, else the
+    range the lineage records for it (ids that reach their table through a Cast), else
+    :data:`DEFAULT_INT_HIGH`."""
     for use in value.uses():
         node = use.node
         if node.op_type == "Gather" and node.domain == "" and use.idx == 1:
@@ -38,7 +51,7 @@ def _integer_high(model: ir.Model, value: ir.Value) -> int:
                 dim = data.shape[axis]
                 if isinstance(dim, int):
                     return dim
-    return DEFAULT_INT_HIGH
+    return recorded_input_ranges(model).get(value.name or "", DEFAULT_INT_HIGH)
 
 
 def input_specs(

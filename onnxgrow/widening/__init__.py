@@ -5,9 +5,10 @@ model (:func:`find_layers`, :func:`find_layer`), and :func:`plan_group`, which c
 layer's channel group without changing anything.
 """
 
-from onnxgrow.widening.api import GroupReport, WidenOp, WidenReport, widen
+from onnxgrow.widening.api import GroupReport, WidenOp, WidenReport
 from onnxgrow.widening.channel_map import ChannelMap, Init, build_channel_map
 from onnxgrow.widening.context import GroupContext
+from onnxgrow.widening.functions import widen
 from onnxgrow.widening.layers import Layer, NotGrowable, find_layer, find_layers
 from onnxgrow.widening.planner import plan_group
 

@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
+from onnxgrow.growth_map import GrowthMap, build_growth_map
 from onnxgrow.names import generated_names
-from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
-from onnxgrow.pipeline import grow, grow_file
+from onnxgrow.options import VerifyScope, check_seed, parse_choice
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.verification import VerifyReport
+from onnxgrow.widening import new_outputs as classes
 from onnxgrow.widening.channel_map import Init, build_channel_map
-from onnxgrow.widening.context import GroupContext, TensorChange
+from onnxgrow.widening.context import GroupContext, TensorChange, WeightEdit
 from onnxgrow.widening.heads import HeadCounts
 from onnxgrow.widening.layers import Layer, find_layer, find_layers
 from onnxgrow.widening.planner import plan_group
-
-if TYPE_CHECKING:
-    from onnxgrow.widening.heads_op import HeadsOp
 
 #: Refuse requests that would need more than this many bytes (or the machine's memory, if less).
 MAX_NEW_WEIGHT_BYTES = 64 * 1024**3
@@ -50,6 +48,16 @@ class GroupReport:
     contractors: list[str]
     changes: list[TensorChange]
     seed: int
+    #: "channels" (a hidden layer), "classes" (new outputs) or "rows" (a vocabulary).
+    kind: str = "channels"
+    #: For grown outputs: what the check compares (the old classes, and what of them is exact),
+    compared: str = ""
+    #: that part as a scope,
+    scope: VerifyScope = field(default_factory=VerifyScope)
+    #: and, under a Softmax, what is kept of the old probabilities ("exact", "renormalised").
+    old_probabilities: str | None = None
+    #: For a vocabulary: whether its LM head (the group's second layer) is tied to the table.
+    tied_head: bool = False
     heads: HeadCounts | None = None  # a head growth: the widths count the group's units (heads_op.py)
 
 
@@ -66,6 +74,22 @@ class WidenReport:
     notes: list[str] = field(default_factory=list)
     scope: VerifyScope = field(default_factory=VerifyScope)
     written: list[Path] = field(default_factory=list)
+    #: Makes the growth map (:attr:`growth_map`) on first use.
+    map_builder: Callable[[], GrowthMap] | None = field(default=None, repr=False)
+    _growth_map: GrowthMap | None = field(default=None, init=False, repr=False)
+
+    @property
+    def growth_map(self) -> GrowthMap:
+        """Where every grown weight's positions come from (see :mod:`onnxgrow.growth_map`).
+
+        Made on first use from the grown model, which the report holds until then: naming the
+        weights reads them all, which a growth that never asks for its map (a large model
+        grown to a file) should not pay for.
+        """
+        if self._growth_map is None:
+            self._growth_map = self.map_builder() if self.map_builder is not None else GrowthMap()
+            self.map_builder = None
+        return self._growth_map
 
 
 def parse_init(init: str | Init) -> Init:
@@ -141,19 +165,29 @@ class WidenOp:
     The arguments are checked on construction (GrowError); ``plan`` raises GrowError for
     unknown/ambiguous names or widths not larger than the layer's, RefusedError (naming
     the blocking node) when a group cannot be widened exactly.
+
+    ``new_outputs``: the named layers are last layers whose outputs are model outputs;
+    their classes grow (:mod:`onnxgrow.widening.new_outputs`, which explains
+    ``old_probabilities``; ``init`` then defaults to zero-pad). The report's ``scope`` says
+    what the check compares, its ``growth_map`` where every grown weight's positions come from.
     """
 
     infer_shapes = True
 
-    def __init__(self, widths: Mapping[str, int], *, init: str | Init = Init.NET2WIDER, noise: float = 0.0,
-                 seed: int = 0) -> None:
+    def __init__(self, widths: Mapping[str, int], *, init: str | Init | None = None, noise: float = 0.0,
+                 seed: int = 0, new_outputs: bool = False,
+                 old_probabilities: str | classes.OldProbabilities = classes.OldProbabilities.EXACT) -> None:
         if not widths:
             raise GrowError("nothing to widen: give at least one --node NAME --to WIDTH")
         for name, width in widths.items():
             if isinstance(width, bool) or not isinstance(width, int) or width < 1:
                 raise GrowError(f"width for {name!r} must be a positive integer, got {width!r}")
         self.widths = dict(widths)
-        self.init = parse_init(init)
+        self.new_outputs = new_outputs
+        self.init = parse_init(init if init is not None else (Init.ZERO_PAD if new_outputs else Init.NET2WIDER))
+        self.old = classes.parse_old_probabilities(old_probabilities)
+        if new_outputs:
+            classes.check_init(self.init)
         self.seed = check_seed(seed)
         self.noise = check_noise(noise, self.init)
 
@@ -165,7 +199,11 @@ class WidenOp:
         for name, width in self.widths.items():
             layer = find_layer(model, name, layers, refused)
             q = _check_width(layer, name, width)
-            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
+            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding,
+                             self.new_outputs)
+            if self.new_outputs:
+                classes.check_last_layer(ctx, repr(name))
+                classes.plan_probabilities(ctx, self.old)
             key = group_key(ctx)
             if key in planned:
                 first, first_q = planned[key]
@@ -181,18 +219,30 @@ class WidenOp:
 
     def apply(self, model: ir.Model, plan: WidenPlan) -> WidenReport:
         reports = []
+        edits: list[WeightEdit] = []
+        scopes: list[VerifyScope] = []
         generated = generated_names(model.graph)
         for k, (name, layer, q) in enumerate(plan.order):
-            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding)
+            ctx = plan_group(model.graph, repr(name), layer.node, layer.width, layer.producer.embedding,
+                             self.new_outputs)
             ctx.rewrite(q, self.init, self.noise, self.seed + k)
+            scope, old = VerifyScope(), None
+            if self.new_outputs:
+                grown = classes.finish(ctx, self.init, self.old, name)
+                scope = VerifyScope(grown.outputs, {}, grown.words, grown.renormalise)
+                scopes.append(scope)
+                old = self.old.value if ctx.normalisers else None
+            edits.extend(ctx.edits)
             for node in ctx.producers:  # a grown unnamed layer keeps its generated name from now on
                 node.name = node.name or generated[node]
             names = [display_name(plan.layers, node) for node in ctx.producers]
             reports.append(GroupReport(
                 name, display_name(plan.layers, layer.node), names, layer.width, q,
                 [display_name(plan.layers, node) for node in ctx.contractors], merge_changes(ctx.changes),
-                self.seed + k))
-        return WidenReport(reports, self.init.value, self.noise, self.seed, self.init.exact)
+                self.seed + k, "classes" if self.new_outputs else "channels", scope.preserved, scope, old))
+        exact = self.init.exact or self.new_outputs  # new classes leave the old outputs exact whatever their rows
+        return WidenReport(reports, self.init.value, self.noise, self.seed, exact,
+                           scope=VerifyScope.merged(scopes), map_builder=lambda: build_growth_map(model, edits))
 
     def history(self, report: WidenReport) -> list[dict[str, Any]]:
         """One entry per group; the seed recorded is the one the operation was given
@@ -206,42 +256,11 @@ class WidenOp:
             }
             if k:
                 entry["group"] = k
+            if group.kind == "classes":
+                entry.update({"new_outputs": True, "old_probabilities": group.old_probabilities,
+                              "verify_scope": group.scope.to_json()})
             entries.append(entry)
         return entries
-
-
-def widen(
-    model: ir.Model | str | os.PathLike[str],
-    widths: Mapping[str, int] | None = None,
-    *,
-    heads: Mapping[str, int] | None = None,
-    kv_heads: Mapping[str, int] | None = None,
-    init: str | Init = Init.NET2WIDER,
-    noise: float = 0.0,
-    seed: int = 0,
-) -> tuple[ir.Model, WidenReport]:
-    """Widen each named layer (and its channel group) to the given width (:class:`WidenOp`),
-    or, with ``heads``, grow each named attention module to the given head count
-    (:class:`~onnxgrow.widening.heads_op.HeadsOp`; ``kv_heads``: key/value head counts).
-
-    ``model`` is a path or an ``ir.Model`` (modified in place and returned); on a refusal
-    the model is unchanged.
-    """
-    return grow(model, _operation(widths, heads, kv_heads, init, noise, seed))
-
-
-def _operation(widths: Mapping[str, int] | None, heads: Mapping[str, int] | None,
-               kv_heads: Mapping[str, int] | None, init: str | Init, noise: float,
-               seed: int) -> WidenOp | HeadsOp:
-    from onnxgrow.widening.heads_op import HeadsOp  # it builds on this module
-
-    if heads:
-        if widths:
-            raise GrowError("give widths or head counts, not both: grow them one after the other")
-        return HeadsOp(heads, kv_heads=kv_heads, init=init, noise=noise, seed=seed)
-    if kv_heads:
-        raise GrowError("key/value head counts need head counts (--heads) as well")
-    return WidenOp(widths or {}, init=init, noise=noise, seed=seed)
 
 
 def display_name(layers: list[Layer], node: ir.Node) -> str:
@@ -261,22 +280,3 @@ def merge_changes(changes: list[TensorChange]) -> list[TensorChange]:
         else:
             merged[change.name] = change
     return list(merged.values())
-
-
-def widen_file(
-    source: str | os.PathLike[str],
-    output: str | os.PathLike[str] | None,
-    widths: Mapping[str, int] | None = None,
-    *,
-    heads: Mapping[str, int] | None = None,
-    kv_heads: Mapping[str, int] | None = None,
-    init: str | Init = Init.NET2WIDER,
-    noise: float = 0.0,
-    seed: int = 0,
-    options: GrowOptions | None = None,
-) -> WidenReport:
-    """Widen the model file ``source`` (or grow its attention heads, with ``heads``) and write
-    it to ``output``, checked by onnxruntime (:func:`onnxgrow.pipeline.grow_file` with a
-    :class:`WidenOp` or a :class:`~onnxgrow.widening.heads_op.HeadsOp`)."""
-    return grow_file(source, output, _operation(widths, heads, kv_heads, init, noise, seed), options)
-

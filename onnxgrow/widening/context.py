@@ -4,7 +4,8 @@ A :class:`GroupContext` holds one channel group while it is planned and rewritte
 call it to track the values that carry the channels (:meth:`GroupContext.track`,
 :meth:`GroupContext.carry`), to refuse naming their node (:meth:`GroupContext.refuse`),
 to record constraints, and, once the channel map is chosen, to rewrite constants
-(:meth:`GroupContext.edit`). The planner (:mod:`onnxgrow.widening.planner`) closes the
+(:meth:`GroupContext.edit`, which records every axis it grew for the growth map:
+:class:`WeightEdit`). The planner (:mod:`onnxgrow.widening.planner`) closes the
 group by calling every reached node's :class:`Rule`.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
@@ -49,6 +51,50 @@ class TensorChange:
     node: str
 
 
+@dataclass(frozen=True)
+class AxisEdit:
+    """One axis of a weight grown by an edit: position ``j`` now holds old position
+    ``src[j]`` times ``scale[j]``; ``fresh`` marks the positions of new units (a gathered
+    per-channel value still copies ``src`` there)."""
+
+    kind: str  # "produce", "contract", "gather" or "fill" (see onnxgrow.widening.rules.common)
+    axis: int  # in the layout the editing node sees
+    src: np.ndarray
+    scale: np.ndarray
+    fresh: np.ndarray
+
+
+#: The axis edits of the constant being rewritten, collected while :meth:`GroupContext.edit` runs.
+EDIT_LOG: ContextVar[list[AxisEdit] | None] = ContextVar("EDIT_LOG", default=None)
+
+
+@dataclass
+class WeightEdit:
+    """One constant input rewritten, and how each of its axes grew (for the growth map).
+
+    ``root_axes[a]`` is the axis of the stored initializer ``name`` that the node sees as
+    axis ``a`` (through the Transposes in between).
+    """
+
+    node: ir.Node
+    input_index: int
+    name: str
+    root_axes: tuple[int, ...]
+    axes: list[AxisEdit]
+    old_shape: tuple[int, ...]  # of ``name``'s tensor before this edit
+
+
+def chain_axes(ref: ConstantRef, rank: int) -> tuple[int, ...]:
+    """For each axis the node sees, the root tensor's axis behind it."""
+    axes = list(range(rank))
+    for chain_node in ref.chain:
+        if chain_node.op_type == "Transpose":
+            perm = chain_node.attributes.get_ints("perm", None)
+            perm = list(range(len(axes)))[::-1] if perm is None else list(perm)
+            axes = [axes[p] for p in perm]
+    return tuple(axes)
+
+
 def embedding_rank(embedding: Embedding, *values: ir.Value | None) -> int | None:
     """The rank of a tracked tensor: the embedding's, else that of the first of ``values`` with a shape."""
     if embedding.rank is not None:
@@ -79,6 +125,11 @@ class GroupContext:
     together_required: list[tuple[ir.Node, list[ir.Node], str]] = field(default_factory=list)
     changes: list[TensorChange] = field(default_factory=list)
     cmap: ChannelMap | None = None
+    #: ``--new-outputs``: the group may reach model outputs (grown classes) and normalise over them.
+    new_outputs: bool = False
+    grown_outputs: dict[ir.Value, Embedding] = field(default_factory=dict)
+    normalisers: list[ir.Node] = field(default_factory=list)
+    edits: list[WeightEdit] = field(default_factory=list)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     _queue: deque[ir.Node] = field(default_factory=deque)
     _rules: dict[ir.Node, Rule] = field(default_factory=dict)
@@ -99,12 +150,14 @@ class GroupContext:
             if known.rank is None and embedding.rank is not None:
                 self.tracked[value] = embedding
             return
-        if value.is_graph_output():
+        if value.is_graph_output() and not self.new_outputs:
             self.refuse(
                 via or value.producer(),
                 f"the widened channels reach model output {value.name!r}; widening would change "
-                "the model's interface",
+                "the model's interface (to add output classes to the last layer, pass --new-outputs)",
             )
+        if value.is_graph_output():
+            self.grown_outputs[value] = embedding
         if value.is_graph_input():
             self.refuse(
                 via,
@@ -173,6 +226,11 @@ class GroupContext:
         """``others`` must be touched by the group too (checked once it is closed)."""
         self.together_required.append((node, others, reason))
 
+    def mark_normaliser(self, node: ir.Node) -> None:
+        """``node`` (Softmax, LogSoftmax) normalises over grown output classes."""
+        if node not in self.normalisers:
+            self.normalisers.append(node)
+
     def require_uniform(self, node: ir.Node, reason: str) -> None:
         """The map must copy every unit equally often and add no fresh units."""
         self.uniform_required[node.name or generated_name(node) or node.op_type] = reason
@@ -199,12 +257,15 @@ class GroupContext:
         return [node for node in self.graph if self.known(node)]
 
     # ----- rewriting ----------------------------------------------------------------
-    def rewrite(self, q: int, init: Init, noise: float, seed: int) -> None:
-        """Choose the map, check constraints, and let every touched node's rule rewrite it."""
+    def rewrite(self, q: int, init: Init, noise: float, seed: int, keep: frozenset[ir.Node] = frozenset()) -> None:
+        """Choose the map, check constraints, and let every touched node's rule rewrite it
+        (except the nodes in ``keep``, which the caller rewrites: a vocabulary's tied head)."""
         self.cmap = build_channel_map(self.width, q, init, noise, seed)
         self.rng = np.random.default_rng(seed + 1)
         self.check(self.cmap)
         for node in self.touched_nodes():
+            if node in keep:
+                continue
             self._rules[node].rewrite(self, node, self.known(node))
         for value, embedding in self.tracked.items():
             self._update_shape(value, embedding)
@@ -247,9 +308,20 @@ class GroupContext:
         if ref is None:
             self.refuse(node, f"input {input_index} must be a constant to be rewritten")
         old_shape = tuple(ref.tensor.shape.numpy())
-        after = edit_constant(self.graph, node, input_index, fn)
+        old_view = tuple(old_shape[a] for a in chain_axes(ref, len(old_shape)))  # as the node sees it
+        log: list[AxisEdit] = []
+        token = EDIT_LOG.set(log)
+        try:
+            after = edit_constant(self.graph, node, input_index, fn)
+        finally:
+            EDIT_LOG.reset(token)
         new_ref = find_constant(after)
         assert new_ref is not None
+        root_axes = chain_axes(new_ref, len(old_view))
+        root_old = [0] * len(old_view)
+        for view_axis, root_axis in enumerate(root_axes):
+            root_old[root_axis] = old_view[view_axis]
+        self.edits.append(WeightEdit(node, input_index, _root_name(new_ref), root_axes, log, tuple(root_old)))
         self.changes.append(
             TensorChange(_root_name(new_ref), old_shape, tuple(new_ref.tensor.shape.numpy()), node.name or node.op_type)
         )

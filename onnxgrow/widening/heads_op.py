@@ -126,7 +126,7 @@ class HeadsOp:
                 request.name, request.attention.path, [display_name(plan.layers, n) for n in ctx.producers],
                 request.plan.width, request.plan.new_units,
                 [display_name(plan.layers, n) for n in ctx.contractors], merge_changes(ctx.changes),
-                self.seed + k, counts))
+                self.seed + k, heads=counts))
         return WidenReport(reports, self.init.value, self.noise, self.seed, self.init.exact)
 
     def history(self, report: WidenReport) -> list[dict[str, Any]]:

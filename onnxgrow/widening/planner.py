@@ -23,12 +23,14 @@ from onnxgrow.widening.layout import Embedding
 from onnxgrow.widening.rules.registry import rule_for
 
 
-def plan_group(graph: ir.Graph, origin: str, node: ir.Node, width: int, embedding: Embedding) -> GroupContext:
+def plan_group(graph: ir.Graph, origin: str, node: ir.Node, width: int, embedding: Embedding,
+               new_outputs: bool = False) -> GroupContext:
     """Close the channel group of ``node``'s first output (nothing is modified).
 
-    ``origin`` names the request in refusals (``cannot widen 'fc1' at ...``).
+    ``origin`` names the request in refusals (``cannot widen 'fc1' at ...``); with
+    ``new_outputs`` the group may reach model outputs (new classes of a last layer).
     """
-    ctx = GroupContext(graph, width, origin)
+    ctx = GroupContext(graph, width, origin, new_outputs=new_outputs)
     ctx.track(node.outputs[0], embedding, via=node)
     while (reached := ctx.next_pending()) is not None:
         if reached.graph is not graph:

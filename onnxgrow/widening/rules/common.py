@@ -7,7 +7,12 @@ The edits, for a weight axis that the widened channels index:
 - *contract*: input row ``j`` is row ``src[j]`` times its share ``coef[j]`` (fresh rows
   are 0, or random for random-pad);
 - *gather*: per-channel parameters (bias, BatchNorm statistics, a per-channel constant)
-  copy position ``src[j]``.
+  copy position ``src[j]``;
+- *fill*: chosen positions set to one value (new classes' zero rows, their bias).
+
+Each edit also tells :data:`~onnxgrow.widening.context.EDIT_LOG`, when one is open (see
+:meth:`~onnxgrow.widening.context.GroupContext.edit`), which axis it grew and how: the
+growth map is made from that.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import onnx_ir as ir
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
 from onnxgrow.graph import const_shape, model_input_behind
 from onnxgrow.widening.channel_map import Init
-from onnxgrow.widening.context import GroupContext
+from onnxgrow.widening.context import EDIT_LOG, AxisEdit, GroupContext
 from onnxgrow.widening.layout import AxisIndex
 from onnxgrow.widening.rules.quantized import QUANTIZATION_OPS
 
@@ -83,6 +88,13 @@ def uniform_fill(value: ir.Value | None) -> float | None:
     return float(scalar.reshape(-1)[0])
 
 
+def _log(kind: str, axis: int, idx: AxisIndex, scaled: bool) -> None:
+    """Tell the open edit log (if any) that ``axis`` grew by ``idx``."""
+    log = EDIT_LOG.get()
+    if log is not None:
+        log.append(AxisEdit(kind, axis, idx.src, np.asarray(idx.coef if scaled else np.ones(len(idx))), idx.fresh))
+
+
 def _axis_shape(ndim: int, axis: int) -> list[int]:
     shape = [1] * ndim
     shape[axis] = -1
@@ -91,11 +103,26 @@ def _axis_shape(ndim: int, axis: int) -> list[int]:
 
 def gather(array: np.ndarray, axis: int, idx: AxisIndex) -> np.ndarray:
     """Per-channel values copied from ``src`` along ``axis``."""
+    _log("gather", axis % array.ndim, idx, False)
     return np.take(array, idx.src, axis=axis)
+
+
+def fill(array: np.ndarray, axis: int, where: np.ndarray, value: float) -> np.ndarray:
+    """``array`` with the positions ``where`` along ``axis`` set to ``value`` (new units
+    started at a chosen value: zero rows, a new class's bias)."""
+    axis %= array.ndim
+    log = EDIT_LOG.get()
+    if log is not None:
+        positions = np.arange(array.shape[axis])
+        log.append(AxisEdit("fill", axis, positions, np.ones(len(positions)), np.asarray(where, dtype=bool)))
+    out = np.array(array, copy=True)
+    np.moveaxis(out, axis, 0)[np.asarray(where, dtype=bool)] = value
+    return out
 
 
 def produce(array: np.ndarray, axis: int, idx: AxisIndex, rng: np.random.Generator) -> np.ndarray:
     """Output units along ``axis`` copied from ``src``; fresh units drawn at random."""
+    _log("produce", axis % array.ndim, idx, False)
     out = np.take(array, idx.src, axis=axis)
     if idx.fresh.any():
         std = float(np.std(array.astype(np.float64))) or 0.01
@@ -116,6 +143,7 @@ def contract(
     dtype: an fp16 row split in three would otherwise lose up to an ulp per copy, which a
     LayerNorm over a low-variance stream amplifies past the fp16 tolerance.
     """
+    _log("contract", axis % array.ndim, idx, True)
     out = np.take(array, idx.src, axis=axis)
     coef = np.asarray(idx.coef, dtype=np.float64).reshape(_axis_shape(out.ndim, axis))
     np.multiply(out, coef, out=out, casting="unsafe")

@@ -7,7 +7,9 @@
   no fresh units, which uniform duplication guarantees. The result no longer carries
   the channels. Any other reduction over the channels (sum, norms, product) is refused.
 - Softmax/LogSoftmax/Hardmax over the channels is refused: duplicated units change the
-  normaliser. Over other axes they carry the channels.
+  normaliser; except Softmax/LogSoftmax over grown output classes (``--new-outputs``),
+  whose new logits are then set so they do not move the old probabilities. Over other
+  axes they carry the channels.
 """
 
 from __future__ import annotations
@@ -79,8 +81,12 @@ class SoftmaxRule:
         opset = (node.graph.opset_imports.get("", 13) if node.graph is not None else 13)
         axis = ctx.negative_axis(node, node.attributes.get_int("axis", -1 if opset >= 13 else 1), rank)
         covers = embedding.axis >= axis if opset < 13 else embedding.axis == axis
-        if covers:
-            ctx.refuse(node, f"{node.op_type} over the widened axis changes its normalisation")
+        if covers and ctx.new_outputs and node.op_type != "Hardmax":
+            ctx.mark_normaliser(node)  # new classes: see onnxgrow.widening.new_outputs
+        elif covers:
+            hint = (" (to add output classes to the last layer, pass --new-outputs)"
+                    if y.is_graph_output() and node.op_type != "Hardmax" else "")
+            ctx.refuse(node, f"{node.op_type} over the widened axis changes its normalisation{hint}")
         ctx.carry(node, embedding, (x, y), rank)
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
