@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from onnxgrow.cli._common import GROWTH_EXITS, echo_verification, epilog, user_errors
+from onnxgrow.cli._common import echo_line, GROWTH_EXITS, echo_verification, epilog, user_errors
 from onnxgrow.cli._main import main
 from onnxgrow.cli._options import CheckArgs, WriteArgs, growth_options, verification_options
 from onnxgrow.cli._progress import ProgressBars
@@ -30,15 +30,15 @@ def _print_report(report: WidenReport) -> None:
         line += f", noise {report.noise})" if report.noise else ")"
         if together:
             line += f"; channel group also widened: {', '.join(together)}"
-        click.echo(line)
+        echo_line(line)
         if group.contractors:
-            click.echo(f"  contracting layers adjusted: {', '.join(group.contractors)}")
+            echo_line(f"  contracting layers adjusted: {', '.join(group.contractors)}")
         for change in group.changes:
             if change.old_shape != change.new_shape:
-                click.echo(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
+                echo_line(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
         targets = sorted({c.node for c in group.changes if c.old_shape == c.new_shape})
         if targets:
-            click.echo(f"  target shapes rewritten for: {', '.join(targets)}")
+            echo_line(f"  target shapes rewritten for: {', '.join(targets)}")
     echo_verification(report.verification, report.written)
 
 
