@@ -27,7 +27,7 @@ def test_widen_writes_default_output(fixture_copy) -> None:  # type: ignore[no-u
     assert code == 0, stderr
     out = src.with_name("mnist_cnn_dynamo.grown.onnx")
     assert out.exists() and len(written_files(out)) == 2
-    assert f"wrote {out} (data: {written_files(out)[1].name})" in stdout
+    assert f"wrote {out} (weights in {written_files(out)[1].name})" in stdout
     assert "PASSED" in stdout and "CPUExecutionProvider" in stdout
     assert "fc1.weight: [64, 3136] → [128, 3136]" in stdout
     assert {k: v for k, v in tree_hashes(src.parent).items() if k in before} == before

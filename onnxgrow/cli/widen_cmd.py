@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from onnxgrow.cli._common import echo_line, GROWTH_EXITS, echo_verification, epilog, user_errors
+from onnxgrow.cli._common import GROWTH_EXITS, echo_line, echo_verification, epilog, user_errors
 from onnxgrow.cli._main import main
 from onnxgrow.cli._options import CheckArgs, WriteArgs, growth_options, verification_options
 from onnxgrow.cli._progress import ProgressBars
