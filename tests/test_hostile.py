@@ -9,7 +9,7 @@ disk (a small tmpfs, when running as root). For each case and command:
 - no traceback, the documented exit status (refusals: one ``error:`` line naming why);
 - nothing read from ``secret/`` (the files outside the model's folder), nothing written
   outside the output folder, the system temp folder or the libraries' caches under HOME:
-  every open, rename, unlink and mkdir is recorded, by an audit hook in-process (default)
+  every open, rename, unlink and mkdir is recorded, by wrapping Python's calls in-process (default)
   and by ``strace -f`` on a subprocess (which also sees onnxruntime's and torch's C++
   opens) for a subset, for every pair with ``ONNXGROW_FUZZ_LONG=1``;
 - the inputs byte-identical; no partial output (nothing on failure, no temporary file);
@@ -19,7 +19,9 @@ disk (a small tmpfs, when running as root). For each case and command:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -28,6 +30,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hostile_models import CASES, Built, Case
@@ -71,36 +74,46 @@ RAW_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 # ----- recording opened paths ---------------------------------------------------------------
 class _Opened:
-    """Paths Python opened or changed while :attr:`active` (an audit hook cannot be removed)."""
+    """Paths Python code opens or changes while :meth:`recording`: ``open``/``io.open``,
+    ``os.open`` and the ``os`` calls that rename, remove or create, wrapped for the block.
+
+    (Not ``sys.addaudithook``: a hook cannot be removed, and a Python hook called from C
+    code importing triton or TensorFlow crashed other tests of the same pytest worker.)
+    """
+
+    _CHANGES = ("rename", "replace", "remove", "unlink", "mkdir", "rmdir", "link", "symlink")
 
     def __init__(self) -> None:
-        self.active = False
         self.reads: list[str] = []
         self.writes: list[str] = []
-        sys.addaudithook(self.hook)
 
-    def hook(self, event: str, args: tuple[object, ...]) -> None:
-        if not self.active:
-            return
-        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-            path, mode, flags = args
+    def _open(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def opened(file: Any, *args: Any, **kwargs: Any) -> Any:
+            mode = args[0] if args else kwargs.get("mode", kwargs.get("flags", "r"))
             written = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
-            (self.writes if written else self.reads).append(os.fsdecode(path))  # type: ignore[arg-type]
-        elif event in ("os.rename", "os.remove", "os.mkdir", "os.rmdir", "os.symlink", "os.link"):
-            if event != "os.rename" and len(args) > 1 and isinstance(args[-1], int) and args[-1] != -1:
-                return  # relative to a directory descriptor: shutil.rmtree inside our own folder
-            for path in args[:2] if event == "os.rename" else args[:1]:
-                if isinstance(path, (str, bytes, os.PathLike)):
-                    self.writes.append(os.fsdecode(path))  # type: ignore[arg-type]
+                isinstance(mode, int) and bool(mode & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
+            if isinstance(file, (str, bytes, os.PathLike)) and kwargs.get("dir_fd") is None:
+                (self.writes if written else self.reads).append(os.fsdecode(file))
+            return real(file, *args, **kwargs)
+        return opened
+
+    def _change(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def changed(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("dir_fd") is None and kwargs.get("src_dir_fd") is None:  # else: rmtree in our folder
+                self.writes.extend(os.fsdecode(a) for a in args[:2] if isinstance(a, (str, bytes, os.PathLike)))
+            return real(*args, **kwargs)
+        return changed
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[_Opened]:
-        self.reads, self.writes, self.active = [], [], True
-        try:
+        self.reads, self.writes = [], []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(builtins, "open", self._open(builtins.open))
+            patch.setattr(io, "open", self._open(io.open))
+            patch.setattr(os, "open", self._open(os.open))
+            for name in self._CHANGES:
+                patch.setattr(os, name, self._change(getattr(os, name)))
             yield self
-        finally:
-            self.active = False
 
 
 _OPENED = _Opened()
