@@ -77,8 +77,8 @@ class _Opened:
     """Paths Python code opens or changes while :meth:`recording`: ``open``/``io.open``,
     ``os.open`` and the ``os`` calls that rename, remove or create, wrapped for the block.
 
-    (Not ``sys.addaudithook``: a hook cannot be removed, and a Python hook called from C
-    code importing triton or TensorFlow crashed other tests of the same pytest worker.)
+    (Not ``sys.addaudithook``: a hook cannot be removed, so it would run on every audit
+    event of every later test in the same pytest worker, C extensions' included.)
     """
 
     _CHANGES = ("rename", "replace", "remove", "unlink", "mkdir", "rmdir", "link", "symlink")
