@@ -1,5 +1,5 @@
-"""``python -m onnxgrow`` runs the CLI."""
+"""``python -m onnxgrow`` runs the CLI (signal handling first, see :mod:`onnxgrow.signals`)."""
 
-from onnxgrow.cli import main
+from onnxgrow.signals import main
 
 main()

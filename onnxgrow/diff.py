@@ -43,6 +43,7 @@ from onnxgrow import __version__
 from onnxgrow.lineage import HISTORY_KEY, describe, read_history
 from onnxgrow.model_io import load_model
 from onnxgrow.options import VerifyOptions
+from onnxgrow.terminal import printable
 from onnxgrow.verification import VerifyReport, format_dims, shape_dims, verify
 
 #: Version of the JSON report; bumped when a field is removed or changes meaning.
@@ -134,7 +135,7 @@ class DiffReport:
             lines.append("numeric check:")
             lines.extend(f"  {line}" for line in self.numeric.lines())
         lines.append(self.verdict())
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)  # names may hold control characters
 
     def verdict(self) -> str:
         """``identical``, or ``different: initializers (3), nodes (1), lineage``."""
@@ -178,7 +179,7 @@ class DiffReport:
             out.extend(f"{line.strip()}" for line in lineage[1:])
         if self.numeric is not None:
             out.extend(["", "#### Numeric check", "", "```", *self.numeric.lines(), "```"])
-        return "\n".join(out) + "\n"
+        return "\n".join(printable(line) for line in out) + "\n"
 
 
 def diff_models(

@@ -36,7 +36,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
-from onnxgrow.model_io import atomic_output
+from onnxgrow.atomic import atomic_output
 from onnxgrow.widening.context import WeightEdit
 
 FORMAT = "onnxgrow.growth-map"

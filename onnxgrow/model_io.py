@@ -3,24 +3,27 @@
 Rules:
 - Loading parses the graph only; weights stored as external data stay memory-mapped
   until a rewrite touches them. Every external-data reference is checked against its
-  file (exists, long enough) so a broken model fails here, not half-way through a save.
+  file (exists, long enough, inside the model's folder with symlinks followed, see
+  :func:`check_external_data`) so a broken or escaping model fails here, in one line,
+  before any command reads a byte of weights or writes anything.
 - Loading with ``infer_shapes=True`` runs ONNX shape inference on the parsed protobuf
   before it becomes an ``ir.Model`` when that protobuf holds little weight data
   (external data, or small embedded weights): one parse instead of onnx-ir's
   serialise-infer-parse-merge round trip. The model is marked so that the next
   :func:`onnxgrow.shapes.infer_shapes` call skips the work.
 - Saving writes into a temporary folder beside the output, optionally runs a check on
-  the written files, then renames them into place (data first, the model last). On any
-  failure or interruption nothing is left behind and an earlier output of the same name
-  is restored; a failed write (disk full, no permission) is a GrowError. The input model
+  the written files, then commits them (:func:`onnxgrow.atomic.commit`): the data files,
+  named ``<stem>.<8 random hex>.onnx.data`` so that they replace nothing, are renamed in
+  first, the model last, and data files of earlier saves to the same output are deleted
+  afterwards. A kill at any instant leaves the earlier or the new model whole under the
+  output name; of two concurrent saves the last one wins whole. On a failure nothing is
+  left behind; a failed write (disk full, no permission) is a GrowError. The input model
   and its data files are never written.
 - Saving streams: weights that were not changed are copied from their data file to the
   new one by the kernel, never read into memory, so saving costs about what copying
   the files costs, in time and memory, whatever the size (:mod:`onnxgrow.data_files`).
 - Weights can be split over several data files of at most ``max_shard_bytes`` each,
-  named ``<stem>-00001-of-00003.onnx.data`` (a larger tensor gets a file of its own).
-  Data files of an earlier save to the same output that the new model does not use
-  (shards of another count, or the unsharded file) are deleted.
+  named ``<stem>.<hex>-00001-of-00003.onnx.data`` (a larger tensor gets a file of its own).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
-import tempfile
+import re
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,6 +41,7 @@ import onnx_ir as ir
 
 from onnxgrow import data_files
 from onnxgrow import map_types as map_types_
+from onnxgrow.atomic import check_output_folder, commit, temporary_folder, writing
 from onnxgrow.errors import GrowError
 
 #: Models whose weights exceed this many bytes are saved with external data even
@@ -88,6 +92,10 @@ def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> i
             raise GrowError(f"{p}: not a valid IR version {model.ir_version} model: initializer {loose!r} "
                             "is not a graph input (required before IR version 4)")
     check_node_fields(model, p)
+    undefined = next((v for v in (*model.graph.inputs, *model.graph.outputs)
+                      if v.dtype == ir.DataType.UNDEFINED), None)
+    if undefined is not None:
+        raise GrowError(f"{p}: graph input or output {undefined.name!r} has an undefined element type")
     check_external_data(model, p)
     model.meta[SOURCE_EXTERNAL_KEY] = any(True for _ in external_tensors(model))
     if inferred is not None:
@@ -186,35 +194,84 @@ def external_tensors(model: ir.Model) -> Iterator[tuple[str, ir.ExternalTensor]]
 
 def check_external_data(model: ir.Model, model_path: Path) -> None:
     """Fail with the tensor's and file's names if external data is missing, short, of a
-    recorded length other than the tensor's size, or outside the model's folder (ONNX
-    locations are relative to it; reading elsewhere would leak other files into outputs)."""
+    recorded length other than the tensor's size, or outside the model's folder.
+
+    ONNX locations are relative to the model's folder; reading elsewhere would leak other
+    files into outputs. A location must be relative without ``..``, and the file it names,
+    symlinks followed, must lie in the model's folder, or, when the model file is itself a
+    symlink, in the folder its target lies in: the Hugging Face hub cache, where
+    ``snapshots/<rev>/model.onnx`` and ``model.onnx.data`` both link into ``blobs/``. Such
+    a tensor is re-based onto its real file so that onnx-ir's own containment check holds.
+    A data file with several hard links is refused (onnx-ir refuses to read it).
+    """
+    folders = _data_folders(model_path)
     sizes: dict[str, int] = {}
-    for name, tensor in external_tensors(model):
+    for name, value, tensor in _external_values(model):
         location = Path(tensor.location)
-        if location.is_absolute() or ".." in location.parts:
+        if location.is_absolute() or ".." in location.parts or str(tensor.location).startswith(("/", "\\")):
             raise GrowError(
-                f"{model_path}: external data location {tensor.location!s} of tensor {name!r} is "
-                "outside the model's folder; ONNX wants a path relative to it"
+                f"{model_path}: external data location {tensor.location} of tensor {name!r} "
+                "is outside the model's folder; ONNX wants a path relative to it"
             )
         if tensor.length is not None and tensor.length != tensor.nbytes:
             raise GrowError(
                 f"{model_path}: tensor {name!r} records {tensor.length} bytes of external data "
                 f"but its shape and type need {tensor.nbytes}"
             )
-        data_path = tensor.path
+        real = Path(os.path.realpath(tensor.path))
+        if not any(_inside(real, folder) for folder in folders):
+            raise GrowError(
+                f"{model_path}: external data {tensor.location} of tensor {name!r} resolves "
+                f"to {real!s}, outside the model's folder; nothing read (copy the data file "
+                "beside the model)"
+            )
+        if not real.is_file():
+            raise GrowError(
+                f"{model_path}: external data file {tensor.location} for tensor "
+                f"{name!r} is missing"
+            )
+        data_path = str(real)
         if data_path not in sizes:
-            if not os.path.isfile(data_path):
+            stat = real.stat()
+            if stat.st_nlink > 1:
                 raise GrowError(
-                    f"{model_path}: external data file {tensor.location!s} for tensor "
-                    f"{name!r} is missing"
+                    f"{model_path}: external data file {tensor.location} of tensor {name!r} "
+                    f"has {stat.st_nlink} hard links; onnx-ir refuses such files (copy it)"
                 )
-            sizes[data_path] = os.path.getsize(data_path)
+            sizes[data_path] = stat.st_size
         end = (tensor.offset or 0) + tensor.nbytes
         if end > sizes[data_path]:
             raise GrowError(
-                f"{model_path}: external data file {tensor.location!s} is too short for "
+                f"{model_path}: external data file {tensor.location} is too short for "
                 f"tensor {name!r} (needs bytes up to {end}, file has {sizes[data_path]})"
             )
+        if not _inside(real, folders[0]):  # a hub cache blob: read it where it really is
+            value.const_value = ir.ExternalTensor(
+                real.name, tensor.offset, tensor.length, tensor.dtype, shape=tensor.shape,
+                name=tensor.name, base_dir=str(real.parent))
+
+
+def _data_folders(model_path: Path) -> list[Path]:
+    """Where a model's data files may really lie: its folder, and the folder of the model
+    file's own symlink target (see :func:`check_external_data`)."""
+    folder = Path(os.path.realpath(model_path.parent))
+    folders = [folder]
+    if model_path.is_symlink():
+        target_folder = Path(os.path.realpath(model_path)).parent
+        if target_folder != folder:
+            folders.append(target_folder)
+    return folders
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _external_values(model: ir.Model) -> Iterator[tuple[str, ir.Value, ir.ExternalTensor]]:
+    for graph in model.graphs():
+        for name, value in graph.initializers.items():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                yield name, value, value.const_value
 
 
 def weight_bytes(model: ir.Model) -> int:
@@ -246,16 +303,10 @@ def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
     return paths
 
 
-def written_files(output: Path) -> list[Path]:
-    """The files a save of ``output`` consists of: the model, then its data files."""
-    data = sorted(p for p in output.parent.iterdir() if p.is_file() and data_files.is_data_file_of(output, p))
-    return [output, *data]
-
-
 def ensure_output_is_not_input(output: Path, inputs: list[Path]) -> None:
     """Refuse an output path that would overwrite an input model or its data (or shards)."""
     for p in inputs:
-        if p.resolve() == output.resolve() or data_files.is_data_file_of(output, p):
+        if p.resolve() == output.resolve() or is_own_data_file(output, p):
             raise GrowError(
                 f"{output}: refusing to overwrite the input {p}; choose another output with -o"
             )
@@ -276,6 +327,9 @@ def save_model(
     (which implies external data) splits the weights over several files. ``check``
     receives the path of the fully written temporary model and may raise to abort: then
     nothing is written. ``progress(done, total)`` counts bytes of external data written.
+    The data files get names of this save's own (:func:`versioned_data_stem`) and are
+    committed with the model by :func:`onnxgrow.atomic.commit`; :func:`written_files` lists
+    what the output holds afterwards.
     """
     out = Path(output)
     check_output_folder(out, ".onnx")
@@ -283,29 +337,47 @@ def save_model(
         raise GrowError(f"the maximum shard size must be positive, got {max_shard_bytes} bytes")
     use_external = max_shard_bytes is not None or (
         wants_external_data(model) if external_data is None else external_data)
-    with _temporary_folder(out) as tmp:
+    with temporary_folder(out) as tmp:
         tmp_model = tmp / out.name
-        with _writing(out), _serializable(out):
+        with writing(out), _serializable(out):
             if use_external:
-                _save_external(model, tmp_model, max_shard_bytes, progress)
+                _save_external(model, tmp_model, tmp / versioned_data_stem(out), max_shard_bytes, progress)
             else:
                 _save_embedded(model, tmp_model)
         if check is not None:
             check(tmp_model)
-        written = [p.name for p in tmp.iterdir() if p != tmp_model]
-        with _writing(out):
-            _move_into_place(tmp, written, out)
-    _remove_stale_data_files(out, keep=set(written))
+        written = sorted(p.name for p in tmp.iterdir() if p != tmp_model)
+        with writing(out):
+            commit(tmp, written, out, stale=lambda path: is_own_data_file(out, path))
     return out
 
 
-@contextlib.contextmanager
-def _writing(out: Path) -> Iterator[None]:
-    """Report a failed write (disk full, no permission, a folder in the way) in one line."""
-    try:
-        yield
-    except OSError as exc:
-        raise GrowError(f"{out}: cannot write ({exc.strerror or exc}); nothing written") from None
+def versioned_data_stem(output: Path) -> str:
+    """``grown.onnx`` → ``grown.<8 random hex digits>.onnx``: the name the data files of one
+    save are derived from (``grown.1f2e3d4c.onnx.data``, or its shards), so that no save's
+    data file replaces another's."""
+    stem, ext = os.path.splitext(output.name)
+    return f"{stem}.{secrets.token_hex(4)}{ext}"
+
+
+def is_own_data_file(output: Path, path: Path) -> bool:
+    """Whether ``path`` is a data file an onnxgrow save of ``output`` writes or wrote:
+    ``<stem>.<8 hex>.onnx.data`` and its shards, or the unversioned names of earlier
+    onnxgrow versions (:func:`onnxgrow.data_files.is_data_file_of`)."""
+    if data_files.is_data_file_of(output, path):
+        return True
+    if path.parent.resolve() != output.parent.resolve():
+        return False
+    stem, ext = os.path.splitext(output.name)
+    pattern = re.escape(stem) + r"\.[0-9a-f]{8}(?:-\d{5,}-of-\d{5,})?" + re.escape(ext) + r"\.data"
+    return re.fullmatch(pattern, path.name) is not None
+
+
+def written_files(output: Path) -> list[Path]:
+    """The files a save of ``output`` consists of: the model, then its data files (after a
+    save: exactly the ones it references, since the commit removed the others)."""
+    data = sorted(p for p in output.parent.iterdir() if p.is_file() and is_own_data_file(output, p))
+    return [output, *data]
 
 
 @contextlib.contextmanager
@@ -320,54 +392,20 @@ def _serializable(out: Path) -> Iterator[None]:
         raise GrowError(f"{out}: the model cannot be saved, it is not valid ONNX ({_first_line(cause)})") from None
 
 
-def _move_into_place(tmp: Path, data_files: list[str], out: Path) -> None:
-    """Rename the data files, then the model, from ``tmp`` to their final names.
-
-    A file already there (an earlier output) is first moved into ``tmp``; if any rename
-    fails, or the process is interrupted, every final name gets back what it had, so no
-    model is ever left beside another save's data.
-    """
-    moved: list[tuple[Path, Path | None]] = []
-    try:
-        for name in [*data_files, out.name]:
-            target = out.parent / name
-            backup = None
-            if target.is_file():  # a folder in the way makes the rename below fail
-                backup = tmp / f"previous.{name}"
-                os.replace(target, backup)
-            moved.append((target, backup))
-            os.replace(tmp / name, target)
-    except BaseException:
-        for target, backup in reversed(moved):
-            with contextlib.suppress(OSError):
-                if backup is not None:
-                    os.replace(backup, target)
-                else:
-                    target.unlink(missing_ok=True)
-        raise
-
-
-def _remove_stale_data_files(output: Path, keep: set[str]) -> None:
-    """Delete data files an earlier save of ``output`` left (e.g. shards of another count)."""
-    for path in output.parent.iterdir():
-        if path.name not in keep and path.is_file() and data_files.is_data_file_of(output, path):
-            path.unlink()
-
-
 def _save_external(
-    model: ir.Model, path: Path, max_shard_bytes: int | None,
+    model: ir.Model, path: Path, data_stem: Path, max_shard_bytes: int | None,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Every initializer over :data:`INLINE_TENSOR_BYTES` into data files beside ``path``
-    (streamed, see :mod:`onnxgrow.data_files`), the smaller ones inside; ``model`` is left
-    as it was."""
+    """Every initializer over :data:`INLINE_TENSOR_BYTES` into data files named after
+    ``data_stem`` (streamed, see :mod:`onnxgrow.data_files`), the smaller ones inside the
+    model at ``path``; ``model`` is left as it was."""
     constants = [(v, t) for g in model.graphs() for v in g.initializers.values() if (t := v.const_value) is not None]
     outside = [(v, t) for v, t in constants if t.nbytes > INLINE_TENSOR_BYTES]
     inside = [(v, t) for v, t in constants if t.nbytes <= INLINE_TENSOR_BYTES and isinstance(t, ir.ExternalTensor)]
     tensors = [t for _, t in outside]
     if progress is not None:
         progress(0, sum(t.nbytes for t in tensors))
-    written = data_files.write(tensors, path, max_shard_bytes=max_shard_bytes, progress=progress)
+    written = data_files.write(tensors, data_stem, max_shard_bytes=max_shard_bytes, progress=progress)
     loaded = ir.external_data.convert_tensors_from_external([t for _, t in inside])
     try:
         for (value, _), tensor in [*zip(outside, written), *zip(inside, loaded)]:
@@ -386,37 +424,3 @@ def _save_embedded(model: ir.Model, path: Path) -> None:
     ir.save(model, path)
     map_types_.put_back(model, path)
 
-
-def check_output_folder(out: Path, suffix: str) -> None:
-    """Refuse, before any work, an output that is a folder or whose folder does not exist."""
-    if out.exists() and out.is_dir():
-        raise GrowError(f"{out}: is a directory; give a file name ending in {suffix}")
-    if not out.parent.exists():
-        raise GrowError(f"{out.parent}: output folder does not exist")
-
-
-@contextlib.contextmanager
-def atomic_output(output: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary path to write ``output`` at; renamed into place when the block succeeds.
-
-    For files other than ONNX models (exported weights, modules). On any failure nothing
-    is left behind.
-    """
-    out = Path(output)
-    check_output_folder(out, out.suffix or "a suffix")
-    with _temporary_folder(out) as tmp:
-        path = tmp / out.name
-        yield path
-        with _writing(out):
-            os.replace(path, out)
-
-
-@contextlib.contextmanager
-def _temporary_folder(out: Path) -> Iterator[Path]:
-    """A hidden temporary folder beside ``out``, removed whatever happens (but SIGKILL)."""
-    with _writing(out):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -43,9 +43,9 @@ COMMANDS: dict[str, Callable[[Path, Path, str, int], list[object]]] = {
     "export --to torch": lambda m, out, layer, width: ["export", m, "--to", "torch", "-o", out.with_suffix(".pt")],
     "export --to keras": lambda m, out, layer, width: ["export", m, "--to", "keras", "-o", out.with_suffix(".keras")],
 }
-#: command → the files it writes for ``-o grown.onnx`` (ONNX outputs pass the checker).
-WRITES = {"widen": {"grown.onnx", "grown.onnx.data"}, "deepen": {"grown.onnx", "grown.onnx.data"},
-          "deepen --width": {"grown.onnx", "grown.onnx.data"},
+#: command → the files it writes for ``-o grown.onnx`` (ONNX outputs pass the checker and
+#: write the data files they reference, ``grown.<8 hex>.onnx.data``, and nothing else).
+WRITES = {"widen": {"grown.onnx"}, "deepen": {"grown.onnx"}, "deepen --width": {"grown.onnx"},
           "export --to state-dict": {"grown.safetensors"}, "export --to torch": {"grown.pt"},
           "export --to keras": {"grown.keras"}}
 ONNX_WRITERS = {"widen", "deepen", "deepen --width"}
@@ -70,7 +70,9 @@ def test_inputs_are_byte_identical_after_every_command(tmp_path: Path, stem: str
         result = run_cli(*COMMANDS[command](src, out, layer, width))
     assert_clean(result, (0,))
     written = listing(out_folder)
-    if command in WRITES:
+    if command in ONNX_WRITERS:
+        assert written == {p.name for p in model_files(out)}, written
+    elif command in WRITES:
         assert written and written <= WRITES[command], written
     else:
         assert written == set()
@@ -84,8 +86,9 @@ def test_default_output_beside_the_input(tmp_path: Path) -> None:
     before = hashes(model_files(src))
     assert_clean(run_cli("widen", src, "--node", "conv1", "--to", 80), (0,))
     assert hashes(model_files(src)) == before
-    assert listing(tmp_path) == {src.name, src.name + ".data", "mnist_cnn_dynamo.grown.onnx",
-                                 "mnist_cnn_dynamo.grown.onnx.data"}
+    out = tmp_path / "mnist_cnn_dynamo.grown.onnx"
+    assert listing(tmp_path) == {src.name, src.name + ".data", *(p.name for p in model_files(out))}
+    assert len(model_files(out)) == 2
 
 
 # ----- failures during the save -----------------------------------------------------------
@@ -190,12 +193,12 @@ def test_failed_check_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "nothing written" in result.stderr
 
 
-@pytest.mark.parametrize("output_kind", ["folder in the way of the data file", "output folder is a file"])
+@pytest.mark.parametrize("output_kind", ["folder in the way of the model", "output folder is a file"])
 def test_unwritable_output_is_one_line(tmp_path: Path, output_kind: str) -> None:
     src = copy_fixture("mnist_cnn_dynamo", tmp_path / "in")
-    if output_kind == "folder in the way of the data file":
+    if output_kind == "folder in the way of the model":
         out = tmp_path / "grown.onnx"
-        (tmp_path / "grown.onnx.data").mkdir()
+        out.mkdir()
     else:
         (tmp_path / "file").write_text("not a folder")
         out = tmp_path / "file" / "grown.onnx"

@@ -17,6 +17,7 @@ from graph_builders import mlp, save
 from onnx import TensorProto, helper
 
 import onnxgrow
+from onnxgrow.model_io import written_files
 
 
 def test_widen_writes_default_output(fixture_copy) -> None:  # type: ignore[no-untyped-def]
@@ -25,7 +26,8 @@ def test_widen_writes_default_output(fixture_copy) -> None:  # type: ignore[no-u
     code, stdout, stderr = run("widen", str(src), "--node", "fc1", "--to", "128")
     assert code == 0, stderr
     out = src.with_name("mnist_cnn_dynamo.grown.onnx")
-    assert out.exists() and out.with_name(out.name + ".data").exists()
+    assert out.exists() and len(written_files(out)) == 2
+    assert f"wrote {out} (weights in {written_files(out)[1].name})" in stdout
     assert "PASSED" in stdout and "CPUExecutionProvider" in stdout
     assert "fc1.weight: [64, 3136] → [128, 3136]" in stdout
     assert {k: v for k, v in tree_hashes(src.parent).items() if k in before} == before

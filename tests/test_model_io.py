@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import onnx
@@ -10,6 +11,7 @@ import pytest
 from conftest import fixture_path, tree_hashes
 
 import onnxgrow
+from onnxgrow import model_io
 from onnxgrow.model_io import save_model
 
 
@@ -24,7 +26,7 @@ def test_failed_check_leaves_nothing(tmp_path: Path, fixture_copy) -> None:  # t
     out = tmp_path / "out.onnx"
 
     def failing_check(path: Path) -> None:
-        assert path.exists() and path.with_name(path.name + ".data").exists()
+        assert path.exists() and [p.suffixes[-2:] for p in path.parent.iterdir() if p != path] == [[".onnx", ".data"]]
         raise RuntimeError("simulated failure after writing")
 
     before = tree_hashes(tmp_path)
@@ -44,13 +46,14 @@ def test_save_keeps_opset_producer_metadata(tmp_path: Path) -> None:
     assert proto.ir_version == original.ir_version
     assert proto.producer_name == original.producer_name
     assert {p.key: p.value for p in proto.metadata_props}["team"] == "vision"
-    assert not (tmp_path / "copy.onnx.data").exists()  # embedded source stays embedded
+    assert model_io.written_files(out) == [out]  # embedded source stays embedded
 
 
 def test_external_source_saves_external(tmp_path: Path) -> None:
     model = onnxgrow.load_model(fixture_path("mnist_cnn_dynamo"))
     out = save_model(model, tmp_path / "copy.onnx")
-    assert (tmp_path / "copy.onnx.data").stat().st_size > 900_000
+    model_file, data_file = model_io.written_files(out)
+    assert re.fullmatch(r"copy\.[0-9a-f]{8}\.onnx\.data", data_file.name) and data_file.stat().st_size > 900_000
     onnx.checker.check_model(str(out), full_check=True)
 
 

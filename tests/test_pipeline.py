@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from onnxgrow.deepening import Mode
 from onnxgrow.errors import RefusedError
 from onnxgrow.export.api import FORMATS
 from onnxgrow.lineage import read_history
+from onnxgrow.model_io import written_files
 from onnxgrow.options import GrowOptions, VerifyOptions, VerifyScope
 from onnxgrow.verification import VerifyReport
 from onnxgrow.widening import Init
@@ -241,7 +243,8 @@ def test_widen_report_speaks_of_layers_and_files(tmp_path: Path) -> None:
     assert "widened fc1.weight: 64 → 96" in stdout and "widened conv2: 64 → 80" in stdout
     assert not [line for line in stdout.splitlines() if "→" in line and line.split(": ", 1)[-1].split(" → ")[0]
                 == line.split(" → ")[-1]]  # no "val_7: [2] → [2]"
-    assert f"wrote {out} (weights in w.onnx.data)" in stdout
+    assert f"wrote {out} (weights in {written_files(out)[1].name})" in stdout
+    assert re.fullmatch(r"w\.[0-9a-f]{8}\.onnx\.data", written_files(out)[1].name)
     seeds = {entry["seed"] for entry in read_history(onnxgrow.load_model(out))}
     assert seeds == {0}  # the seed the user (by default) gave, for both layers
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import REFERENCE_MODELS, fixture_path
 
 import onnxgrow
+from onnxgrow.model_io import written_files
 from onnxgrow.widening.layers import find_layers
 
 HIDDEN = {"mlp": ["layer_1", "layer_2"], "mnist_cnn": ["conv1", "conv2", "fc1"]}
@@ -90,5 +91,5 @@ def test_same_command_gives_same_file(tmp_path: Path) -> None:
     for k in range(2):
         out = tmp_path / f"w{k}.onnx"
         onnxgrow.widen_file(src, out, {"fc1": 100}, seed=5)
-        outs.append((out.with_name(out.name + ".data")).read_bytes())
+        outs.append(written_files(out)[1].read_bytes())
     assert outs[0] == outs[1]

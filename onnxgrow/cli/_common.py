@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from onnxgrow.atomic import write_text
 from onnxgrow.errors import GrowError, NotEquivalentError
+from onnxgrow.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, raise_terminated
+from onnxgrow.terminal import printable
 
 if TYPE_CHECKING:
     from onnxgrow.verification import VerifyReport
@@ -35,16 +38,24 @@ def epilog(example: str, exits: str) -> str:
 
 
 def one_line(exc: BaseException) -> str:
-    """The message with line breaks escaped: names from a damaged model may contain them."""
-    return str(exc).replace("\r", "\\r").replace("\n", "\\n")
+    """The message with line breaks and every other control character escaped: names from
+    a damaged or hostile model may contain them (:mod:`onnxgrow.terminal`)."""
+    return printable(str(exc))
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a CI job cancelled or timed out), raised so that cleanup code runs."""
+def echo_line(text: str, err: bool = False) -> None:
+    """Print one line of a report, its names' control characters escaped."""
+    click.echo(printable(text), err=err)
 
 
-def _raise_terminated(_signum: int, _frame: object) -> None:
-    raise Terminated
+#: Optional module → the install line that brings it (and a Keras backend for keras).
+INSTALL_HINTS = {
+    "torch": "pip install 'onnxgrow[torch]'",
+    "onnxscript": "pip install 'onnxgrow[torch]'",
+    "safetensors": "pip install 'onnxgrow[torch]'",
+    "keras": "pip install 'onnxgrow[keras,torch]'",
+    "onnxruntime": "pip install 'onnxgrow[cpu]'",
+}
 
 
 @contextlib.contextmanager
@@ -54,7 +65,7 @@ def _sigterm_unwinds() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:
@@ -79,16 +90,23 @@ def user_errors(func: F) -> F:
         except GrowError as exc:
             click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(EXIT_USAGE)
+        except ModuleNotFoundError as exc:
+            top = (exc.name or "").split(".")[0]
+            if top not in INSTALL_HINTS:
+                raise
+            click.echo(f"error: this needs the optional package {top}, which is not installed: "
+                       f"{INSTALL_HINTS[top]}; nothing written", err=True)
+            sys.exit(EXIT_USAGE)
         except MemoryError:
             click.echo("error: out of memory; nothing written (try a smaller width, or a machine "
                        "with more memory)", err=True)
             sys.exit(EXIT_USAGE)
         except Terminated:
             click.echo("terminated; nothing written", err=True)
-            sys.exit(143)
+            sys.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             click.echo("interrupted; nothing written", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -98,11 +116,7 @@ def write_report(destination: str, text: str) -> None:
     if destination == "-":
         click.echo(text, nl=not text.endswith("\n"))
         return
-    try:
-        with open(destination, "w", encoding="utf-8") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-    except OSError as exc:
-        raise GrowError(f"{destination}: cannot write ({exc.strerror})") from None
+    write_text(destination, text if text.endswith("\n") else text + "\n")
 
 
 def report_destinations(*destinations: str | None) -> bool:
@@ -119,6 +133,6 @@ def report_destinations(*destinations: str | None) -> bool:
 def echo_verification(report: VerifyReport | None, written: list[Path]) -> None:
     """The verdict line of a growth command's check (or that --no-verify skipped it), then
     every file written: the model and its data files."""
-    click.echo(report.summary() if report is not None else "verification skipped (--no-verify)")
+    echo_line(report.summary() if report is not None else "verification skipped (--no-verify)")
     model, *data = written
-    click.echo(f"wrote {model}" + (f" (weights in {', '.join(p.name for p in data)})" if data else ""))
+    echo_line(f"wrote {model}" + (f" (weights in {', '.join(p.name for p in data)})" if data else ""))

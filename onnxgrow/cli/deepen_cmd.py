@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from onnxgrow.cli._common import GROWTH_EXITS, echo_verification, epilog, user_errors
+from onnxgrow.cli._common import GROWTH_EXITS, echo_line, echo_verification, epilog, user_errors
 from onnxgrow.cli._main import main
 from onnxgrow.cli._options import CheckArgs, WriteArgs, growth_options, verification_options
 from onnxgrow.cli._progress import ProgressBars
@@ -28,16 +28,16 @@ def _form(report: DeepenReport) -> str:
 
 
 def _print_report(report: DeepenReport) -> None:
-    click.echo(f"inserted {report.new_layer} after {report.after}: {_form(report)} "
+    echo_line(f"inserted {report.new_layer} after {report.after}: {_form(report)} "
                f"({report.layer_width} units, at tensor {report.tensor!r})")
-    click.echo(f"  new nodes: {', '.join(report.new_nodes)}")
-    click.echo("  new weights: " + ", ".join(f"{name} {list(shape)}" for name, shape in report.new_weights))
+    echo_line(f"  new nodes: {', '.join(report.new_nodes)}")
+    echo_line("  new weights: " + ", ".join(f"{name} {list(shape)}" for name, shape in report.new_weights))
     if report.widened is not None:
         for group in report.widened.groups:
             line = f"  widened {group.requested}: {group.old_width} → {group.new_width}"
             if group.contractors:
                 line += f"; contracting layers adjusted: {', '.join(group.contractors)}"
-            click.echo(line)
+            echo_line(line)
     echo_verification(report.verification, report.written)
 
 

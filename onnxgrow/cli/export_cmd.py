@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from onnxgrow.cli._common import epilog, user_errors
+from onnxgrow.cli._common import echo_line, epilog, user_errors
 from onnxgrow.cli._main import main
 from onnxgrow.cli._options import CheckArgs, verification_options
 
@@ -25,17 +25,17 @@ _WHAT = {
 
 
 def _print_report(report: ExportReport) -> None:
-    click.echo(f"wrote {report.output}: {report.weights} {_WHAT[report.format]}")
+    echo_line(f"wrote {report.output}: {report.weights} {_WHAT[report.format]}")
     for note in report.notes:
-        click.echo(f"  note: {note}")
+        echo_line(f"  note: {note}")
     if report.format == "state-dict":
-        click.echo("not compared with onnxruntime: a state dict has no code to run "
+        echo_line("not compared with onnxruntime: a state dict has no code to run "
                    "(--to torch runs the same names and layouts)")
         return
     if report.verification is not None:
-        click.echo(report.verification.summary())
+        echo_line(report.verification.summary())
     else:
-        click.echo("verification skipped (--no-verify)")
+        echo_line("verification skipped (--no-verify)")
 
 
 @main.command("export", short_help="Back to PyTorch or Keras, under their names.", epilog=epilog(

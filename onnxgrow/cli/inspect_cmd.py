@@ -10,6 +10,7 @@ import click
 from onnxgrow.cli._common import epilog, report_destinations, user_errors, write_report
 from onnxgrow.cli._main import main
 from onnxgrow.cli._options import json_option
+from onnxgrow.terminal import printable
 
 if TYPE_CHECKING:
     from onnxgrow.inspect import LayerInfo, ModelSummary, TensorInfo
@@ -20,6 +21,7 @@ def _tensor_line(t: TensorInfo) -> str:
 
 
 def _table(rows: list[list[str]]) -> list[str]:
+    rows = [[printable(cell) for cell in row] for row in rows]  # widths as printed
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
@@ -81,7 +83,7 @@ def render(summary: ModelSummary) -> str:
     if aliased:
         lines.append("also known as:")
         lines += [f"  {i.name}: {', '.join(i.aliases)}" for i in aliased]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # names may hold control characters
 
 
 @main.command("inspect", short_help="List the layers that can be grown.", epilog=epilog(

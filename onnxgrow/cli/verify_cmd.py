@@ -11,6 +11,7 @@ from onnxgrow.cli._common import EXIT_CHECK_FAILED, EXIT_OK, epilog, report_dest
 from onnxgrow.cli._main import main
 from onnxgrow.cli._options import CheckArgs, json_option, verification_options
 from onnxgrow.cli._progress import ProgressBars
+from onnxgrow.terminal import printable
 
 
 @main.command("verify", short_help="Check that two models compute the same.", epilog=epilog(
@@ -38,7 +39,7 @@ def verify_command(reference: str, candidate: str, check: CheckArgs, json_out: s
     with ProgressBars(quiet=quiet) as bars:
         report = verify(reference, candidate, options, progress=lambda done, total: bars("verifying", done, total))
     lines = [f"reference: {reference}", f"candidate: {candidate}", *report.lines()]
-    click.echo("\n".join(lines), err=text_to_stderr)
+    click.echo("\n".join(printable(line) for line in lines), err=text_to_stderr)
     if json_out is not None:
         data = {"schema_version": SCHEMA_VERSION, "reference": reference, "candidate": candidate,
                 **report.to_dict()}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from onnxgrow.cli._common import GROWTH_EXITS, echo_verification, epilog, user_errors
+from onnxgrow.cli._common import GROWTH_EXITS, echo_line, echo_verification, epilog, user_errors
 from onnxgrow.cli._main import main
 from onnxgrow.cli._options import CheckArgs, WriteArgs, growth_options, verification_options
 from onnxgrow.cli._progress import ProgressBars
@@ -32,28 +32,28 @@ def _print_report(report: WidenReport) -> None:
             continue
         if group.kind != "channels":  # new classes, vocabulary rows
             unit = "classes" if group.kind == "classes" else "rows"
-            click.echo(f"grown {group.requested}: {group.old_width} → {group.new_width} {unit} ({report.init})")
+            echo_line(f"grown {group.requested}: {group.old_width} → {group.new_width} {unit} ({report.init})")
             for change in group.changes:
-                click.echo(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
+                echo_line(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
             if group.compared:
-                click.echo(f"  checked: {group.compared}")
+                echo_line(f"  checked: {group.compared}")
             continue
         together = [n for n in group.layers if n != group.layer]
         line = f"widened {group.requested}: {group.old_width} → {group.new_width} ({report.init}"
         line += f", noise {report.noise})" if report.noise else ")"
         if together:
             line += f"; channel group also widened: {', '.join(together)}"
-        click.echo(line)
+        echo_line(line)
         if group.contractors:
-            click.echo(f"  contracting layers adjusted: {', '.join(group.contractors)}")
+            echo_line(f"  contracting layers adjusted: {', '.join(group.contractors)}")
         for change in group.changes:
             if change.old_shape != change.new_shape:
-                click.echo(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
+                echo_line(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
         targets = sorted({c.node for c in group.changes if c.old_shape == c.new_shape})
         if targets:
-            click.echo(f"  target shapes rewritten for: {', '.join(targets)}")
+            echo_line(f"  target shapes rewritten for: {', '.join(targets)}")
     for note in report.notes:
-        click.echo(f"note: {note}")
+        echo_line(f"note: {note}")
     echo_verification(report.verification, report.written)
 
 
@@ -64,18 +64,18 @@ def _print_heads(group: GroupReport, report: WidenReport) -> None:
     if (counts.old_kv_heads, counts.new_kv_heads) != (counts.old_heads, counts.new_heads):
         line += f" ({counts.old_kv_heads} → {counts.new_kv_heads} key/value heads)"
     line += f", head size {counts.head_dim} ({report.init}" + (f", noise {report.noise})" if report.noise else ")")
-    click.echo(line)
+    echo_line(line)
     if counts.together:
-        click.echo(f"  attention grown with it (shared position bias): {', '.join(counts.together)}")
-    click.echo(f"  projections grown: {', '.join(group.layers)}")
+        echo_line(f"  attention grown with it (shared position bias): {', '.join(counts.together)}")
+    echo_line(f"  projections grown: {', '.join(group.layers)}")
     if group.contractors:
-        click.echo(f"  contracting layers adjusted: {', '.join(group.contractors)}")
+        echo_line(f"  contracting layers adjusted: {', '.join(group.contractors)}")
     for change in group.changes:
         if change.old_shape != change.new_shape:
-            click.echo(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
+            echo_line(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
     targets = sorted({c.node for c in group.changes if c.old_shape == c.new_shape})
     if targets:
-        click.echo(f"  target shapes rewritten for: {', '.join(targets)}")
+        echo_line(f"  target shapes rewritten for: {', '.join(targets)}")
 
 
 @main.command("widen", short_help="Widen layers, keeping the function.", epilog=epilog(
@@ -163,7 +163,7 @@ def widen_command(model: str, nodes: tuple[str, ...], widths: tuple[int, ...], h
     _print_report(report)
     if map_out is not None:
         report.growth_map.save(map_out)
-        click.echo(f"wrote growth map {map_out}")
+        echo_line(f"wrote growth map {map_out}")
 
 
 def _check_map_path(path: Path, source: Path, output: Path) -> None:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from onnxgrow.atomic import atomic_output, check_output_folder
 from onnxgrow.errors import GrowError, NotEquivalentError
 from onnxgrow.export.state_dict import export_state_dict
-from onnxgrow.model_io import atomic_output, check_output_folder, ensure_output_is_not_input, files_of, load_model
+from onnxgrow.model_io import ensure_output_is_not_input, files_of, load_model
 from onnxgrow.options import VerifyOptions
 from onnxgrow.verification import Runner, VerifyReport, input_specs, name_of, verify
 

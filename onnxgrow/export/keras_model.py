@@ -48,7 +48,7 @@ def import_keras() -> Any:
         import keras
     except ImportError as exc:
         raise GrowError(f"the Keras export needs Keras 3 and one of {', '.join(_BACKENDS)} "
-                        f"(pip install 'onnxgrow[keras]'): {exc}") from None
+                        f"(pip install 'onnxgrow[keras,torch]' gives Keras with the torch backend): {exc}") from None
     if int(keras.__version__.split(".")[0]) < 3:
         raise GrowError(f"the Keras export needs Keras 3, found {keras.__version__}")
     return keras

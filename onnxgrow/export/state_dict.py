@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from onnxgrow.atomic import atomic_output
 from onnxgrow.errors import GrowError
 from onnxgrow.export.naming import ParameterTable, parameter_table
-from onnxgrow.model_io import atomic_output, load_model
+from onnxgrow.model_io import load_model
 
 SAFETENSORS_SUFFIX = ".safetensors"
 

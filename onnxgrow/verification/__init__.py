@@ -139,7 +139,9 @@ def verify(
             merged[comp.name] = worse(merged.get(comp.name), comp)
     outputs = list(merged.values())
     passed = all(o.passed for o in outputs)
-    return report(passed, "" if passed else "outputs differ beyond tolerance", outputs, ref_runs.providers, extra)
+    warnings = "; ".join(f"output {o.name!r}: {o.reason}" for o in outputs if o.passed and o.reason)
+    return report(passed, warnings if passed else "outputs differ beyond tolerance", outputs, ref_runs.providers,
+                  extra)
 
 
 def lineage_scope(reference: ir.Model, candidate: ir.Model) -> VerifyScope:

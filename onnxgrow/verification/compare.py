@@ -89,6 +89,11 @@ def _compare_one(
     max_rel = max_abs / ref_max if ref_max > 0 else (0.0 if max_abs == 0 else float("inf"))
     passed = nan_mismatch == 0 and max_abs <= atol + rtol * ref_max
     reason = f"{nan_mismatch} NaN positions differ" if nan_mismatch else ""
+    non_finite = int(np.count_nonzero(both | same_inf))
+    if passed and a.size == 0:
+        reason = "warning: 0 elements compared"
+    elif passed and non_finite:
+        reason = f"warning: {non_finite} of {a.size} values are NaN or Inf in both models (compared as equal)"
     return OutputComparison(
         name, list(ref.shape), dtype.name, max_abs, max_rel, ref_max, nan_mismatch, atol, rtol,
         passed, reason,

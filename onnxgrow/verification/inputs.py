@@ -111,12 +111,15 @@ def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise GrowError(f"{p}: no such file")
+    if not zipfile.is_zipfile(p):  # a .npy holds one unnamed array; np.load would return it bare
+        raise GrowError(f"{p}: not a readable .npz file of named input arrays (a .npy holds one "
+                        "unnamed array; write one with numpy.savez(path, NAME=array, ...))")
     try:
         with np.load(p, allow_pickle=False) as data:
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ValueError("a single array, not an archive of named arrays")
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
         raise GrowError(
             f"{p}: not a readable .npz file of named input arrays ({first_line(exc)})"
         ) from None

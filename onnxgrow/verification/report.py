@@ -59,9 +59,9 @@ class OutputComparison:
         if self.nan_mismatch:
             return text + f"; {self.reason}: no tolerance passes"
         text += f"; min atol to pass {_round_up(self.min_atol)} (at rtol {self.rtol:g})"
-        if math.isinf(self.min_rtol):
-            return text
-        return text + f", min rtol to pass {_round_up(self.min_rtol)} (at atol {self.atol:g})"
+        if not math.isinf(self.min_rtol):
+            text += f", min rtol to pass {_round_up(self.min_rtol)} (at atol {self.atol:g})"
+        return text + (f"; {self.reason}" if self.passed and self.reason else "")
 
 
 @dataclass
@@ -140,7 +140,8 @@ class VerifyReport:
         out.extend(o.line() for o in self.outputs)
         failed = sum(not o.passed for o in self.outputs)
         if self.passed:
-            out.append(f"PASSED: {len(self.outputs)} output(s) within tolerance{self._what()}")
+            out.append(f"PASSED: {len(self.outputs)} output(s) within tolerance"
+                       + (f" ({self.reason})" if self.reason else "") + self._what())
         elif failed:
             out.append(f"{self.verdict}: {failed} of {len(self.outputs)} output(s) differ beyond tolerance"
                        f"{self._what()}")

@@ -38,6 +38,7 @@ def _import_onnxruntime() -> Any:
             "onnxruntime is not installed: install it with `pip install 'onnxgrow[cpu]'` "
             "(or `[gpu]` for onnxruntime-gpu), or skip verification with --no-verify"
         ) from None
+    onnxruntime.set_default_logger_severity(3)  # its coloured warnings must not precede our error lines
     return onnxruntime
 
 

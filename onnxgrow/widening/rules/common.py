@@ -120,12 +120,20 @@ def fill(array: np.ndarray, axis: int, where: np.ndarray, value: float) -> np.nd
     return out
 
 
+def _spread(array: np.ndarray) -> float:
+    """The standard deviation of the weight's finite values (0.01 when none or all equal):
+    the scale of fresh random units. NaN/Inf weights are left out, not spread."""
+    values = array.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    return (float(np.std(finite)) if finite.size else 0.0) or 0.01
+
+
 def produce(array: np.ndarray, axis: int, idx: AxisIndex, rng: np.random.Generator) -> np.ndarray:
     """Output units along ``axis`` copied from ``src``; fresh units drawn at random."""
     _log("produce", axis % array.ndim, idx, False)
     out = np.take(array, idx.src, axis=axis)
     if idx.fresh.any():
-        std = float(np.std(array.astype(np.float64))) or 0.01
+        std = _spread(array)
         noise = rng.normal(0.0, std, size=out.shape).astype(out.dtype)
         out = np.where(idx.fresh.reshape(_axis_shape(out.ndim, axis)), noise, out)
     return out
@@ -150,7 +158,7 @@ def contract(
     if out.dtype.itemsize < 4:
         _restore_row_sums(array, out, axis, idx)
     if init is Init.RANDOM_PAD and idx.fresh.any():
-        std = float(np.std(array.astype(np.float64))) or 0.01
+        std = _spread(array)
         noise = rng.normal(0.0, std, size=out.shape)
         out = np.where(idx.fresh.reshape(_axis_shape(out.ndim, axis)), noise, out).astype(array.dtype)
     return out
