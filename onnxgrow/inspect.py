@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
 
-from onnxgrow.deepening import deepen_summary, find_insertion_point
+from onnxgrow.deepening import InsertionPoint, deepen_summary, find_insertion_point
+from onnxgrow.deepening.activation import node_positions
 from onnxgrow.errors import GrowError
 from onnxgrow.lineage import describe, read_history
 from onnxgrow.model_io import external_tensors, load_model, weight_bytes
@@ -67,20 +68,26 @@ def _tensor_info(value: ir.Value) -> TensorInfo:
     return TensorInfo(value.name or "", value.dtype.name if value.dtype else "?", dims)
 
 
-def _activation_label(layer: Layer) -> str | None:
+def _insertion_point(layer: Layer, positions: dict[int, int]) -> InsertionPoint | None:
+    """Where a layer inserted after ``layer`` would go (Gemm, MatMul and Conv layers only)."""
+    if layer.op_type not in ("Gemm", "MatMul", "Conv"):
+        return None
+    return find_insertion_point(layer.node, positions)
+
+
+def _activation_label(layer: Layer, point: InsertionPoint | None) -> str | None:
     """The activation after the layer, decomposed ones too (``5-op Div/Erf/Add/Mul``)."""
     if layer.activation is not None:
         return layer.activation.op_type
-    if layer.op_type not in ("Gemm", "MatMul", "Conv"):
-        return None
-    return find_insertion_point(layer.node).label
+    return point.label if point is not None else None
 
 
-def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str]) -> LayerInfo:
+def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str], positions: dict[int, int]) -> LayerInfo:
     node_name = layer.names.exact[0] if layer.names.exact else ""  # generated when unnamed
-    activation = _activation_label(layer)
+    point = _insertion_point(layer, positions)
+    activation = _activation_label(layer, point)
     aliases = [n for n in layer.names.all() if n != layer.display]
-    deepen = deepen_summary(layer)
+    deepen = deepen_summary(layer, point)
     try:
         ctx = plan_group(model.graph, repr(layer.display), layer.node, layer.width, layer.producer.embedding)
     except GrowError as exc:
@@ -104,7 +111,8 @@ def inspect_model(model: ir.Model | str | os.PathLike[str]) -> ModelSummary:
     infer_shapes(model)
     layers, refused = find_layers(model)
     displays = {id(layer.node): layer.display for layer in layers}
-    infos = [_layer_info(model, layer, displays) for layer in layers]
+    positions = node_positions(model.graph)
+    infos = [_layer_info(model, layer, displays, positions) for layer in layers]
     not_growable = [
         LayerInfo(item.names.display, item.node.name or "", item.node.op_type, 0, None, False, [], [],
                   item.reason, list(item.names.all()))
