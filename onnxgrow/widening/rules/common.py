@@ -12,13 +12,13 @@ The edits, for a weight axis that the widened channels index:
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
 from onnxgrow.graph import const_shape, model_input_behind
+from onnxgrow.grown_tensors import AxisEdit
 from onnxgrow.widening.channel_map import Init
 from onnxgrow.widening.context import GroupContext
 from onnxgrow.widening.layout import AxisIndex
@@ -165,6 +165,23 @@ def _restore_row_sums(array: np.ndarray, out: np.ndarray, axis: int, idx: AxisIn
         new[target] = (new[target].astype(np.float64) + wanted - summed).astype(out.dtype)
 
 
+def gathering(axis: int, idx: AxisIndex) -> AxisEdit:
+    """:func:`gather` as an edit that may be computed while it is written (:mod:`onnxgrow.grown_tensors`)."""
+    return AxisEdit(axis, idx.src, None, lambda a: gather(a, axis, idx))
+
+
+def producing(axis: int, idx: AxisIndex, rng: np.random.Generator) -> AxisEdit:
+    """:func:`produce` as an edit; done whole when it draws fresh units (the random stream stays as it was)."""
+    return AxisEdit(axis, idx.src, None, lambda a: produce(a, axis, idx, rng), lazy=not idx.fresh.any())
+
+
+def contracting(axis: int, idx: AxisIndex, init: Init, rng: np.random.Generator) -> AxisEdit:
+    """:func:`contract` as an edit; done whole when random-pad draws fresh rows."""
+    draws = init is Init.RANDOM_PAD and bool(idx.fresh.any())
+    return AxisEdit(axis, idx.src, np.asarray(idx.coef, dtype=np.float64),
+                    lambda a: contract(a, axis, idx, init, rng), lazy=not draws)
+
+
 def broadcast_axis(shape: tuple[int, ...], axis: int) -> int | None:
     """The axis of a broadcasting operand of ``shape`` aligned with negative ``axis``, if any."""
     return len(shape) + axis if len(shape) >= -axis else None
@@ -182,4 +199,4 @@ def gather_per_channel(ctx: GroupContext, node: ir.Node, out: ir.Value, inputs: 
             continue
         axis = broadcast_axis(shape, embedding.axis)
         if axis is not None and shape[axis] == old and old > 1:
-            ctx.edit(node, i, functools.partial(gather, axis=axis, idx=idx))
+            ctx.edit(node, i, gathering(axis, idx))

@@ -14,7 +14,7 @@ import onnx_ir as ir
 from onnxgrow.graph import const_shape, model_input_behind, rank_of
 from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import computing_node, contract, is_quantization, produce, weight_problem
+from onnxgrow.widening.rules.common import computing_node, contracting, is_quantization, producing, weight_problem
 from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
@@ -57,7 +57,7 @@ class MatMulRule:
         a, y = node.inputs[0], node.outputs[0]
         if y in known:
             idx = ctx.index(y)
-            ctx.edit(node, 1, lambda w: produce(w, 1, idx, ctx.rng))
+            ctx.edit(node, 1, producing(1, idx, ctx.rng))
         if a in known:
             idx = ctx.index(a)
-            ctx.edit(node, 1, lambda w: contract(w, 0, idx, ctx.channel_map.init, ctx.rng))
+            ctx.edit(node, 1, contracting(0, idx, ctx.channel_map.init, ctx.rng))
