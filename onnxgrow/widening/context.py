@@ -80,6 +80,7 @@ class GroupContext:
     cmap: ChannelMap | None = None
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     _queue: deque[ir.Node] = field(default_factory=deque)
+    _propagated: dict[ir.Node, dict[ir.Value, Embedding]] = field(default_factory=dict)
     _rules: dict[ir.Node, Rule] = field(default_factory=dict)
     _indices: dict[ir.Value, AxisIndex] = field(default_factory=dict)
 
@@ -177,9 +178,19 @@ class GroupContext:
         return self._queue.popleft() if self._queue else None
 
     def propagate(self, node: ir.Node, rule: Rule) -> None:
-        """Let ``rule`` (the one for ``node``) propagate the group through ``node``."""
+        """Let ``rule`` (the one for ``node``) propagate the group through ``node``.
+
+        A node is queued once per tracked value around it; when it comes up again with the
+        same tracked inputs and outputs as at its last propagation, its rule would only
+        repeat what it did (rules are deterministic in the node and what is known of it),
+        so it is skipped.
+        """
         self._rules[node] = rule
-        rule.propagate(self, node, self.known(node))
+        known = self.known(node)
+        if self._propagated.get(node) == known:
+            return
+        self._propagated[node] = known
+        rule.propagate(self, node, known)
 
     def known(self, node: ir.Node) -> dict[ir.Value | None, Embedding]:
         """The tracked inputs and outputs of ``node``."""
