@@ -77,7 +77,7 @@ class _Rows:
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The rows ``rows`` (any order, repeats allowed), read with one ``pread`` per run."""
         out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         base = self.tensor.offset or 0
         with open(self.tensor.path, "rb") as f:
             for start, stop, first in _runs(rows):
@@ -105,7 +105,7 @@ class GrownTensor(ir.LazyTensor):
     def __init__(self, base: ir.ExternalTensor | GrownTensor, edit: AxisEdit, name: str) -> None:
         self.base = base
         self.edit = edit
-        self.source = base.source if isinstance(base, GrownTensor) else _Rows(base)
+        self.source: _Rows = base.source if isinstance(base, GrownTensor) else _Rows(base)
         old_shape = tuple(base.shape.numpy())
         self.axis = edit.axis % len(old_shape)
         self.dims = edit.new_shape(old_shape)
@@ -154,11 +154,9 @@ class GrownTensor(ir.LazyTensor):
         if copies is None:
             pieces = [(a, min(a + step, rows_total), None) for a in range(0, rows_total, step)]
         else:
-            for start, stop, first in _runs(copies):
-                if (stop - start) * row_bytes >= KERNEL_COPY_FROM:
-                    pieces.append((start, stop, first))
-                else:
-                    pieces.append((start, stop, None))
+            for start, stop, source_row in _runs(copies):
+                long_run = (stop - start) * row_bytes >= KERNEL_COPY_FROM
+                pieces.append((start, stop, source_row if long_run else None))
             pieces = _split_computed(pieces, step)
         for start, stop, first in pieces:
             if first is not None:  # only pure gathers along axis 0: rows as wide as the source's
