@@ -20,7 +20,7 @@ from onnx import TensorProto
 from test_dtypes import cnn, mlp
 
 from onnxgrow import constants, data_files, grown_tensors
-from onnxgrow.grow import VerifyOptions
+from onnxgrow.options import GrowOptions
 from onnxgrow.widening.api import widen_file
 
 SMALL_CNN = dict(channels=(8, 16, 16, 16, 16), hidden=64, classes=10, image=32)
@@ -68,10 +68,10 @@ def written(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-@pytest.mark.parametrize(("model", "widths", "options"), CASES,
+@pytest.mark.parametrize(("model", "widths", "kwargs"), CASES,
                          ids=[f"{m}-{'+'.join(w)}-{'-'.join(map(str, o.values())) or 'default'}" for m, w, o in CASES])
 def test_block_path_writes_the_bytes_of_the_whole_array_path(  # type: ignore[no-untyped-def]
-        models, tmp_path: Path, monkeypatch, model: str, widths: dict[str, int], options: dict) -> None:
+        models, tmp_path: Path, monkeypatch, model: str, widths: dict[str, int], kwargs: dict) -> None:
     source = models[model]
     monkeypatch.setattr(grown_tensors, "BLOCK_BYTES", 200)  # many blocks, rows split across them
     monkeypatch.setattr(grown_tensors, "KERNEL_COPY_FROM", 64)
@@ -86,12 +86,12 @@ def test_block_path_writes_the_bytes_of_the_whole_array_path(  # type: ignore[no
 
     monkeypatch.setattr(constants, "edited_lazily", spy)
     (tmp_path / "blocks").mkdir()
-    widen_file(source, tmp_path / "blocks" / "m.onnx", widths, verify=VerifyOptions(enabled=False), **options)
-    if options.get("init") != "random-pad":  # it draws new units and rows: those edits stay whole
+    widen_file(source, tmp_path / "blocks" / "m.onnx", widths, options=GrowOptions(verify=None), **kwargs)
+    if kwargs.get("init") != "random-pad":  # it draws new units and rows: those edits stay whole
         assert grown, "no weight took the block path"
     monkeypatch.setattr(constants, "edited_lazily", lambda tensor, edit, name: None)
     (tmp_path / "whole").mkdir()
-    widen_file(source, tmp_path / "whole" / "m.onnx", widths, verify=VerifyOptions(enabled=False), **options)
+    widen_file(source, tmp_path / "whole" / "m.onnx", widths, options=GrowOptions(verify=None), **kwargs)
     assert written(tmp_path / "blocks") == written(tmp_path / "whole")
 
 
@@ -143,7 +143,7 @@ def test_unchanged_rows_are_copied_by_the_kernel(models, tmp_path: Path, monkeyp
 
     monkeypatch.setattr(data_files, "copy_range", spy)
     monkeypatch.setattr(grown_tensors, "KERNEL_COPY_FROM", 4096)
-    widen_file(models["cnn"], tmp_path / "m.onnx", {"fc1": 96}, verify=VerifyOptions(enabled=False))
+    widen_file(models["cnn"], tmp_path / "m.onnx", {"fc1": 96}, options=GrowOptions(verify=None))
     old_rows_bytes = 64 * 64 * 4  # fc1.weight [64, 64] float32: its 64 old rows
     assert old_rows_bytes in copied
 
@@ -156,7 +156,7 @@ def test_memory_follows_the_block_not_the_tensor(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(grown_tensors, "BLOCK_BYTES", 1024**2)
     tracemalloc.start()
     try:
-        widen_file(built.path, tmp_path / "m.onnx", {"fc1": 3072}, verify=VerifyOptions(enabled=False))
+        widen_file(built.path, tmp_path / "m.onnx", {"fc1": 3072}, options=GrowOptions(verify=None))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

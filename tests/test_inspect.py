@@ -50,10 +50,9 @@ def test_every_layer_shows_the_group_planned_from_it(tmp_path_factory: pytest.Te
     import zoo
 
     from onnxgrow.inspect import inspect_model
-    from onnxgrow.layers import find_layers
     from onnxgrow.model_io import load_model
-    from onnxgrow.widening.api import infer_shapes
-    from onnxgrow.widening.planner import plan_group
+    from onnxgrow.shapes import infer_shapes
+    from onnxgrow.widening import find_layers, plan_group
 
     path = zoo.export(model, variant, zoo.shared_directory(tmp_path_factory.getbasetemp()))
     summary = {info.name: info for info in inspect_model(path).layers}
