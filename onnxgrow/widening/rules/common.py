@@ -12,7 +12,6 @@ The edits, for a weight axis that the widened channels index:
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx_ir as ir
 
