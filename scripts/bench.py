@@ -592,7 +592,8 @@ def report(plan: Plan, subjects: list[Subject], argv: list[str], loads: tuple[li
     for c in plan.comparisons:
         ratio = c.tool.wall / c.base.wall
         paired = sorted(t.wall_s / b.wall_s for t, b in zip(c.tool.samples, c.base.samples))
-        lines.append(f"| {c.title}: wall | {c.tool.wall:.2f} s | {c.base.wall:.2f} s ({c.base_label or c.base.label}) | "
+        base = c.base_label or c.base.label
+        lines.append(f"| {c.title}: wall | {c.tool.wall:.2f} s | {c.base.wall:.2f} s ({base}) | "
                      f"{ratio:.2f}× | {paired[0]:.2f} / {statistics.median(paired):.2f} / {paired[-1]:.2f} | "
                      f"≤ {c.bound:.2f} s ({c.bound_label}) | {verdict(c.tool.wall <= c.bound)} |")
     for title, m, limit, label in plan.memory_checks:

@@ -80,7 +80,7 @@ class GroupContext:
     cmap: ChannelMap | None = None
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     _queue: deque[ir.Node] = field(default_factory=deque)
-    _propagated: dict[ir.Node, dict[ir.Value, Embedding]] = field(default_factory=dict)
+    _propagated: dict[ir.Node, Known] = field(default_factory=dict)
     _rules: dict[ir.Node, Rule] = field(default_factory=dict)
     _indices: dict[ir.Value, AxisIndex] = field(default_factory=dict)
 
