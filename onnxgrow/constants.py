@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from onnxgrow.grown_tensors import AxisEdit, edited_lazily
+
 #: Ops a constant may pass through on its way to a node input.
 PASS_THROUGH_OPS = frozenset({"Identity", "Transpose"})
 
@@ -187,12 +189,22 @@ def edit_constant(
 
     Keeps the dtype. Rewrites the root initializer when this input is its only user,
     else gives this input a new initializer of its own. Returns the value now feeding
-    the input.
+    the input. An :class:`~onnxgrow.grown_tensors.AxisEdit` of an external weight that
+    this input alone reads is not computed here: the weight becomes a
+    :class:`~onnxgrow.grown_tensors.GrownTensor`, computed block by block when it is written.
     """
     ref = find_constant(node.inputs[index])
     if ref is None:
         raise ValueError(f"input {index} of {node.name} is not constant")
     dtype = ref.dtype
+    if not ref.chain and isinstance(edit, AxisEdit):
+        new_shape = edit.new_shape(tuple(ref.tensor.shape.numpy()))
+        if _is_exclusive(ref, node, index, new_shape):
+            grown = edited_lazily(ref.tensor, edit, ref.root.name or "")
+            if grown is not None:
+                ref.root.const_value = grown
+                ref.root.shape = ir.Shape(new_shape)
+                return node.inputs[index]  # type: ignore[return-value]
     new = np.asarray(edit(ref.array()))
     if _is_exclusive(ref, node, index, tuple(new.shape)):
         root_array = np.require(_pull_back(ref, new).astype(dtype.numpy(), copy=False), requirements="C")

@@ -204,6 +204,13 @@ def _write_piece(run: _Run, start: int, length: int, file: BinaryIO) -> None:
         else:
             file.write(tensor.tobytes())
         return
-    piece = ir.ExternalTensor(run.source.location, run.source_offset + start, length, ir.DataType.UINT8,
-                              shape=ir.Shape([length]), name="run", base_dir=run.source.base_dir)
+    copy_range(run.source, run.source_offset - (run.source.offset or 0) + start, length, file)
+
+
+def copy_range(source: ir.ExternalTensor, start: int, length: int, file: BinaryIO) -> None:
+    """Bytes ``[start, start + length)`` of ``source``'s data (from its offset on) at the file's
+    position, by the kernel where it can (onnx-ir's ``ExternalTensor.tofile``: ``copy_file_range``,
+    with its path checks and its fallback)."""
+    piece = ir.ExternalTensor(source.location, (source.offset or 0) + start, length, ir.DataType.UINT8,
+                              shape=ir.Shape([length]), name="run", base_dir=source.base_dir)
     piece.tofile(file)

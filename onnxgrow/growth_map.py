@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.errors import GrowError
 from onnxgrow.atomic import atomic_output
+from onnxgrow.errors import GrowError
 from onnxgrow.widening.context import WeightEdit
 
 FORMAT = "onnxgrow.growth-map"

@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
 
-from onnxgrow.deepening import deepen_summary, find_insertion_point
+from onnxgrow.deepening import InsertionPoint, deepen_summary, find_insertion_point
+from onnxgrow.deepening.activation import node_positions
 from onnxgrow.errors import GrowError
 from onnxgrow.lineage import describe, read_history
 from onnxgrow.model_io import external_tensors, load_model, weight_bytes
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.widening import Layer, find_layers, plan_group
+from onnxgrow.widening.context import GroupContext
 from onnxgrow.widening.heads import Attention, exact_counts, example_plan, find_attentions, query_embedding
 
 
@@ -85,30 +87,81 @@ def _tensor_info(value: ir.Value) -> TensorInfo:
     return TensorInfo(value.name or "", value.dtype.name if value.dtype else "?", dims)
 
 
-def _activation_label(layer: Layer) -> str | None:
+def _insertion_point(layer: Layer, positions: dict[int, int]) -> InsertionPoint | None:
+    """Where a layer inserted after ``layer`` would go (Gemm, MatMul and Conv layers only)."""
+    if layer.op_type not in ("Gemm", "MatMul", "Conv"):
+        return None
+    return find_insertion_point(layer.node, positions)
+
+
+def _activation_label(layer: Layer, point: InsertionPoint | None) -> str | None:
     """The activation after the layer, decomposed ones too (``5-op Div/Erf/Add/Mul``)."""
     if layer.activation is not None:
         return layer.activation.op_type
-    if layer.op_type not in ("Gemm", "MatMul", "Conv"):
-        return None
-    return find_insertion_point(layer.node).label
+    return point.label if point is not None else None
 
 
-def _layer_info(model: ir.Model, layer: Layer, displays: dict[int, str]) -> LayerInfo:
+class _Groups:
+    """Channel groups, each closed once.
+
+    A group is the closure of the values that carry its channels; every producer in it
+    starts the same closure, so the layers of a group share one plan (the residual stream
+    of a transformer has two producers per block: planning it from each of them made
+    ``inspect`` quadratic in depth). Members are listed in graph order, whichever layer is
+    asked about, and a layer's note names the group's constraint nearest before it.
+    """
+
+    def __init__(self, graph: ir.Graph, positions: dict[int, int]) -> None:
+        self.graph = graph
+        self.positions = positions
+        self._by_producer: dict[int, GroupContext] = {}
+        self._named = {node.name: positions[id(node)] for node in graph if node.name}
+
+    def plan(self, layer: Layer) -> GroupContext:
+        """The group of ``layer``: a GrowError (naming the blocking node) when it cannot widen."""
+        ctx = self._by_producer.get(id(layer.node))
+        if ctx is not None and ctx.width == layer.width:
+            seen = ctx.tracked.get(layer.node.outputs[0])
+            own = layer.producer.embedding
+            if seen is not None and (seen.axis, seen.layout) == (own.axis, own.layout):
+                return ctx
+        ctx = plan_group(self.graph, repr(layer.display), layer.node, layer.width, layer.producer.embedding)
+        for node in ctx.producers:
+            self._by_producer.setdefault(id(node), ctx)
+        return ctx
+
+    def in_order(self, nodes: list[ir.Node]) -> list[ir.Node]:
+        return sorted(nodes, key=lambda n: self.positions.get(id(n), len(self.positions)))
+
+    def nearest_constraint(self, ctx: GroupContext, layer: Layer) -> tuple[str, str]:
+        """The group's constraint nearest before ``layer`` in graph order (the one its input passed),
+        else the nearest after it."""
+        here = self.positions.get(id(layer.node), 0)
+
+        def distance(item: tuple[str, str]) -> tuple[int, int]:
+            at = self._named.get(item[0])
+            if at is None:
+                return (2, 0)
+            return (0, here - at) if at <= here else (1, at - here)
+        return min(ctx.uniform_required.items(), key=distance)
+
+
+def _layer_info(layer: Layer, displays: dict[int, str], positions: dict[int, int], groups: _Groups) -> LayerInfo:
     node_name = layer.names.exact[0] if layer.names.exact else ""  # generated when unnamed
-    activation = _activation_label(layer)
+    point = _insertion_point(layer, positions)
+    activation = _activation_label(layer, point)
     aliases = [n for n in layer.names.all() if n != layer.display]
-    deepen = deepen_summary(layer)
+    deepen = deepen_summary(layer, point)
     try:
-        ctx = plan_group(model.graph, repr(layer.display), layer.node, layer.width, layer.producer.embedding)
+        ctx = groups.plan(layer)
     except GrowError as exc:
         return LayerInfo(layer.display, node_name, layer.op_type, layer.width, activation,
                          False, [], [], str(exc), aliases, deepen)
-    group = [displays.get(id(n), n.name or n.op_type) for n in ctx.producers]
-    touches = [displays.get(id(n), n.name or n.op_type) for n in ctx.contractors]
+    group = [displays.get(id(n), n.name or n.op_type) for n in groups.in_order(ctx.producers)]
+    touches = [displays.get(id(n), n.name or n.op_type) for n in groups.in_order(ctx.contractors)]
     reason = ""
     if ctx.uniform_required:
-        where, why = next(iter(ctx.uniform_required.items()))
+        where, why = groups.nearest_constraint(ctx, layer)
         reason = f"only to multiples of {layer.width} with net2wider ({why} at {where})"
     return LayerInfo(layer.display, node_name, layer.op_type, layer.width, activation,
                      True, group, touches, reason, aliases, deepen)
@@ -135,7 +188,9 @@ def inspect_model(model: ir.Model | str | os.PathLike[str]) -> ModelSummary:
     infer_shapes(model)
     layers, refused = find_layers(model)
     displays = {id(layer.node): layer.display for layer in layers}
-    infos = [_layer_info(model, layer, displays) for layer in layers]
+    positions = node_positions(model.graph)
+    groups = _Groups(model.graph, positions)
+    infos = [_layer_info(layer, displays, positions, groups) for layer in layers]
     not_growable = [
         LayerInfo(item.names.display, item.node.name or "", item.node.op_type, 0, None, False, [], [],
                   item.reason, list(item.names.all()))

@@ -349,20 +349,42 @@ def names_of(node: ir.Node, weight_names: Sequence[str | None] = (), generated: 
     return NodeNames(node, exact, tuple(n for n in full if n != node_name), tuple(short))
 
 
+class NameIndex:
+    """Names to candidates, per level, built once: resolving a name costs its hits, not the
+    number of candidates (``inspect`` resolves every layer's display name)."""
+
+    _LEVELS = ("exact", "full", "short")
+
+    def __init__(self, candidates: Iterable[NodeNames]) -> None:
+        self.candidates = list(candidates)
+        self._hits: dict[str, dict[str, dict[int, NodeNames]]] = {level: {} for level in self._LEVELS}
+        for c in self.candidates:
+            for level in self._LEVELS:
+                for name in getattr(c, level):
+                    self._hits[level].setdefault(name, {})[id(c.node)] = c
+
+    def resolve(self, name: str, what: str = "layer") -> NodeNames:
+        """The one candidate ``name`` designates; GrowError when unknown or ambiguous.
+
+        Exact names first, then full paths, then short names; at the first level where
+        ``name`` is known, it must designate one node.
+        """
+        for level in self._LEVELS:
+            unique = list(self._hits[level].get(name, {}).values())
+            if len(unique) == 1:
+                return unique[0]
+            if len(unique) > 1:
+                listing = ", ".join(sorted(f"{c.display} ({c.exact[0] if c.exact else c.node.op_type})"
+                                           for c in unique))
+                raise GrowError(f"{what} name {name!r} is ambiguous; it matches: {listing}")
+        vocabulary = sorted({n for c in self.candidates for n in c.all()})
+        close = difflib.get_close_matches(name, vocabulary, n=5, cutoff=0.5)
+        if not close:
+            close = sorted({c.display for c in self.candidates})[:8]
+        hint = f"; closest: {', '.join(close)}" if close else f"; the model has no {what}s"
+        raise GrowError(f"no {what} named {name!r}{hint}")
+
+
 def resolve(name: str, candidates: Iterable[NodeNames], what: str = "layer") -> NodeNames:
-    """The one candidate ``name`` designates; GrowError when unknown or ambiguous."""
-    cands = list(candidates)
-    for level in ("exact", "full", "short"):
-        hits = [c for c in cands if name in getattr(c, level)]
-        unique = list({id(c.node): c for c in hits}.values())
-        if len(unique) == 1:
-            return unique[0]
-        if len(unique) > 1:
-            listing = ", ".join(sorted(f"{c.display} ({c.exact[0] if c.exact else c.node.op_type})" for c in unique))
-            raise GrowError(f"{what} name {name!r} is ambiguous; it matches: {listing}")
-    vocabulary = sorted({n for c in cands for n in c.all()})
-    close = difflib.get_close_matches(name, vocabulary, n=5, cutoff=0.5)
-    if not close:
-        close = sorted({c.display for c in cands})[:8]
-    hint = f"; closest: {', '.join(close)}" if close else f"; the model has no {what}s"
-    raise GrowError(f"no {what} named {name!r}{hint}")
+    """The one candidate ``name`` designates; GrowError when unknown or ambiguous (see :class:`NameIndex`)."""
+    return NameIndex(candidates).resolve(name, what)

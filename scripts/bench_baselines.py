@@ -3,6 +3,7 @@
     python scripts/bench_baselines.py plain-sessions REFERENCE CANDIDATE INPUTS.npz cpu|cuda
     python scripts/bench_baselines.py naive-onnx SOURCE TARGET
     python scripts/bench_baselines.py ir-roundtrip SOURCE TARGET
+    python scripts/bench_baselines.py naive-net2net SOURCE TARGET WIDTH P:fc1.weight:0 P:fc1.bias:0 C:fc2.weight:1
 
 Kept apart from the benchmark so that each imports only what it uses.
 """
@@ -46,10 +47,45 @@ def ir_roundtrip(source: str, target: str) -> None:
     ir.save(ir.load(source), target, external_data=Path(target).name + ".data")
 
 
+def naive_net2net(source: str, target: str, width: str, *edits: str) -> None:
+    """What a user would write without onnxgrow: ``onnx.load`` every weight, Net2WiderNet in
+    numpy, ``onnx.save`` with external data.
+
+    Each edit is ``P:<initializer>:<axis>`` (a producer's weight or bias: copy units) or
+    ``C:<initializer>:<axis>`` (the consumer's weight: copy inputs, divided by their counts).
+    The first edit's axis size is the old width; new units copy random old ones (seed 0).
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(source)
+    initializers = {t.name: t for t in model.graph.initializer}
+    rng = np.random.default_rng(0)
+    src = counts = None
+    for spec in edits:
+        kind, name, axis_text = spec.split(":")
+        axis = int(axis_text)
+        weight = numpy_helper.to_array(initializers[name])
+        if src is None:
+            old = weight.shape[axis]
+            src = np.r_[np.arange(old), rng.integers(0, old, int(width) - old)]
+            counts = np.bincount(src, minlength=old)
+        grown = np.take(weight, src, axis=axis)
+        if kind == "C":
+            shape = [1] * grown.ndim
+            shape[axis] = -1
+            grown = (grown / counts[src].reshape(shape)).astype(weight.dtype)
+        initializers[name].CopyFrom(numpy_helper.from_array(grown, name))
+    del model.graph.value_info[:]  # stale intermediate shapes; onnxruntime infers them
+    onnx.save(model, target, save_as_external_data=True, location=Path(target).name + ".data")
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "plain-sessions": plain_sessions,
     "naive-onnx": naive_onnx,
     "ir-roundtrip": ir_roundtrip,
+    "naive-net2net": naive_net2net,
 }
 
 if __name__ == "__main__":

@@ -246,3 +246,26 @@ def measure(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
                            stdout=subprocess.DEVNULL, stderr=stderr, check=True)
         wall, rss, code = result.read_text().split()
         return Measured(float(wall), int(rss), int(code), err.read_text(errors="replace")[-4000:])
+
+
+def chain(path: str | os.PathLike[str], *, nodes: int = 20_000, width: int = 8, seed: int = 0) -> BuiltModel:
+    """A plain chain of ``nodes // 2`` layers ``Gemm → Relu`` of ``width`` features each.
+
+    The graph-size axis of the benchmark: every layer is growable, so ``inspect`` and a
+    widening's planning see ``nodes // 2`` layers; the weights are a few bytes each.
+    """
+    path = Path(path)
+    b = _Builder(seed)
+    x_in = ir.val("x", FLOAT, [1, width])
+    x = x_in
+    std = float(np.sqrt(2.0 / width))
+    for i in range(nodes // 2):
+        w = b.weight(f"layers.{i}.weight", [width, width], std=std)
+        bias = b.weight(f"layers.{i}.bias", [width], std=0.01)
+        x = b.op("Gemm", [x, w, bias], f"/layers.{i}/Gemm", transB=1)
+        x = b.op("Relu", [x], f"/layers.{i}/act/Relu")
+    x.name = "y"
+    x.dtype, x.shape = FLOAT, ir.Shape([1, width])
+    nbytes = _save(b.model([x_in], [x], "chain"), path)
+    middle = nodes // 4
+    return BuiltModel(path, nbytes, small_layer=f"layers.{middle}", small_width=width + width // 2)

@@ -39,3 +39,42 @@ def test_inspect_bad_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     bad.write_text("nope")
     result = CliRunner().invoke(main, ["inspect", str(bad)])
     assert result.exit_code == 2 and "not" in result.stderr
+
+
+@pytest.mark.parametrize(("model", "variant"), [("gpt2", "legacy-nofold"), ("bert", "dynamo"), ("resnet", "legacy")])
+def test_every_layer_shows_the_group_planned_from_it(tmp_path_factory: pytest.TempPathFactory,
+                                                     model: str, variant: str) -> None:
+    """inspect closes each channel group once and shares it among the group's layers: every
+    layer must still show exactly the group and contractors planning from it finds, in graph
+    order, and the constraint nearest before it."""
+    import zoo
+
+    from onnxgrow.inspect import inspect_model
+    from onnxgrow.model_io import load_model
+    from onnxgrow.shapes import infer_shapes
+    from onnxgrow.widening import find_layers, plan_group
+
+    path = zoo.export(model, variant, zoo.shared_directory(tmp_path_factory.getbasetemp()))
+    summary = {info.name: info for info in inspect_model(path).layers}
+    graph_model = load_model(path, infer_shapes=True)
+    infer_shapes(graph_model)
+    layers, _ = find_layers(graph_model)
+    displays = {id(layer.node): layer.display for layer in layers}
+    order = {id(node): i for i, node in enumerate(graph_model.graph)}
+    shared = 0
+    for layer in layers:
+        info = summary[layer.display]
+        try:
+            ctx = plan_group(graph_model.graph, repr(layer.display), layer.node, layer.width,
+                             layer.producer.embedding)
+        except Exception as exc:  # noqa: BLE001  # the refusal inspect shows
+            assert not info.widenable and info.reason == str(exc)
+            continue
+        in_order = lambda nodes: [displays.get(id(n), n.name or n.op_type)  # noqa: E731
+                                  for n in sorted(nodes, key=lambda n: order[id(n)])]
+        assert info.group == in_order(ctx.producers), layer.display
+        assert info.touches == in_order(ctx.contractors), layer.display
+        shared += len(ctx.producers) > 1
+        if ctx.uniform_required:
+            assert info.reason.endswith(")") and any(f"at {where})" in info.reason for where in ctx.uniform_required)
+    assert shared, "no group with several producers: the sharing is not exercised"

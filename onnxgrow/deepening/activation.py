@@ -35,6 +35,7 @@ Softplus, PRelu, Softmax ...) is not.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,8 +80,17 @@ class InsertionPoint:
         return f"{len(ops)}-op " + "/".join(dict.fromkeys(ops))
 
 
-def find_insertion_point(layer_node: ir.Node) -> InsertionPoint:
-    """The insertion point after ``layer_node`` (a Gemm, MatMul or Conv)."""
+def node_positions(graph: ir.Graph) -> dict[int, int]:
+    """Each node's index in ``graph`` by ``id``: built once by a caller that looks at many layers."""
+    return {id(node): i for i, node in enumerate(graph)}
+
+
+def find_insertion_point(layer_node: ir.Node, positions: Mapping[int, int] | None = None) -> InsertionPoint:
+    """The insertion point after ``layer_node`` (a Gemm, MatMul or Conv).
+
+    ``positions`` (:func:`node_positions` of its graph) orders the activation's nodes; without
+    it the graph is walked once.
+    """
     start = layer_node.outputs[0]
     while True:
         step = _single_consumer(start)
@@ -88,7 +98,7 @@ def find_insertion_point(layer_node: ir.Node) -> InsertionPoint:
                                 or _is_batch_norm(step, start) or _keeps_last_axis(step, start, layer_node)):
             break
         start = step.outputs[0]
-    found = _region(start)
+    found = _region(start, positions)
     if found is None:
         return InsertionPoint(start, start)
     nodes, end = found
@@ -167,7 +177,7 @@ def _leaves(value: ir.Value, region: dict[ir.Node, None]) -> bool:
     return value.is_graph_output() or any(c not in region for c in value.consumers())
 
 
-def _region(start: ir.Value) -> tuple[list[ir.Node], ir.Value] | None:
+def _region(start: ir.Value, positions: Mapping[int, int] | None) -> tuple[list[ir.Node], ir.Value] | None:
     """The largest elementwise region from ``start`` with a single exit, or None.
 
     Grows by every admissible consumer of the values that still leave the region and
@@ -191,8 +201,11 @@ def _region(start: ir.Value) -> tuple[list[ir.Node], ir.Value] | None:
             inside[node.outputs[0]] = None
     if best is None:
         return None
-    order = {id(node): i for i, node in enumerate(start.graph)} if start.graph is not None else {}
-    return sorted(best[0], key=lambda n: order.get(id(n), 0)), best[1]
+    if len(best[0]) == 1:
+        return best
+    if positions is None:
+        positions = node_positions(start.graph) if start.graph is not None else {}
+    return sorted(best[0], key=lambda n: positions.get(id(n), 0)), best[1]
 
 
 def _is_clamp_chain(nodes: list[ir.Node], start: ir.Value) -> bool:

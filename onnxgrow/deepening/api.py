@@ -79,14 +79,16 @@ def parse_mode(mode: str | Mode) -> Mode:
     return parse_choice(Mode, mode, "--mode")
 
 
-def deepen_summary(layer: Layer) -> str:
+def deepen_summary(layer: Layer, point: InsertionPoint | None = None) -> str:
     """What ``auto`` inserts after ``layer``: ``identity``, ``identity+Relu`` or ``residual (Gelu)``;
-    ``-`` for layers no kind of new layer follows (an embedding lookup)."""
+    ``-`` for layers no kind of new layer follows (an embedding lookup). ``point``: the
+    layer's insertion point when the caller has found it already."""
     try:
         kind_for(layer.node)
     except GrowError:
         return "-"
-    point = find_insertion_point(layer.node)
+    if point is None:
+        point = find_insertion_point(layer.node)
     if point.kind is ActivationKind.OTHER:
         return f"residual ({point.label})"
     return f"identity+{point.label}" if point.label else "identity"

@@ -23,6 +23,7 @@ import onnx_ir as ir
 from onnxgrow.constants import ConstantRef, edit_constant, find_constant, make_initializer, remove_dead
 from onnxgrow.errors import RefusedError
 from onnxgrow.graph import node_label, rank_of
+from onnxgrow.grown_tensors import AxisEdit
 from onnxgrow.names import generated_name
 from onnxgrow.widening.channel_map import ChannelMap, Init, build_channel_map
 from onnxgrow.widening.layout import AxisIndex, Embedding
@@ -52,7 +53,7 @@ class TensorChange:
 
 
 @dataclass(frozen=True)
-class AxisEdit:
+class AxisRecord:
     """One axis of a weight grown by an edit: position ``j`` now holds old position
     ``src[j]`` times ``scale[j]``; ``fresh`` marks the positions of new units (a gathered
     per-channel value still copies ``src`` there)."""
@@ -65,7 +66,7 @@ class AxisEdit:
 
 
 #: The axis edits of the constant being rewritten, collected while :meth:`GroupContext.edit` runs.
-EDIT_LOG: ContextVar[list[AxisEdit] | None] = ContextVar("EDIT_LOG", default=None)
+EDIT_LOG: ContextVar[list[AxisRecord] | None] = ContextVar("EDIT_LOG", default=None)
 
 
 @dataclass
@@ -80,7 +81,7 @@ class WeightEdit:
     input_index: int
     name: str
     root_axes: tuple[int, ...]
-    axes: list[AxisEdit]
+    axes: list[AxisRecord]
     old_shape: tuple[int, ...]  # of ``name``'s tensor before this edit
 
 
@@ -132,6 +133,7 @@ class GroupContext:
     edits: list[WeightEdit] = field(default_factory=list)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     _queue: deque[ir.Node] = field(default_factory=deque)
+    _propagated: dict[ir.Node, Known] = field(default_factory=dict)
     _rules: dict[ir.Node, Rule] = field(default_factory=dict)
     _indices: dict[ir.Value, AxisIndex] = field(default_factory=dict)
 
@@ -240,9 +242,19 @@ class GroupContext:
         return self._queue.popleft() if self._queue else None
 
     def propagate(self, node: ir.Node, rule: Rule) -> None:
-        """Let ``rule`` (the one for ``node``) propagate the group through ``node``."""
+        """Let ``rule`` (the one for ``node``) propagate the group through ``node``.
+
+        A node is queued once per tracked value around it; when it comes up again with the
+        same tracked inputs and outputs as at its last propagation, its rule would only
+        repeat what it did (rules are deterministic in the node and what is known of it),
+        so it is skipped.
+        """
         self._rules[node] = rule
-        rule.propagate(self, node, self.known(node))
+        known = self.known(node)
+        if self._propagated.get(node) == known:
+            return
+        self._propagated[node] = known
+        rule.propagate(self, node, known)
 
     def known(self, node: ir.Node) -> dict[ir.Value | None, Embedding]:
         """The tracked inputs and outputs of ``node``."""
@@ -309,12 +321,16 @@ class GroupContext:
             self.refuse(node, f"input {input_index} must be a constant to be rewritten")
         old_shape = tuple(ref.tensor.shape.numpy())
         old_view = tuple(old_shape[a] for a in chain_axes(ref, len(old_shape)))  # as the node sees it
-        log: list[AxisEdit] = []
+        log: list[AxisRecord] = []
         token = EDIT_LOG.set(log)
         try:
             after = edit_constant(self.graph, node, input_index, fn)
         finally:
             EDIT_LOG.reset(token)
+        if not log and isinstance(fn, AxisEdit) and fn.record is not None:  # computed later, while it is saved
+            record = fn.record(len(old_view))
+            assert isinstance(record, AxisRecord)
+            log.append(record)
         new_ref = find_constant(after)
         assert new_ref is not None
         root_axes = chain_axes(new_ref, len(old_view))

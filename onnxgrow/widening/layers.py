@@ -17,7 +17,16 @@ import onnx_ir as ir
 
 from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
-from onnxgrow.names import NamingContext, NodeNames, generated_names, names_of, naming_context, resolve, weight_prefix
+from onnxgrow.names import (
+    NameIndex,
+    NamingContext,
+    NodeNames,
+    generated_names,
+    names_of,
+    naming_context,
+    resolve,
+    weight_prefix,
+)
 from onnxgrow.widening.rules import PRODUCERS, Producer
 
 #: Ops that count as "the activation after a layer".
@@ -128,16 +137,16 @@ def find_layers(model: ir.Model) -> tuple[list[Layer], list[NotGrowable]]:
             refused.append(NotGrowable(node, names, found))
         else:
             layers.append(Layer(found, names, "", activation_after(node.outputs[0])))
-    all_names = [layer.names for layer in layers]
+    index = NameIndex(layer.names for layer in layers)
     for layer in layers:
-        layer.display = _unique_display(layer.names, all_names)
+        layer.display = _unique_display(layer.names, index)
     return layers, refused
 
 
-def _unique_display(names: NodeNames, everyone: list[NodeNames]) -> str:
+def _unique_display(names: NodeNames, everyone: NameIndex) -> str:
     for candidate in (*names.full, *names.short, *names.exact):
         try:
-            if resolve(candidate, everyone).node is names.node:
+            if everyone.resolve(candidate).node is names.node:
                 return candidate
         except GrowError:
             continue

@@ -42,7 +42,7 @@ from onnxgrow.widening.api import GroupReport, WidenReport
 from onnxgrow.widening.channel_map import Init
 from onnxgrow.widening.context import (
     EDIT_LOG,
-    AxisEdit,
+    AxisRecord,
     GroupContext,
     TensorChange,
     WeightEdit,
@@ -83,7 +83,7 @@ def _appended(array: np.ndarray, axis: int, block: np.ndarray) -> np.ndarray:
     if log is not None:
         old, new = array.shape[axis], out.shape[axis]
         fresh = np.arange(new) >= old
-        log.append(AxisEdit("produce", axis, np.where(fresh, 0, np.arange(new)), np.ones(new), fresh))
+        log.append(AxisRecord("produce", axis, np.where(fresh, 0, np.arange(new)), np.ones(new), fresh))
     return out
 
 
@@ -228,7 +228,7 @@ class VocabularyOp:
             _grow_root(p.table, grown)
             fresh = np.arange(p.rows) >= p.vocab
             edits.append(WeightEdit(p.layer.node, 0, p.table.root.name or "", chain_axes(p.table, 2),
-                                    [AxisEdit("produce", 0, np.where(fresh, 0, np.arange(p.rows)), np.ones(p.rows),
+                                    [AxisRecord("produce", 0, np.where(fresh, 0, np.arange(p.rows)), np.ones(p.rows),
                                               fresh)], tuple(old_table.shape)))
             changes = [TensorChange(p.table.root.name or "?", tuple(old_table.shape), tuple(grown.shape),
                                     p.layer.node.name or "Gather")]

@@ -17,15 +17,16 @@ growth map is made from that.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
 from onnxgrow.graph import const_shape, model_input_behind
+from onnxgrow.grown_tensors import AxisEdit
 from onnxgrow.widening.channel_map import Init
-from onnxgrow.widening.context import EDIT_LOG, AxisEdit, GroupContext
+from onnxgrow.widening.context import EDIT_LOG, AxisRecord, GroupContext
 from onnxgrow.widening.layout import AxisIndex
 from onnxgrow.widening.rules.quantized import QUANTIZATION_OPS
 
@@ -92,7 +93,16 @@ def _log(kind: str, axis: int, idx: AxisIndex, scaled: bool) -> None:
     """Tell the open edit log (if any) that ``axis`` grew by ``idx``."""
     log = EDIT_LOG.get()
     if log is not None:
-        log.append(AxisEdit(kind, axis, idx.src, np.asarray(idx.coef if scaled else np.ones(len(idx))), idx.fresh))
+        log.append(_record(kind, axis, idx, scaled))
+
+
+def _record(kind: str, axis: int, idx: AxisIndex, scaled: bool) -> AxisRecord:
+    return AxisRecord(kind, axis, idx.src, np.asarray(idx.coef if scaled else np.ones(len(idx))), idx.fresh)
+
+
+def _recorder(kind: str, axis: int, idx: AxisIndex, scaled: bool) -> Callable[[int], AxisRecord]:
+    """The growth map's record of an edit, for a tensor of rank ``ndim``."""
+    return lambda ndim: _record(kind, axis % ndim, idx, scaled)
 
 
 def _axis_shape(ndim: int, axis: int) -> list[int]:
@@ -114,7 +124,7 @@ def fill(array: np.ndarray, axis: int, where: np.ndarray, value: float) -> np.nd
     log = EDIT_LOG.get()
     if log is not None:
         positions = np.arange(array.shape[axis])
-        log.append(AxisEdit("fill", axis, positions, np.ones(len(positions)), np.asarray(where, dtype=bool)))
+        log.append(AxisRecord("fill", axis, positions, np.ones(len(positions)), np.asarray(where, dtype=bool)))
     out = np.array(array, copy=True)
     np.moveaxis(out, axis, 0)[np.asarray(where, dtype=bool)] = value
     return out
@@ -201,6 +211,25 @@ def _restore_row_sums(array: np.ndarray, out: np.ndarray, axis: int, idx: AxisIn
         new[target] = (new[target].astype(np.float64) + wanted - summed).astype(out.dtype)
 
 
+def gathering(axis: int, idx: AxisIndex) -> AxisEdit:
+    """:func:`gather` as an edit that may be computed while it is written (:mod:`onnxgrow.grown_tensors`)."""
+    return AxisEdit(axis, idx.src, None, lambda a: gather(a, axis, idx), record=_recorder("gather", axis, idx, False))
+
+
+def producing(axis: int, idx: AxisIndex, rng: np.random.Generator) -> AxisEdit:
+    """:func:`produce` as an edit; done whole when it draws fresh units (the random stream stays as it was)."""
+    return AxisEdit(axis, idx.src, None, lambda a: produce(a, axis, idx, rng), lazy=not idx.fresh.any(),
+                    record=_recorder("produce", axis, idx, False))
+
+
+def contracting(axis: int, idx: AxisIndex, init: Init, rng: np.random.Generator) -> AxisEdit:
+    """:func:`contract` as an edit; done whole when random-pad draws fresh rows."""
+    draws = init is Init.RANDOM_PAD and bool(idx.fresh.any())
+    return AxisEdit(axis, idx.src, np.asarray(idx.coef, dtype=np.float64),
+                    lambda a: contract(a, axis, idx, init, rng), lazy=not draws,
+                    record=_recorder("contract", axis, idx, True))
+
+
 def broadcast_axis(shape: tuple[int, ...], axis: int) -> int | None:
     """The axis of a broadcasting operand of ``shape`` aligned with negative ``axis``, if any."""
     return len(shape) + axis if len(shape) >= -axis else None
@@ -218,4 +247,4 @@ def gather_per_channel(ctx: GroupContext, node: ir.Node, out: ir.Value, inputs: 
             continue
         axis = broadcast_axis(shape, embedding.axis)
         if axis is not None and shape[axis] == old and old > 1:
-            ctx.edit(node, i, functools.partial(gather, axis=axis, idx=idx))
+            ctx.edit(node, i, gathering(axis, idx))

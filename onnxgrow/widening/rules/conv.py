@@ -22,7 +22,7 @@ from onnxgrow.graph import const_shape
 from onnxgrow.names import weight_prefix
 from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import AxisIndex, Embedding
-from onnxgrow.widening.rules.common import contract, gather, produce, uniform_fill, weight_problem
+from onnxgrow.widening.rules.common import contracting, gathering, producing, uniform_fill, weight_problem
 from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
@@ -107,14 +107,14 @@ class ConvRule:
             if y in known:
                 idx = ctx.index(y)
                 _rewrite_bias(ctx, node, idx)
-                ctx.edit(node, 1, lambda w: produce(w, 0, idx, ctx.rng))
+                ctx.edit(node, 1, producing(0, idx, ctx.rng))
             if x in known:
                 idx = ctx.index(x)
-                ctx.edit(node, 1, lambda w: contract(w, 1, idx, ctx.channel_map.init, ctx.rng))
+                ctx.edit(node, 1, contracting(1, idx, ctx.channel_map.init, ctx.rng))
             return
         idx = ctx.index(y)
         _rewrite_bias(ctx, node, idx)
-        ctx.edit(node, 1, lambda w: gather(w, 0, idx))
+        ctx.edit(node, 1, gathering(0, idx))
         node.attributes["group"] = ir.AttrInt64("group", len(ctx.index(x)))
 
 
@@ -128,7 +128,7 @@ def _rewrite_bias(ctx: GroupContext, node: ir.Node, idx: AxisIndex) -> None:
     if bias is None:
         return
     if const_shape(bias) is not None:
-        ctx.edit(node, 2, lambda b: gather(b, 0, idx))
+        ctx.edit(node, 2, gathering(0, idx))
         return
     fill = uniform_fill(bias)
     assert fill is not None and bias.dtype is not None

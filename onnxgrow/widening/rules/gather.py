@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnxgrow.graph import const_shape, rank_of
 from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import produce
+from onnxgrow.widening.rules.common import producing
 from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
@@ -70,4 +70,4 @@ class GatherRule:
         y = node.outputs[0]
         if node.inputs[0] not in known and y in known:
             idx = ctx.index(y)
-            ctx.edit(node, 0, lambda table: produce(table, 1, idx, ctx.rng))
+            ctx.edit(node, 0, producing(1, idx, ctx.rng))

@@ -14,7 +14,7 @@ from onnxgrow.constants import find_constant
 from onnxgrow.graph import const_shape
 from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import Embedding
-from onnxgrow.widening.rules.common import contract, gather, produce, weight_problem
+from onnxgrow.widening.rules.common import contracting, gathering, producing, weight_problem
 from onnxgrow.widening.rules.matmul import spans
 from onnxgrow.widening.rules.registry import Producer, producer, rule
 
@@ -66,10 +66,10 @@ class GemmRule:
         a, y = node.inputs[0], node.outputs[0]
         if y in known:
             idx = ctx.index(y)
-            ctx.edit(node, 1, lambda w: produce(w, n_axis, idx, ctx.rng))
+            ctx.edit(node, 1, producing(n_axis, idx, ctx.rng))
             c_shape = const_shape(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
             if c_shape and c_shape[-1] == known[y].layout.old_size(ctx.width) and c_shape[-1] > 1:
-                ctx.edit(node, 2, lambda c: gather(c, len(c_shape) - 1, idx))
+                ctx.edit(node, 2, gathering(len(c_shape) - 1, idx))
         if a in known:
             idx = ctx.index(a)
-            ctx.edit(node, 1, lambda w: contract(w, k_axis, idx, ctx.channel_map.init, ctx.rng))
+            ctx.edit(node, 1, contracting(k_axis, idx, ctx.channel_map.init, ctx.rng))

@@ -21,7 +21,7 @@ import onnx_ir as ir
 from onnxgrow.graph import const_shape, dim_at, model_input_behind, rank_of
 from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import Channel, Embedding
-from onnxgrow.widening.rules.common import computing_node, contract, is_quantization, produce, weight_problem
+from onnxgrow.widening.rules.common import computing_node, contracting, is_quantization, producing, weight_problem
 from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
@@ -66,10 +66,10 @@ class MatMulRule:
             return  # two computed operands: values only move
         if y in known:
             idx = ctx.index(y)
-            ctx.edit(node, 1, lambda w: produce(w, 1, idx, ctx.rng))
+            ctx.edit(node, 1, producing(1, idx, ctx.rng))
         if a in known:
             idx = ctx.index(a)
-            ctx.edit(node, 1, lambda w: contract(w, 0, idx, ctx.channel_map.init, ctx.rng))
+            ctx.edit(node, 1, contracting(0, idx, ctx.channel_map.init, ctx.rng))
 
 
 def _propagate_batched(ctx: GroupContext, node: ir.Node, known: Known) -> None:

@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from onnxgrow.widening.context import GroupContext, Known, any_embedding, embedding_rank
 from onnxgrow.widening.layout import Channel, Embedding
-from onnxgrow.widening.rules.common import gather, gather_per_channel
+from onnxgrow.widening.rules.common import gather_per_channel, gathering
 from onnxgrow.widening.rules.registry import rule
 
 
@@ -43,7 +43,7 @@ class ChannelNormRule:
         idx = ctx.index(node.outputs[0])
         for i in range(1, len(node.inputs)):
             if node.inputs[i] is not None:
-                ctx.edit(node, i, lambda a: gather(a, 0, idx))
+                ctx.edit(node, i, gathering(0, idx))
 
 
 @rule("LayerNormalization", "RMSNormalization")

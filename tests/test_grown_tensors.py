@@ -1,0 +1,163 @@
+"""Grown weights written block by block (onnxgrow/grown_tensors.py) are the bytes the whole-array
+edits produce, with memory that follows the block, and unchanged rows copied by the kernel.
+
+The reference is the same widening with the block path switched off (every edit computed on
+the whole array, as before): both runs must write identical files, for every init, noise,
+several groups at once, and fp16/bf16 weights (whose rounding correction must survive
+being computed a block at a time).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import scale_helpers
+from onnx import TensorProto
+from test_dtypes import cnn, mlp
+
+from onnxgrow import constants, data_files, grown_tensors
+from onnxgrow.options import GrowOptions
+from onnxgrow.widening.api import widen_file
+
+SMALL_CNN = dict(channels=(8, 16, 16, 16, 16), hidden=64, classes=10, image=32)
+SMALL_TRANSFORMER = dict(width=64, ffn=256, heads=4, vocab=100, sequence=8)
+
+
+def externalised(path: Path) -> Path:
+    """``path`` rewritten with every initializer in one external data file."""
+    model = onnx.load(str(path))
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=path.name + ".data", size_threshold=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("grown")
+    built = {
+        "cnn": scale_helpers.vgg_like(folder / "cnn" / "cnn.onnx", **SMALL_CNN).path,
+        "transformer": scale_helpers.transformer(folder / "t" / "t.onnx", layers=2, **SMALL_TRANSFORMER).path,
+    }
+    for dtype, name in ((TensorProto.FLOAT16, "fp16"), (TensorProto.BFLOAT16, "bf16")):
+        (folder / name).mkdir()
+        built[f"mlp-{name}"] = externalised(mlp(folder / name / "mlp.onnx", dtype, widths=(24, 40, 48, 8)))
+        built[f"cnn-{name}"] = externalised(cnn(folder / name / "cnn.onnx", dtype))
+    return built
+
+
+CASES = [
+    ("cnn", {"fc1": 96}, {}),
+    ("cnn", {"conv2": 24}, {"init": "random-pad"}),
+    ("cnn", {"fc1": 96, "fc2": 80, "conv3": 20}, {"noise": 0.3, "seed": 4}),
+    ("cnn", {"fc1": 100}, {"init": "zero-pad"}),
+    ("transformer", {"blocks.1.ffn.up": 300}, {}),
+    ("transformer", {"blocks.0.ffn.up": 512, "embed": 128}, {"noise": 0.2}),
+    ("mlp-fp16", {"fc1": 64, "fc2": 70}, {}),
+    ("mlp-fp16", {"fc2": 96}, {"noise": 0.4, "seed": 2}),
+    ("mlp-bf16", {"fc1": 57, "fc2": 70}, {}),
+    ("cnn-fp16", {"conv1": 7, "conv2": 9}, {}),
+    ("cnn-bf16", {"conv2": 11}, {"init": "random-pad"}),
+]
+
+
+def written(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(("model", "widths", "kwargs"), CASES,
+                         ids=[f"{m}-{'+'.join(w)}-{'-'.join(map(str, o.values())) or 'default'}" for m, w, o in CASES])
+def test_block_path_writes_the_bytes_of_the_whole_array_path(  # type: ignore[no-untyped-def]
+        models, tmp_path: Path, monkeypatch, model: str, widths: dict[str, int], kwargs: dict) -> None:
+    source = models[model]
+    monkeypatch.setattr(grown_tensors, "BLOCK_BYTES", 200)  # many blocks, rows split across them
+    monkeypatch.setattr(grown_tensors, "KERNEL_COPY_FROM", 64)
+    grown: list[grown_tensors.GrownTensor] = []
+    real = constants.edited_lazily
+
+    def spy(tensor, edit, name):  # type: ignore[no-untyped-def]
+        result = real(tensor, edit, name)
+        if result is not None:
+            grown.append(result)
+        return result
+
+    monkeypatch.setattr(constants, "edited_lazily", spy)
+    (tmp_path / "blocks").mkdir()
+    widen_file(source, tmp_path / "blocks" / "m.onnx", widths, options=GrowOptions(verify=None), **kwargs)
+    if kwargs.get("init") != "random-pad":  # it draws new units and rows: those edits stay whole
+        assert grown, "no weight took the block path"
+    monkeypatch.setattr(constants, "edited_lazily", lambda tensor, edit, name: None)
+    (tmp_path / "whole").mkdir()
+    widen_file(source, tmp_path / "whole" / "m.onnx", widths, options=GrowOptions(verify=None), **kwargs)
+    assert written(tmp_path / "blocks") == written(tmp_path / "whole")
+
+
+def test_grown_tensor_values_match_the_edit_for_every_row_order(tmp_path: Path) -> None:
+    """``numpy()``, ``take`` of any rows and ``tofile`` agree with the whole-array edit, stacked edits too."""
+    rng = np.random.default_rng(0)
+    array = rng.standard_normal((37, 5, 3)).astype(np.float32)
+    data = tmp_path / "w.data"
+    data.write_bytes(b"\0" * 12 + array.tobytes())
+    import onnx_ir as ir
+
+    source = ir.ExternalTensor("w.data", 12, array.nbytes, ir.DataType.FLOAT, shape=ir.Shape(array.shape),
+                               name="w", base_dir=str(tmp_path))
+    src0 = np.r_[np.arange(37), rng.integers(0, 37, 11)]
+    scale1 = rng.uniform(0.2, 1.0, 7)
+    src1 = rng.integers(0, 5, 7)
+    first = grown_tensors.AxisEdit(0, src0, None, lambda a: np.take(a, src0, axis=0))
+
+    def scaled(a: np.ndarray) -> np.ndarray:
+        out = np.take(a, src1, axis=1)
+        np.multiply(out, scale1.reshape(1, -1, 1), out=out, casting="unsafe")
+        return out
+
+    second = grown_tensors.AxisEdit(1, src1, scale1, scaled)
+    once = grown_tensors.GrownTensor(source, first, "w")
+    twice = grown_tensors.GrownTensor(once, second, "w")
+    expected = scaled(np.take(array, src0, axis=0))
+    assert np.array_equal(twice.numpy(), expected)
+    rows = rng.integers(0, len(src0), 20)
+    assert np.array_equal(twice.take(rows), expected[rows])
+    assert once.source_rows() is not None and twice.source_rows() is None
+    for tensor, want in ((once, np.take(array, src0, axis=0)), (twice, expected)):
+        out = tmp_path / "out.bin"
+        with open(out, "wb") as f:
+            f.write(b"head")
+            tensor.tofile(f)
+        assert out.read_bytes() == b"head" + want.tobytes()
+
+
+def test_unchanged_rows_are_copied_by_the_kernel(models, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A net2wider producer along axis 0 (Gemm with transB) keeps its old rows: those bytes
+    go through ``copy_range``, not through the process."""
+    copied: list[int] = []
+    real = data_files.copy_range
+
+    def spy(source, start, length, file):  # type: ignore[no-untyped-def]
+        copied.append(length)
+        return real(source, start, length, file)
+
+    monkeypatch.setattr(data_files, "copy_range", spy)
+    monkeypatch.setattr(grown_tensors, "KERNEL_COPY_FROM", 4096)
+    widen_file(models["cnn"], tmp_path / "m.onnx", {"fc1": 96}, options=GrowOptions(verify=None))
+    old_rows_bytes = 64 * 64 * 4  # fc1.weight [64, 64] float32: its 64 old rows
+    assert old_rows_bytes in copied
+
+
+def test_memory_follows_the_block_not_the_tensor(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Widening fc1 rewrites its contractor fc2 ([2048, 2048] → [2048, 3072] float32, 25 MB)
+    with a fraction of that allocated."""
+    built = scale_helpers.vgg_like(tmp_path / "src" / "cnn.onnx", channels=(8, 16, 16, 16, 64), hidden=2048,
+                                   classes=10, image=32)
+    monkeypatch.setattr(grown_tensors, "BLOCK_BYTES", 1024**2)
+    tracemalloc.start()
+    try:
+        widen_file(built.path, tmp_path / "m.onnx", {"fc1": 3072}, options=GrowOptions(verify=None))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024**2, f"peak {peak / 1e6:.1f} MB"
