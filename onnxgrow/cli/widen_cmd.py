@@ -44,17 +44,23 @@ def _print_report(report: WidenReport) -> None:
         if together:
             line += f"; channel group also widened: {', '.join(together)}"
         echo_line(line)
-        if group.contractors:
-            echo_line(f"  contracting layers adjusted: {', '.join(group.contractors)}")
-        for change in group.changes:
-            if change.old_shape != change.new_shape:
-                echo_line(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
-        targets = sorted({c.node for c in group.changes if c.old_shape == c.new_shape})
-        if targets:
-            echo_line(f"  target shapes rewritten for: {', '.join(targets)}")
+        _print_edits(group)
     for note in report.notes:
         echo_line(f"note: {note}")
     echo_verification(report.verification, report.written)
+
+
+def _print_edits(group: GroupReport) -> None:
+    """The layers that contract the grown units, the weights whose shapes changed, and the
+    nodes whose target shapes were rewritten (no ``[2] → [2]`` lines)."""
+    if group.contractors:
+        echo_line(f"  contracting layers adjusted: {', '.join(group.contractors)}")
+    for change in group.changes:
+        if change.old_shape != change.new_shape:
+            echo_line(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
+    targets = sorted({c.node for c in group.changes if c.old_shape == c.new_shape})
+    if targets:
+        echo_line(f"  target shapes rewritten for: {', '.join(targets)}")
 
 
 def _print_heads(group: GroupReport, report: WidenReport) -> None:
@@ -68,14 +74,7 @@ def _print_heads(group: GroupReport, report: WidenReport) -> None:
     if counts.together:
         echo_line(f"  attention grown with it (shared position bias): {', '.join(counts.together)}")
     echo_line(f"  projections grown: {', '.join(group.layers)}")
-    if group.contractors:
-        echo_line(f"  contracting layers adjusted: {', '.join(group.contractors)}")
-    for change in group.changes:
-        if change.old_shape != change.new_shape:
-            echo_line(f"  {change.name}: {list(change.old_shape)} → {list(change.new_shape)}")
-    targets = sorted({c.node for c in group.changes if c.old_shape == c.new_shape})
-    if targets:
-        echo_line(f"  target shapes rewritten for: {', '.join(targets)}")
+    _print_edits(group)
 
 
 @main.command("widen", short_help="Widen layers, keeping the function.", epilog=epilog(
