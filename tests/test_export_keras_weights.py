@@ -1,0 +1,124 @@
+"""``onnxgrow export --to keras-weights``: the TensorFlow-made models, widened through
+tf2onnx and onnxgrow, come back as Keras weights that a wider Keras model built by the test
+loads with ``model.load_weights`` (``.weights.h5``) or by variable path (``.npz``) and runs
+as onnxruntime runs the grown ONNX model (max relative error ≤ 1e-5), in a fresh process
+under Keras' TensorFlow backend. Bad input: one line, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx_ir as ir
+import pytest
+import tf_zoo
+from conftest import assert_refused, run
+from export_cache import shared_directory
+from keras_roundtrip import check_in_fresh_process
+
+import onnxgrow
+from onnxgrow.export import keras_weights as keras_weights_module
+from onnxgrow.export.keras_layout import keras_layer_name
+
+pytestmark = pytest.mark.skipif(not tf_zoo.available(), reason=tf_zoo.MISSING_REASON)
+
+#: (model, route, Keras layer → new width, whether the layers before a BatchNorm have a bias):
+#: every Keras model, every route at least once, n+1 and 2n widths.
+CASES = [
+    ("seed_mlp", "from_keras", {"layer_2": 10}, True),
+    ("seed_mlp", "saved_model", {"layer_1": 5}, True),
+    ("seed_mlp", "from_function", {"layer_1": 8, "layer_2": 6}, True),
+    ("mnist_cnn", "from_keras", {"conv1": 65, "fc1": 128}, True),
+    ("mnist_cnn", "keras_onnx", {"conv2": 128}, True),
+    ("mnist_cnn", "tf_keras", {"fc1": 65}, True),
+    ("bn_resnet", "from_keras", {"conv1": 16}, True),
+    ("bn_resnet", "tf_keras", {"conv1": 9}, True),
+    ("mobilenet_v2", "from_keras", {"block_2_expand": 145}, False),
+]
+IDS = [f"{m}-{r}-{'-'.join(f'{k}{v}' for k, v in w.items())}" for m, r, w, _ in CASES]
+
+
+def onnx_node_of(path: Path, layer: str) -> str:
+    """The ONNX node (MatMul/Conv) of Keras layer ``layer``."""
+    for node in ir.load(path).graph:
+        weight = node.inputs[1].name if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        if node.op_type in ("MatMul", "Conv") and layer in (keras_layer_name(node.name), keras_layer_name(weight)):
+            return node.name  # type: ignore[return-value]
+    raise KeyError(layer)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    folder = shared_directory(tmp_path_factory.getbasetemp(), "tf_zoo")
+    return tf_zoo.export_all(folder, sorted({(m, r) for m, r, _, _ in CASES}))
+
+
+@pytest.fixture(scope="module")
+def results(exports: dict[tuple[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Widen, export both formats through the CLI, and load both in one fresh TensorFlow process."""
+    folder = tmp_path_factory.mktemp("keras_weights")
+    jobs, outputs = [], {}
+    for case_id, (model, route, widths, bias) in zip(IDS, CASES):
+        source = exports[model, route]
+        grown = folder / f"{case_id}.onnx"
+        onnxgrow.widen_file(source, grown, {onnx_node_of(source, layer): w for layer, w in widths.items()})
+        for kind, suffix in (("h5", ".weights.h5"), ("npz", ".npz")):
+            out = folder / f"{case_id}{suffix}"
+            args = ["export", str(grown), "--to", "keras-weights", "-o", str(out)]
+            code, stdout, stderr = run(*args, *([] if bias else ["--no-bias-before-norm"]))
+            assert code == 0, stderr
+            outputs[f"{case_id}-{kind}"] = stdout
+            jobs.append({"id": f"{case_id}-{kind}", "kind": kind, "onnx": str(grown), "file": str(out),
+                         "model": model, "widths": widths})
+    found = check_in_fresh_process(jobs)
+    return {key: {**value, "stdout": outputs[key]} for key, value in found.items()}
+
+
+@pytest.mark.parametrize("kind", ["h5", "npz"])
+@pytest.mark.parametrize("case_id", IDS)
+def test_wider_keras_model_loads_the_weights_and_matches_onnxruntime(results: dict[str, dict], case_id: str,
+                                                                     kind: str) -> None:
+    result = results[f"{case_id}-{kind}"]
+    assert "error" in result, result
+    assert result["error"] <= 1e-5, result
+    assert "not compared with onnxruntime" in result["stdout"]
+
+
+def test_batchnorms_written_as_arithmetic_or_folded_are_listed(results: dict[str, dict]) -> None:
+    """Keras 3 routes keep a BatchNorm as Mul/Add; tf.keras 2 folds it into the conv."""
+    keras3 = results["bn_resnet-from_keras-conv116-h5"]["stdout"]
+    assert "note: BatchNormalization bn1 was written by the converter as Mul/Add by constants" in keras3
+    tf_keras = results["bn_resnet-tf_keras-conv19-h5"]["stdout"]
+    assert "note: BatchNormalization bn1 was folded into Conv2D conv1 by the converter" in tf_keras
+    mobilenet = results["mobilenet_v2-from_keras-block_2_expand145-h5"]["stdout"]
+    assert "note: BatchNormalization block_2_expand_BN was folded into Conv2D block_2_expand" in mobilenet
+
+
+@pytest.mark.parametrize("name", ["wide.h5", "wide.keras", "wide.weights"])
+def test_a_keras_weights_file_needs_its_suffix(exports: dict[tuple[str, str], Path], tmp_path: Path,
+                                               name: str) -> None:
+    source = tmp_path / "mlp.onnx"
+    source.write_bytes(exports["seed_mlp", "from_keras"].read_bytes())
+    out = tmp_path / name
+    assert_refused(tmp_path, ["export", str(source), "--to", "keras-weights", "-o", str(out)],
+                   "a Keras weights file must end in .weights.h5", out)
+
+
+def test_a_graph_without_keras_scopes_is_refused_naming_the_node(fixture_copy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = fixture_copy("mlp_dynamo")
+    out = tmp_path / "w.npz"
+    assert_refused(source.parent, ["export", str(source), "--to", "keras-weights", "-o", str(out)],
+                   "has no Keras layer name", out)
+
+
+def test_a_failed_write_leaves_no_partial_file(exports: dict[tuple[str, str], Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def half_write(weights, path, model_name):  # type: ignore[no-untyped-def]
+        path.write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras_weights_module, "_write_h5", half_write)
+    out = tmp_path / "wide.weights.h5"
+    with pytest.raises(OSError):
+        keras_weights_module.export_keras_weights(exports["seed_mlp", "from_keras"], out)
+    assert list(tmp_path.iterdir()) == []
