@@ -186,7 +186,7 @@ def _gemm(node: ir.Node, context: _Context) -> None:
     _dense(node, np.ascontiguousarray(kernel), bias, context, node.outputs[0])
 
 
-def _norm_layer(name: str | None) -> str | None:
+def norm_layer_of(name: str | None) -> str | None:
     """The BatchNormalization layer a name in a tf2onnx ``batchnorm`` scope (Keras 3) or a
     ``FusedBatchNorm`` op (tf.keras 2) belongs to."""
     return keras_layer_name(name) if name and any(scope in name for scope in _NORM_SCOPES) else None
@@ -202,7 +202,7 @@ def _conv(node: ir.Node, context: _Context) -> None:
     bias_value = node.inputs[2] if len(node.inputs) > 2 else None
     bias = _const(bias_value)
     conv_name = _weight_layer(node)
-    if conv_name is None or _norm_layer(constant_ref(node.inputs[1]).root.name):  # type: ignore[union-attr]
+    if conv_name is None or norm_layer_of(constant_ref(node.inputs[1]).root.name):  # type: ignore[union-attr]
         conv_name = keras_layer_name(node.name)
     if groups > 1 and groups == channels_in and w.shape[1] == 1 and rank == 2:
         kind = "DepthwiseConv2D"
@@ -211,8 +211,8 @@ def _conv(node: ir.Node, context: _Context) -> None:
         kind = f"Conv{rank}D"
         kernel = np.transpose(w, (*range(2, rank + 2), 1, 0))
     layer = context.add(node, kind, conv_name, {"kernel": np.ascontiguousarray(kernel)})
-    folded = (_norm_layer(node.name) or _norm_layer(node.outputs[0].name)
-              or _norm_layer(bias_value.name if bias_value is not None else None))
+    folded = (norm_layer_of(node.name) or norm_layer_of(node.outputs[0].name)
+              or norm_layer_of(bias_value.name if bias_value is not None else None))
     if folded is not None and folded != conv_name:
         _folded_norm(node, layer, folded, bias, w.shape[0], context)
         return
@@ -253,7 +253,7 @@ def _channels_of(value: ir.Value) -> int | None:
 
 def _norm_from_arithmetic(node: ir.Node, context: _Context) -> None:
     """``Mul``/``Add`` by a per-channel constant in a tf2onnx ``batchnorm`` scope."""
-    name = _norm_layer(node.name)
+    name = norm_layer_of(node.name)
     if name is None:
         return
     x, constant = (node.inputs[0], node.inputs[1]) if _const(node.inputs[0]) is None else (

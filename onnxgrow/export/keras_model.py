@@ -21,7 +21,7 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -72,14 +72,19 @@ class KerasExport:
         return lines
 
 
-def _merge_bias_adds(program: Program) -> list[Step]:
-    """Fold ``Add(MatMul(x, W), b)`` with a 2-D weight W and a 1-D constant b into the
-    MatMul step (its third input), so Keras makes one Dense layer with a bias."""
+def _consumers(steps: Sequence[Step]) -> dict[str, list[Step]]:
     consumers: dict[str, list[Step]] = {}
-    for step in program.steps:
+    for step in steps:
         for ref in step.inputs:
             if isinstance(ref, ValueRef):
                 consumers.setdefault(ref.name, []).append(step)
+    return consumers
+
+
+def _merge_bias_adds(program: Program) -> list[Step]:
+    """Fold ``Add(MatMul(x, W), b)`` with a 2-D weight W and a 1-D constant b into the
+    MatMul step (its third input), so Keras makes one Dense layer with a bias."""
+    consumers = _consumers(program.steps)
     graph_outputs = {ref.name for _, ref in program.outputs if isinstance(ref, ValueRef)}
     merged: dict[int, Step] = {}
     dropped: set[int] = set()
@@ -119,10 +124,17 @@ class _KerasBuilder:
             return self.program.constants[ref.key]
         param = self.table.parameters[ref.name]
         array = param.array if ref.perm is None else np.transpose(param.array, ref.perm)
-        return self.weight_class(ref.name, np.ascontiguousarray(array), param.buffer)
+        return self.weight_class(ref.name, np.ascontiguousarray(array), param.buffer, param.onnx_name)
+
+    def constant(self, ref: Ref | None) -> np.ndarray | None:
+        """The array of a constant reference (None for a run-time value)."""
+        if ref is None or isinstance(ref, ValueRef):
+            return None
+        value = self.fetch(ref)
+        return value.array if isinstance(value, self.weight_class) else value
 
     def build(self) -> Any:
-        from onnxgrow.export.keras_ops import KerasCall
+        from onnxgrow.export.keras_ops import KerasCall, onnx_layout, run_op
 
         inputs = []
         for spec in self.program.inputs:
@@ -130,19 +142,72 @@ class _KerasBuilder:
                                       dtype=spec.dtype, name=self.names.make(spec.name))
             inputs.append(tensor)
             self.env[spec.name] = tensor
-        for step in _merge_bias_adds(self.program):
+        for step in _merge_norm_arithmetic(_merge_bias_adds(self.program), self.program, self.constant):
             call = KerasCall(step.attrs, self.program.opset, step.node, step.op_type, len(step.outputs), self.names)
-            result = self.ops[step.op_type].function(call, [self.fetch(r) for r in step.inputs])
+            result = run_op(call, [self.fetch(r) for r in step.inputs])
             results = result if isinstance(result, (tuple, list)) else (result,)
             for name, value in zip(step.outputs, results):
                 if name:
                     self.env[name] = value
-        outputs = [self.fetch(ref) for _, ref in self.program.outputs]
+        outputs = [onnx_layout(self.fetch(ref)) for _, ref in self.program.outputs]
         if any(not isinstance(o, self.keras.KerasTensor) for o in outputs):
             raise GrowError("cannot export to Keras: a graph output does not depend on the inputs")
         return self.keras.Model(inputs if len(inputs) > 1 else inputs[0],
                                 outputs if len(outputs) > 1 else outputs[0],
                                 name=_model_name(self.program))
+
+
+Constant = Callable[[Ref | None], "np.ndarray | None"]
+
+
+def _per_channel(constant: Constant, ref: Ref | None) -> np.ndarray | None:
+    """A constant broadcast along one axis (``[C]``, ``[1, C, 1, 1]``) as ``[C]``."""
+    array = constant(ref)
+    if array is None or array.ndim == 0 or not np.issubdtype(array.dtype, np.floating) or array.size != max(array.shape):
+        return None
+    return array.reshape(-1)
+
+
+def _norm_operands(step: Step, constant: Constant) -> tuple[ValueRef, np.ndarray] | None:
+    """``(x, c)`` of a Mul/Add of a run-time value by a per-channel constant."""
+    for value, other in ((0, 1), (1, 0)):
+        x, array = step.inputs[value], _per_channel(constant, step.inputs[other])
+        if isinstance(x, ValueRef) and array is not None:
+            return x, array
+    return None
+
+
+def _merge_norm_arithmetic(steps: list[Step], program: Program, constant: Constant) -> list[Step]:
+    """tf2onnx writes a Keras BatchNormalization as ``Mul`` (and ``Add``) by per-channel
+    constants in the layer's ``batchnorm`` scope: that becomes one BatchNormalization step
+    (gamma the scale, beta the shift, moving mean 0, moving variance ``1 - epsilon``), so
+    Keras holds a trainable BatchNormalization layer instead of two constants."""
+    from onnxgrow.export.keras_layout import KERAS_NORM_EPSILON, norm_layer_of
+
+    consumers = _consumers(steps)
+    merged: dict[int, Step] = {}
+    dropped: set[int] = set()
+    for step in steps:
+        operands = _norm_operands(step, constant) if step.op_type == "Mul" else None
+        layer = norm_layer_of(step.node)
+        if operands is None or layer is None:
+            continue
+        x, scale = operands
+        shift, outputs = np.zeros_like(scale), step.outputs
+        users = consumers.get(step.outputs[0], [])
+        add = users[0] if len(users) == 1 and users[0].op_type == "Add" else None
+        add_operands = _norm_operands(add, constant) if add is not None else None
+        if add is not None and add_operands is not None and norm_layer_of(add.node) == layer \
+                and add_operands[1].size == scale.size:
+            shift, outputs = add_operands[1], add.outputs
+            dropped.add(id(add))
+        keys = []
+        for array in (scale, shift, np.zeros_like(scale), np.full_like(scale, 1 - KERAS_NORM_EPSILON)):
+            keys.append(f"norm{len(program.constants)}")
+            program.constants[keys[-1]] = array
+        merged[id(step)] = Step("BatchNormalization", step.node, (x, *(FixedRef(k) for k in keys)), outputs,
+                                {"epsilon": KERAS_NORM_EPSILON})
+    return [merged.get(id(s), s) for s in steps if id(s) not in dropped]
 
 
 def _model_name(program: Program) -> str:

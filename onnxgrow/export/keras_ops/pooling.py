@@ -1,4 +1,5 @@
-"""MaxPool, AveragePool and the global pools, in channels-first ``keras.ops``."""
+"""MaxPool, AveragePool and the global pools, channels-last (the only layout every Keras
+backend pools on CPU): they give ChannelsLast values."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ from typing import Any
 
 from keras import ops
 
-from onnxgrow.export.keras_ops.registry import KerasCall, KerasInput, keras_op, rank_of, window_pads
+from onnxgrow.export.keras_ops.layers import channels_last
+from onnxgrow.export.keras_ops.registry import (
+    CHANNELS_LAST,
+    ChannelsLast,
+    KerasCall,
+    KerasInput,
+    keras_op,
+    spatial_sizes,
+    window_pads,
+)
 
 
 def _pool(call: KerasCall, x: Any, function, pad_value: float) -> Any:
@@ -18,20 +28,21 @@ def _pool(call: KerasCall, x: Any, function, pad_value: float) -> Any:
         raise call.refuse("dilated pooling is not supported")
     begins, ends = window_pads(call, x, kernel, strides, dilations)
     if call.attr("ceil_mode", 0):
-        for size, k, s, b, e in zip(x.shape[2:], kernel, strides, begins, ends):
+        for size, k, s, b, e in zip(spatial_sizes(x), kernel, strides, begins, ends):
             if size is None or (size + b + e - k) % s:
                 raise call.refuse("ceil_mode that changes the output size is not supported")
+    y = channels_last(x)
     if any(begins) or any(ends):
-        x = ops.pad(x, [(0, 0), (0, 0), *zip(begins, ends)], constant_values=pad_value)
-    return function(x, kernel, strides, padding="valid", data_format="channels_first")
+        y = ops.pad(y, [(0, 0), *zip(begins, ends), (0, 0)], constant_values=pad_value)
+    return ChannelsLast(function(y, kernel, strides, padding="valid", data_format="channels_last"))
 
 
-@keras_op("MaxPool")
+@keras_op("MaxPool", layout=CHANNELS_LAST)
 def max_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return _pool(call, inputs[0], ops.max_pool, float("-inf"))
 
 
-@keras_op("AveragePool")
+@keras_op("AveragePool", layout=CHANNELS_LAST)
 def average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Padding is supported when it is counted (``count_include_pad=1``)."""
     pads = call.attr("pads") or []
@@ -40,13 +51,26 @@ def average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return _pool(call, inputs[0], ops.average_pool, 0.0)
 
 
-@keras_op("GlobalAveragePool")
+def _global(x: Any, function) -> Any:  # type: ignore[no-untyped-def]
+    y = channels_last(x)
+    return ChannelsLast(function(y, axis=tuple(range(1, len(y.shape) - 1)), keepdims=True))
+
+
+@keras_op("GlobalAveragePool", layout=CHANNELS_LAST)
 def global_average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
+<<<<<<< HEAD
     x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     return ops.mean(x, axis=tuple(range(2, rank_of(x))), keepdims=True)
+=======
+    return _global(inputs[0], ops.mean)
+>>>>>>> 00afe5b (export --to keras for TensorFlow-made graphs: channels-last values (no NHWC/NCHW Transposes left), build-time shapes for tf2onnx's dynamic-batch Flatten, Pad as ZeroPadding, DepthwiseConv2D, BatchNormalization from tf2onnx's Mul/Add, Keras layer names from scopes)
 
 
-@keras_op("GlobalMaxPool")
+@keras_op("GlobalMaxPool", layout=CHANNELS_LAST)
 def global_max_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
+<<<<<<< HEAD
     x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     return ops.max(x, axis=tuple(range(2, rank_of(x))), keepdims=True)
+=======
+    return _global(inputs[0], ops.max)
+>>>>>>> 00afe5b (export --to keras for TensorFlow-made graphs: channels-last values (no NHWC/NCHW Transposes left), build-time shapes for tf2onnx's dynamic-batch Flatten, Pad as ZeroPadding, DepthwiseConv2D, BatchNormalization from tf2onnx's Mul/Add, Keras layer names from scopes)
