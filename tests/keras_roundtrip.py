@@ -9,11 +9,11 @@ Each job is a dict:
 - for ``h5``/``npz``: ``model`` (a :mod:`tf_zoo` model name) and ``widths`` (Keras layer →
   new units/filters): the test builds that wider Keras model itself from tf_zoo's builder;
 - ``fit``: also train one epoch (SGD, momentum 0.9) on scikit-learn's digits shaped as the
-  input, and report the loss on them before and after (``probabilities``: the model ends
-  in a softmax).
+  input (``samples`` of them, 512 unless given), and report the loss on them before and
+  after (``probabilities``: the model ends in a softmax).
 
 The result per job: ``error`` (max relative error against onnxruntime on random inputs),
-``trainable`` and ``non_trainable`` variable counts, ``transposes`` (Transpose ops in
+the ``trainable`` variable count and the ``non_trainable`` variables' paths, ``transposes`` (Transpose ops in
 the Keras model), ``losses`` (when fitted) or ``failed`` with the reason.
 """
 
@@ -85,10 +85,10 @@ _CHECK = textwrap.dedent('''
             got = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)), np.float64)
             result = {"error": float(np.abs(got - expected).max() / max(float(np.abs(expected).max()), 1e-30)),
                       "trainable": len(model.trainable_variables),
-                      "non_trainable": len(model.non_trainable_variables),
+                      "non_trainable": [v.path for v in model.non_trainable_variables],
                       "transposes": transposes(model)}
             if job.get("fit"):
-                data, labels = digits_as(shape[1:])
+                data, labels = digits_as(shape[1:], job.get("samples", 512))
                 labels = labels % int(got.shape[-1])
                 model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                               loss=keras.losses.SparseCategoricalCrossentropy(
@@ -104,12 +104,37 @@ _CHECK = textwrap.dedent('''
 ''')
 
 
+_CLI = textwrap.dedent('''
+    import json, sys
+    from click.testing import CliRunner
+    from onnxgrow.cli import main
+    runner = CliRunner()
+    results = []
+    for args in json.loads(sys.argv[1]):
+        result = runner.invoke(main, args)
+        results.append([result.exit_code, result.stdout, result.stderr])
+    print(json.dumps(results))
+''')
+
+
+def _environment(backend: str) -> dict[str, str]:
+    return {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1",
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
+
+
+def cli_in_subprocess(commands: list[list[str]], backend: str = "tensorflow",
+                      timeout: int = 900) -> list[tuple[int, str, str]]:
+    """Run onnxgrow CLI commands in one new process under ``backend``: (exit code, stdout, stderr) each."""
+    run = subprocess.run([sys.executable, "-c", _CLI, json.dumps(commands)], capture_output=True, text=True,
+                         env=_environment(backend), timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return [tuple(r) for r in json.loads(run.stdout.strip().splitlines()[-1])]  # type: ignore[misc]
+
+
 def check_in_fresh_process(jobs: list[dict[str, Any]], backend: str = "tensorflow",
                            timeout: int = 900) -> dict[str, dict[str, Any]]:
     """Run ``jobs`` (see the module docstring) in one new Python process under ``backend``."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
     run = subprocess.run([sys.executable, "-c", _CHECK, json.dumps(jobs)], capture_output=True, text=True,
-                         env=env, timeout=timeout)
+                         env=_environment(backend), timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])

@@ -217,7 +217,8 @@ def _model_name(program: Program) -> str:
 def to_keras(model: ir.Model | str | os.PathLike[str]) -> KerasExport:
     """A trainable Keras 3 model computing ``model`` (a path or an ``ir.Model``).
 
-    Raises GrowError naming the first node Keras cannot express.
+    Raises GrowError naming the first node Keras cannot express (and pointing to the
+    Keras weights export).
     """
     keras = import_keras()
     from onnxgrow.export.keras_ops import KERAS_OPS
@@ -225,9 +226,13 @@ def to_keras(model: ir.Model | str | os.PathLike[str]) -> KerasExport:
     if not isinstance(model, ir.Model):
         model = load_model(model)
     table = parameter_table(model)
-    program = build_program(model, table, {op: k.outputs for op, k in KERAS_OPS.items()}, "Keras")
-    builder = _KerasBuilder(keras, program, table)
-    keras_model = builder.build()
+    try:
+        program = build_program(model, table, {op: k.outputs for op, k in KERAS_OPS.items()}, "Keras")
+        builder = _KerasBuilder(keras, program, table)
+        keras_model = builder.build()
+    except GrowError as exc:
+        raise GrowError(f"{exc}. To rebuild the model in Keras yourself, export its weights with "
+                        "--to keras-weights") from None
     shared = {name: count for name, count in builder.names.variables.items() if count > 1}
     return KerasExport(keras_model, table, builder.names.frozen, shared)
 
