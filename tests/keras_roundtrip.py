@@ -13,7 +13,7 @@ Each job is a dict:
   after (``probabilities``: the model ends in a softmax).
 
 The result per job: ``error`` (max relative error against onnxruntime on random inputs),
-the ``trainable`` variable count and the ``non_trainable`` variables' paths, ``transposes`` (Transpose ops in
+the ``trainable`` variable count and the ``non_trainable`` variables' paths, ``layers`` (name → class), ``transposes`` (Transpose ops in
 the Keras model), ``losses`` (when fitted) or ``failed`` with the reason.
 """
 
@@ -86,7 +86,8 @@ _CHECK = textwrap.dedent('''
             result = {"error": float(np.abs(got - expected).max() / max(float(np.abs(expected).max()), 1e-30)),
                       "trainable": len(model.trainable_variables),
                       "non_trainable": [v.path for v in model.non_trainable_variables],
-                      "transposes": transposes(model)}
+                      "transposes": transposes(model),
+                      "layers": {layer.name: type(layer).__name__ for layer in model.layers}}
             if job.get("fit"):
                 data, labels = digits_as(shape[1:], job.get("samples", 512))
                 labels = labels % int(got.shape[-1])
@@ -125,7 +126,7 @@ def _environment(backend: str) -> dict[str, str]:
 def cli_in_subprocess(commands: list[list[str]], backend: str = "tensorflow",
                       timeout: int = 900) -> list[tuple[int, str, str]]:
     """Run onnxgrow CLI commands in one new process under ``backend``: (exit code, stdout, stderr) each."""
-    run = subprocess.run([sys.executable, "-c", _CLI, json.dumps(commands)], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", _CLI, json.dumps(commands)], check=False, capture_output=True, text=True,
                          env=_environment(backend), timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
     return [tuple(r) for r in json.loads(run.stdout.strip().splitlines()[-1])]  # type: ignore[misc]
@@ -134,7 +135,7 @@ def cli_in_subprocess(commands: list[list[str]], backend: str = "tensorflow",
 def check_in_fresh_process(jobs: list[dict[str, Any]], backend: str = "tensorflow",
                            timeout: int = 900) -> dict[str, dict[str, Any]]:
     """Run ``jobs`` (see the module docstring) in one new Python process under ``backend``."""
-    run = subprocess.run([sys.executable, "-c", _CHECK, json.dumps(jobs)], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", _CHECK, json.dumps(jobs)], check=False, capture_output=True, text=True,
                          env=_environment(backend), timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])

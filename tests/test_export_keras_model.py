@@ -12,13 +12,11 @@ test process stays free of TensorFlow), checks in other fresh ones.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import tf_zoo
 from export_cache import shared_directory
 from keras_roundtrip import check_in_fresh_process, cli_in_subprocess
-from test_export_keras_weights import onnx_node_of
 
 import onnxgrow
 
@@ -50,7 +48,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     for case_id, (model, route, widths) in zip(IDS, CASES):
         source = zoo[model, route]
         grown = folder / f"{case_id}.onnx"
-        onnxgrow.widen_file(source, grown, {onnx_node_of(source, layer): w for layer, w in widths.items()})
+        onnxgrow.widen_file(source, grown, widths)  # by Keras layer name
         out = folder / f"{case_id}.keras"
         commands.append(["export", str(grown), "--to", "keras", "-o", str(out)])
         cases[case_id] = {"id": case_id, "kind": "keras", "onnx": str(grown), "file": str(out), "fit": True,
@@ -108,10 +106,14 @@ def test_keras_model_also_loads_under_torch(torch_results: dict[str, dict], case
 
 
 def test_keras_layer_names_are_the_keras_names(exported: dict[str, dict], tensorflow_results: dict[str, dict]) -> None:
-    """The rebuilt BatchNormalization layers hold tf2onnx's Mul/Add constants as variables."""
+    """Layers keep their Keras names; a BatchNormalization tf2onnx wrote as Mul/Add is a
+    trainable per-channel scale and shift under its name, a Pad a ZeroPadding2D."""
     assert "kept as a constant" not in exported["bn_resnet-from_keras"]["stdout"]
-    assert tensorflow_results["bn_resnet-from_keras"]["non_trainable"][:2] == ["stem_bn/moving_mean",
-                                                                              "stem_bn/moving_variance"]
+    layers = tensorflow_results["bn_resnet-from_keras"]["layers"]
+    assert {name: layers[name] for name in ("stem", "stem_bn", "conv1", "bn1", "fc")} == {
+        "stem": "Conv2D", "stem_bn": "EinsumDense", "conv1": "Conv2D", "bn1": "EinsumDense", "fc": "Dense"}
+    mobilenet = tensorflow_results["mobilenet_v2-from_keras"]["layers"]
+    assert mobilenet["block_1_pad"] == "ZeroPadding2D" and mobilenet["block_1_depthwise"] == "DepthwiseConv2D"
 
 
 def test_a_graph_keras_cannot_rebuild_is_refused_pointing_to_keras_weights(exported: dict[str, dict]) -> None:

@@ -141,11 +141,11 @@ def test_tensorflow_patterns_come_back_channels_last_without_transposes(results:
 
 
 def test_tensorflow_layers_are_rebuilt_as_keras_layers(results: dict[str, dict]) -> None:
-    """Conv → Conv2D, tf2onnx's batchnorm Mul/Add → BatchNormalization, Pad → ZeroPadding2D,
+    """Conv → Conv2D, tf2onnx's batchnorm Mul/Add → a ScaleShift (EinsumDense), Pad → ZeroPadding2D,
     a Conv with one group per channel → DepthwiseConv2D, MatMul + Add → Dense: all trainable
     (the first conv's own padding is a ZeroPadding2D before it, too)."""
     result = results["tf-conv-bn-relu6-pad-depthwise-pool-dense"]
-    assert result["layers"] == ["BatchNormalization", "Conv2D", "Dense", "DepthwiseConv2D", "InputLayer",
+    assert result["layers"] == ["Conv2D", "Dense", "DepthwiseConv2D", "EinsumDense", "InputLayer",
                                 "ZeroPadding2D", "ZeroPadding2D"]
     assert result["trainable"] == 7  # conv (2), bn (2), depthwise kernel, dense (2)
     assert not any("kept as a constant" in note for note in result["notes"])

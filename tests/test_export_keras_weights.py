@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx_ir as ir
 import pytest
 import tf_zoo
 from conftest import assert_refused, run
@@ -18,7 +17,6 @@ from keras_roundtrip import check_in_fresh_process
 
 import onnxgrow
 from onnxgrow.export import keras_weights as keras_weights_module
-from onnxgrow.export.keras_layout import keras_layer_name
 
 pytestmark = pytest.mark.skipif(not tf_zoo.available(), reason=tf_zoo.MISSING_REASON)
 
@@ -38,15 +36,6 @@ CASES = [
 IDS = [f"{m}-{r}-{'-'.join(f'{k}{v}' for k, v in w.items())}" for m, r, w, _ in CASES]
 
 
-def onnx_node_of(path: Path, layer: str) -> str:
-    """The ONNX node (MatMul/Conv) of Keras layer ``layer``."""
-    for node in ir.load(path).graph:
-        weight = node.inputs[1].name if len(node.inputs) > 1 and node.inputs[1] is not None else None
-        if node.op_type in ("MatMul", "Conv") and layer in (keras_layer_name(node.name), keras_layer_name(weight)):
-            return node.name  # type: ignore[return-value]
-    raise KeyError(layer)
-
-
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
     folder = shared_directory(tmp_path_factory.getbasetemp(), "tf_zoo")
@@ -61,7 +50,7 @@ def results(exports: dict[tuple[str, str], Path], tmp_path_factory: pytest.TempP
     for case_id, (model, route, widths, bias) in zip(IDS, CASES):
         source = exports[model, route]
         grown = folder / f"{case_id}.onnx"
-        onnxgrow.widen_file(source, grown, {onnx_node_of(source, layer): w for layer, w in widths.items()})
+        onnxgrow.widen_file(source, grown, widths)  # by Keras layer name
         for kind, suffix in (("h5", ".weights.h5"), ("npz", ".npz")):
             out = folder / f"{case_id}{suffix}"
             args = ["export", str(grown), "--to", "keras-weights", "-o", str(out)]

@@ -31,7 +31,6 @@ for a conv, its weight's) name scope by :func:`keras_layer_name`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,6 +39,7 @@ import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
 from onnxgrow.export.naming import constant_ref
+from onnxgrow.names import is_keras3_graph, keras_layer_path
 
 #: Keras' BatchNormalization epsilon, for the layers tf2onnx rewrote or folded.
 KERAS_NORM_EPSILON = 1e-3
@@ -55,23 +55,13 @@ KERAS_VARIABLES: dict[str, tuple[str, ...]] = {
     "Embedding": ("embeddings",),
 }
 _NORM_SCOPES = ("/batchnorm/", "/FusedBatchNorm")
-_SCOPE_SUFFIX = re.compile(r"_\d+$")
 
 
-def keras_layer_name(name: str | None) -> str | None:
-    """The Keras layer a tf2onnx name belongs to: ``model_1/fc1_1/MatMul`` → ``fc1``
-    (the model scope dropped, and the ``_1`` that Keras 3 adds to the model's and each
-    layer's scope; tf.keras 2's ``model/fc1/MatMul`` has none); ``StatefulPartitionedCall/``
-    (SavedModel) is skipped. None without a layer scope."""
-    if not name:
-        return None
-    parts = name.split("/")
-    while parts and parts[0].startswith("StatefulPartitionedCall"):
-        parts = parts[1:]
-    if len(parts) < 3:
-        return None
-    layer = _SCOPE_SUFFIX.sub("", parts[1]) if _SCOPE_SUFFIX.search(parts[0]) else parts[1]
-    return layer or None
+def keras_layer_name(name: str | None, keras3: bool) -> str | None:
+    """The Keras layer a tf2onnx node or tensor name belongs to (``model_1/fc1_1/MatMul`` →
+    ``fc1``; see :func:`onnxgrow.names.keras_layer_path`), None without a layer scope."""
+    path = keras_layer_path(name, keras3)
+    return path.rsplit("/", 1)[-1] if path else None
 
 
 @dataclass
@@ -102,11 +92,16 @@ class KerasWeights:
 class _Context:
     """What the rules share: the layers found so far, by node output, and the options."""
 
-    def __init__(self, bias_before_norm: bool) -> None:
+    def __init__(self, bias_before_norm: bool, keras3: bool) -> None:
+        self.keras3 = keras3
         self.result = KerasWeights()
         self.bias_before_norm = bias_before_norm
         self.by_output: dict[int, KerasLayer] = {}  # id(output value) → the layer computing it
         self.zero_bias: list[KerasLayer] = []
+
+    def layer_of(self, node: ir.Node) -> str | None:
+        """The Keras layer of a node: its scope's, else its weight's (input 1)."""
+        return keras_layer_name(node.name, self.keras3) or _weight_layer(node, self)
 
     def add(self, node: ir.Node, kind: str, name: str | None, variables: dict[str, np.ndarray]) -> KerasLayer:
         label = node.name or node.op_type
@@ -151,7 +146,7 @@ def _dense_bias(node: ir.Node, units: int) -> tuple[np.ndarray | None, ir.Node |
 
 def _dense(node: ir.Node, kernel: np.ndarray, bias: np.ndarray | None, context: _Context,
            output: ir.Value) -> None:
-    layer = context.add(node, "Dense", keras_layer_name(node.name) or _weight_layer(node), {"kernel": kernel})
+    layer = context.add(node, "Dense", context.layer_of(node), {"kernel": kernel})
     if bias is None:
         bias = np.zeros(kernel.shape[1], kernel.dtype)
         context.zero_bias.append(layer)
@@ -159,10 +154,10 @@ def _dense(node: ir.Node, kernel: np.ndarray, bias: np.ndarray | None, context: 
     context.by_output[id(output)] = layer
 
 
-def _weight_layer(node: ir.Node) -> str | None:
+def _weight_layer(node: ir.Node, context: _Context) -> str | None:
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     ref = constant_ref(weight)
-    return keras_layer_name(ref.root.name) if ref is not None else None
+    return keras_layer_name(ref.root.name, context.keras3) if ref is not None else None
 
 
 def _matmul(node: ir.Node, context: _Context) -> None:
@@ -186,10 +181,10 @@ def _gemm(node: ir.Node, context: _Context) -> None:
     _dense(node, np.ascontiguousarray(kernel), bias, context, node.outputs[0])
 
 
-def norm_layer_of(name: str | None) -> str | None:
+def norm_layer_of(name: str | None, keras3: bool) -> str | None:
     """The BatchNormalization layer a name in a tf2onnx ``batchnorm`` scope (Keras 3) or a
     ``FusedBatchNorm`` op (tf.keras 2) belongs to."""
-    return keras_layer_name(name) if name and any(scope in name for scope in _NORM_SCOPES) else None
+    return keras_layer_name(name, keras3) if name and any(scope in name for scope in _NORM_SCOPES) else None
 
 
 def _conv(node: ir.Node, context: _Context) -> None:
@@ -201,9 +196,9 @@ def _conv(node: ir.Node, context: _Context) -> None:
     channels_in = w.shape[1] * groups
     bias_value = node.inputs[2] if len(node.inputs) > 2 else None
     bias = _const(bias_value)
-    conv_name = _weight_layer(node)
-    if conv_name is None or norm_layer_of(constant_ref(node.inputs[1]).root.name):  # type: ignore[union-attr]
-        conv_name = keras_layer_name(node.name)
+    conv_name = _weight_layer(node, context)
+    if conv_name is None or norm_layer_of(constant_ref(node.inputs[1]).root.name, context.keras3):  # type: ignore[union-attr]
+        conv_name = keras_layer_name(node.name, context.keras3)
     if groups > 1 and groups == channels_in and w.shape[1] == 1 and rank == 2:
         kind = "DepthwiseConv2D"
         kernel = w.reshape(channels_in, w.shape[0] // channels_in, *w.shape[2:]).transpose(2, 3, 0, 1)
@@ -211,8 +206,8 @@ def _conv(node: ir.Node, context: _Context) -> None:
         kind = f"Conv{rank}D"
         kernel = np.transpose(w, (*range(2, rank + 2), 1, 0))
     layer = context.add(node, kind, conv_name, {"kernel": np.ascontiguousarray(kernel)})
-    folded = (norm_layer_of(node.name) or norm_layer_of(node.outputs[0].name)
-              or norm_layer_of(bias_value.name if bias_value is not None else None))
+    folded = (norm_layer_of(node.name, context.keras3) or norm_layer_of(node.outputs[0].name, context.keras3)
+              or norm_layer_of(bias_value.name if bias_value is not None else None, context.keras3))
     if folded is not None and folded != conv_name:
         _folded_norm(node, layer, folded, bias, w.shape[0], context)
         return
@@ -253,7 +248,7 @@ def _channels_of(value: ir.Value) -> int | None:
 
 def _norm_from_arithmetic(node: ir.Node, context: _Context) -> None:
     """``Mul``/``Add`` by a per-channel constant in a tf2onnx ``batchnorm`` scope."""
-    name = norm_layer_of(node.name)
+    name = norm_layer_of(node.name, context.keras3)
     if name is None:
         return
     x, constant = (node.inputs[0], node.inputs[1]) if _const(node.inputs[0]) is None else (
@@ -300,7 +295,7 @@ def _batch_norm(node: ir.Node, context: _Context) -> None:
     if any(a is None for a in arrays):
         return
     gamma, beta, mean, var = (a.reshape(-1) for a in arrays)  # type: ignore[union-attr]
-    layer = context.add(node, "BatchNormalization", keras_layer_name(node.name) or _weight_layer(node),
+    layer = context.add(node, "BatchNormalization", context.layer_of(node),
                         {"gamma": gamma, "beta": beta, "moving_mean": mean, "moving_variance": var})
     source = context.by_output.get(id(node.inputs[0]))
     if source is not None:
@@ -312,7 +307,7 @@ def _layer_norm(node: ir.Node, context: _Context) -> None:
     if gamma is None:
         return
     beta = _const(node.inputs[2]) if len(node.inputs) > 2 else None
-    context.add(node, "LayerNormalization", keras_layer_name(node.name) or _weight_layer(node),
+    context.add(node, "LayerNormalization", context.layer_of(node),
                 {"gamma": gamma, "beta": beta if beta is not None else np.zeros_like(gamma)})
 
 
@@ -321,7 +316,8 @@ def _gather(node: ir.Node, context: _Context) -> None:
     if table is None or table.ndim != 2 or node.attributes.get_int("axis", 0) != 0:
         return
     ref = constant_ref(node.inputs[0])
-    context.add(node, "Embedding", keras_layer_name(node.name) or keras_layer_name(ref.root.name),  # type: ignore[union-attr]
+    context.add(node, "Embedding", keras_layer_name(node.name, context.keras3)
+                or keras_layer_name(ref.root.name, context.keras3),  # type: ignore[union-attr]
                 {"embeddings": table})
 
 
@@ -340,7 +336,7 @@ KERAS_LAYOUT_RULES: dict[str, Callable[[ir.Node, _Context], None]] = {
 
 def keras_weights(model: ir.Model, *, bias_before_norm: bool = True) -> KerasWeights:
     """Every weighted Keras layer of ``model``'s main graph in graph order (see the module rules)."""
-    context = _Context(bias_before_norm)
+    context = _Context(bias_before_norm, is_keras3_graph(model.graph))
     for node in model.graph:
         rule = KERAS_LAYOUT_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if rule is not None and id(node.outputs[0]) not in context.by_output:

@@ -32,6 +32,7 @@ from onnxgrow.errors import GrowError
 from onnxgrow.export.naming import ParameterTable, parameter_table
 from onnxgrow.export.program import FixedRef, ParameterRef, Program, Ref, Step, ValueRef, build_program
 from onnxgrow.model_io import load_model
+from onnxgrow.names import is_keras3_graph
 
 KERAS_SUFFIX = ".keras"
 _BACKENDS = ("tensorflow", "jax", "torch")
@@ -47,8 +48,9 @@ def import_keras() -> Any:
     try:
         import keras
     except ImportError as exc:
-        raise GrowError(f"the Keras export needs Keras 3 and one of {', '.join(_BACKENDS)} "
-                        f"(pip install 'onnxgrow[keras,torch]' gives Keras with the torch backend): {exc}") from None
+        raise GrowError(f"the Keras export needs Keras 3 and one of {', '.join(_BACKENDS)}: "
+                        f"pip install 'onnxgrow[keras]' (Keras and TensorFlow), or set KERAS_BACKEND=torch "
+                        f"with PyTorch installed ({exc})") from None
     if int(keras.__version__.split(".")[0]) < 3:
         raise GrowError(f"the Keras export needs Keras 3, found {keras.__version__}")
     return keras
@@ -104,7 +106,7 @@ def _merge_bias_adds(program: Program) -> list[Step]:
 
 
 class _KerasBuilder:
-    def __init__(self, keras: Any, program: Program, table: ParameterTable) -> None:
+    def __init__(self, keras: Any, program: Program, table: ParameterTable, keras3: bool) -> None:
         from onnxgrow.export.keras_ops import KERAS_OPS, LayerNames, Weight
 
         self.keras = keras
@@ -112,7 +114,7 @@ class _KerasBuilder:
         self.weight_class = Weight
         self.program = program
         self.table = table
-        self.names = LayerNames()
+        self.names = LayerNames(keras3)
         self.env: dict[str, Any] = {}
 
     def fetch(self, ref: Ref | None, step: Step | None = None) -> Any:
@@ -142,7 +144,8 @@ class _KerasBuilder:
                                       dtype=spec.dtype, name=self.names.make(spec.name))
             inputs.append(tensor)
             self.env[spec.name] = tensor
-        for step in _merge_norm_arithmetic(_merge_bias_adds(self.program), self.program, self.constant):
+        steps = _merge_norm_arithmetic(_merge_bias_adds(self.program), self.program, self.constant, self.names.keras3)
+        for step in steps:
             call = KerasCall(step.attrs, self.program.opset, step.node, step.op_type, len(step.outputs), self.names)
             result = run_op(call, [self.fetch(r) for r in step.inputs])
             results = result if isinstance(result, (tuple, list)) else (result,)
@@ -177,19 +180,20 @@ def _norm_operands(step: Step, constant: Constant) -> tuple[ValueRef, np.ndarray
     return None
 
 
-def _merge_norm_arithmetic(steps: list[Step], program: Program, constant: Constant) -> list[Step]:
+def _merge_norm_arithmetic(steps: list[Step], program: Program, constant: Constant, keras3: bool) -> list[Step]:
     """tf2onnx writes a Keras BatchNormalization as ``Mul`` (and ``Add``) by per-channel
-    constants in the layer's ``batchnorm`` scope: that becomes one BatchNormalization step
-    (gamma the scale, beta the shift, moving mean 0, moving variance ``1 - epsilon``), so
-    Keras holds a trainable BatchNormalization layer instead of two constants."""
-    from onnxgrow.export.keras_layout import KERAS_NORM_EPSILON, norm_layer_of
+    constants in the layer's ``batchnorm`` scope, its statistics folded into them: that
+    becomes one ``ScaleShift`` step, a Keras layer named after the BatchNormalization whose
+    trainable scale and shift are those constants. (A Keras BatchNormalization would train
+    on batch statistics the graph no longer has, so ``fit`` would start from another function.)"""
+    from onnxgrow.export.keras_layout import norm_layer_of
 
     consumers = _consumers(steps)
     merged: dict[int, Step] = {}
     dropped: set[int] = set()
     for step in steps:
         operands = _norm_operands(step, constant) if step.op_type == "Mul" else None
-        layer = norm_layer_of(step.node)
+        layer = norm_layer_of(step.node, keras3)
         if operands is None or layer is None:
             continue
         x, scale = operands
@@ -197,16 +201,15 @@ def _merge_norm_arithmetic(steps: list[Step], program: Program, constant: Consta
         users = consumers.get(step.outputs[0], [])
         add = users[0] if len(users) == 1 and users[0].op_type == "Add" else None
         add_operands = _norm_operands(add, constant) if add is not None else None
-        if add is not None and add_operands is not None and norm_layer_of(add.node) == layer \
+        if add is not None and add_operands is not None and norm_layer_of(add.node, keras3) == layer \
                 and add_operands[1].size == scale.size:
             shift, outputs = add_operands[1], add.outputs
             dropped.add(id(add))
         keys = []
-        for array in (scale, shift, np.zeros_like(scale), np.full_like(scale, 1 - KERAS_NORM_EPSILON)):
+        for array in (scale, shift):
             keys.append(f"norm{len(program.constants)}")
             program.constants[keys[-1]] = array
-        merged[id(step)] = Step("BatchNormalization", step.node, (x, *(FixedRef(k) for k in keys)), outputs,
-                                {"epsilon": KERAS_NORM_EPSILON})
+        merged[id(step)] = Step("ScaleShift", step.node, (x, *(FixedRef(k) for k in keys)), outputs, {})
     return [merged.get(id(s), s) for s in steps if id(s) not in dropped]
 
 
@@ -228,7 +231,7 @@ def to_keras(model: ir.Model | str | os.PathLike[str]) -> KerasExport:
     table = parameter_table(model)
     try:
         program = build_program(model, table, {op: k.outputs for op, k in KERAS_OPS.items()}, "Keras")
-        builder = _KerasBuilder(keras, program, table)
+        builder = _KerasBuilder(keras, program, table, is_keras3_graph(model.graph))
         keras_model = builder.build()
     except GrowError as exc:
         raise GrowError(f"{exc}. To rebuild the model in Keras yourself, export its weights with "

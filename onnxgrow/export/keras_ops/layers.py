@@ -4,7 +4,8 @@ LayerNormalization, InstanceNormalization and GroupNormalization, Gather on an e
 table (Embedding), PRelu.
 
 Conv gives a ChannelsLast value (its input made channels-last first unless it is one);
-BatchNormalization normalises the last axis of a ChannelsLast value."""
+BatchNormalization normalises the last axis of a ChannelsLast value. ScaleShift (the
+builder's, for tf2onnx's BatchNormalization as Mul/Add) is an EinsumDense per channel."""
 
 from __future__ import annotations
 
@@ -143,6 +144,22 @@ def batch_norm(call: KerasCall, inputs: list[KerasInput]) -> Any:
     y = layer(x.tensor if last else x)
     layer.set_weights([a.reshape(-1) for a in arrays])  # type: ignore[union-attr]
     return ChannelsLast(y) if last else y
+
+
+@keras_op("ScaleShift", layout=CHANNELS_LAST)
+def scale_shift(call: KerasCall, inputs: list[KerasInput]) -> Any:
+    """Not an ONNX op: the Keras builder's step for a BatchNormalization that tf2onnx wrote
+    as Mul/Add by per-channel constants (``x · scale + shift`` on the channel axis). An
+    ``EinsumDense("...c,c->...c")`` layer holds scale and shift as trainable variables."""
+    x, scale, shift = inputs[0], array_of(inputs[1]), array_of(inputs[2])
+    if scale is None or shift is None:
+        raise call.refuse("the scale and shift must be constants")
+    tensor = x.tensor if isinstance(x, ChannelsLast) or rank_of(x) == 2 else channels_last(x)
+    layer = keras.layers.EinsumDense("...c,c->...c", output_shape=(scale.size,), bias_axes="c",
+                                     name=call.layer_name(None), dtype=str(scale.dtype))
+    y = layer(tensor)
+    layer.set_weights([scale.reshape(-1), shift.reshape(-1)])
+    return y if not isinstance(x, ChannelsLast) and rank_of(x) == 2 else ChannelsLast(y)
 
 
 @keras_op("LayerNormalization")

@@ -102,6 +102,7 @@ class LayerNames:
     and what the export noted about weights: those kept as constants, and how many layers
     each weight seeded (a tied weight seeds several, untied in Keras)."""
 
+    keras3: bool = False  # the graph came from Keras 3 through tf2onnx (see onnxgrow.names)
     used: set[str] = field(default_factory=set)
     frozen: list[str] = field(default_factory=list)
     variables: dict[str, int] = field(default_factory=dict)  # weight name → Keras layers made from it
@@ -142,8 +143,9 @@ class KerasCall:
         if weight is not None:
             self.names.variables[weight.name] = self.names.variables.get(weight.name, 0) + 1
         scoped = None if self.node.startswith("/") else self.node
-        weight_scope = weight.onnx_name if weight is not None and not norm_layer_of(weight.onnx_name) else None
-        base = keras_layer_name(weight_scope) or keras_layer_name(scoped)
+        keras3 = self.names.keras3
+        weight_scope = weight.onnx_name if weight is not None and not norm_layer_of(weight.onnx_name, keras3) else None
+        base = keras_layer_name(weight_scope, keras3) or keras_layer_name(scoped, keras3)
         if base is None:
             base = weight.name.rpartition(".")[0] if weight is not None and "." in weight.name else self.node
         return self.names.make(base)
