@@ -547,16 +547,20 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.seeds))
     if not has_deepen():
         print("this onnxgrow has no deepen: running the net2wider half only", flush=True)
-    frameworks = tuple(framework(name) for name in dict.fromkeys(args.framework or ["torch", "keras"]))
+    frameworks = []
     results = {}
     with tempfile.TemporaryDirectory(prefix="net2net-") as tmp:
-        for fw in frameworks:
+        # PyTorch first, TensorFlow imported only afterwards: PyTorch training after TensorFlow
+        # was imported into the same process crashed it (segfault, exit 139).
+        for name in sorted(dict.fromkeys(args.framework or ["torch", "keras"]), key=["torch", "keras"].index):
+            fw = framework(name)
+            frameworks.append(fw)
             for family in FAMILIES:
                 results[f"{fw.NAME} {family.name}"] = run_family(family, data, seeds, args.student_epochs,
                                                                  Path(tmp), fw)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, args.out / "transfer.png")
-    write_report(results, seeds, args.student_epochs, time.time() - began, args.out, frameworks)
+    write_report(results, seeds, args.student_epochs, time.time() - began, args.out, tuple(frameworks))
     print(f"wrote {args.out / 'transfer.md'} and {args.out / 'transfer.png'} in {time.time() - began:.0f} s")
 
 

@@ -6,10 +6,12 @@ Each job is a dict:
 - ``onnx``: the (grown) ONNX model; ``file``: what onnxgrow exported from it;
 - ``kind``: ``h5`` (``model.load_weights(file)``), ``npz`` (``v.assign(weights[v.path])``
   for every variable) or ``keras`` (``keras.saving.load_model(file)``);
-- for ``h5``/``npz``: ``model`` (a :mod:`tf_zoo` model name) and ``widths`` (Keras layer →
-  new units/filters): the test builds that wider Keras model itself from tf_zoo's builder;
+- for ``h5``/``npz``: ``model`` (a :mod:`tf_zoo` model name) or ``original`` (a saved
+  ``.keras`` file), and ``widths`` (Keras layer → new units/filters): the test builds that
+  wider Keras model itself from the original's config; ``vocabulary``: the input is token
+  ids below it;
 - ``fit``: also train one epoch (SGD, momentum 0.9) on scikit-learn's digits shaped as the
-  input (``samples`` of them, 512 unless given), and report the loss on them before and
+  input (``samples`` of them, 512 unless given; learning rate ``lr``, 0.01 unless given), and report the loss on them before and
   after (``probabilities``: the model ends in a softmax).
 
 The result per job: ``error`` (max relative error against onnxruntime on random inputs),
@@ -35,9 +37,12 @@ _CHECK = textwrap.dedent('''
     import numpy as np, keras, onnxruntime as ort
     import tf_zoo
 
-    def wider(name, widths):
-        """tf_zoo's model with some layers' units/filters changed, built from its config."""
-        config = tf_zoo.build(name, keras).get_config()
+    def wider(job):
+        """The original model (tf_zoo's, or a saved one) with some layers' units/filters
+        changed, built from its config."""
+        original = keras.saving.load_model(job["original"]) if "original" in job else tf_zoo.build(job["model"], keras)
+        widths = job["widths"]
+        config = original.get_config()
         for entry in config["layers"]:
             entry.pop("build_config", None)
             width = widths.get(entry["config"]["name"])
@@ -70,12 +75,14 @@ _CHECK = textwrap.dedent('''
             session = ort.InferenceSession(job["onnx"], providers=["CPUExecutionProvider"])
             spec = session.get_inputs()[0]
             shape = [4 if not isinstance(d, int) else d for d in spec.shape]
-            x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+            rng = np.random.default_rng(0)
+            x = (rng.integers(0, job["vocabulary"], shape).astype(np.int32) if "vocabulary" in job
+                 else rng.standard_normal(shape).astype(np.float32))
             expected = session.run(None, {spec.name: x})[0]
             if job["kind"] == "keras":
                 model = keras.saving.load_model(job["file"])
             else:
-                model = wider(job["model"], job["widths"])
+                model = wider(job)
                 if job["kind"] == "h5":
                     model.load_weights(job["file"])
                 else:
@@ -91,7 +98,7 @@ _CHECK = textwrap.dedent('''
             if job.get("fit"):
                 data, labels = digits_as(shape[1:], job.get("samples", 512))
                 labels = labels % int(got.shape[-1])
-                model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                model.compile(optimizer=keras.optimizers.SGD(job.get("lr", 0.01), momentum=0.9),
                               loss=keras.losses.SparseCategoricalCrossentropy(
                                   from_logits=not job.get("probabilities", False)))
                 before = float(model.evaluate(data, labels, verbose=0))

@@ -36,6 +36,10 @@ IDS = [f"{m}-{r}" for m, r, _ in CASES]
 #: Models ending in a softmax (their loss reads probabilities), and digits to fit per model.
 PROBABILITIES = {"mnist_cnn", "mobilenet_v2"}
 SAMPLES = {"mobilenet_v2": 128, "mnist_cnn": 128}
+#: Learning rate of the one-epoch fit (SGD, momentum 0.9): 0.01, but 0.001 for MobileNetV2,
+#: whose BatchNorms tf2onnx folded into its convs (no normalisation left to train with); at
+#: 0.01 its loss rises in the first epoch (measured: 2.31 → 5.03; at 0.001: 2.31 → 2.29).
+LEARNING_RATE = {"mobilenet_v2": 0.001}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         out = folder / f"{case_id}.keras"
         commands.append(["export", str(grown), "--to", "keras", "-o", str(out)])
         cases[case_id] = {"id": case_id, "kind": "keras", "onnx": str(grown), "file": str(out), "fit": True,
-                          "probabilities": model in PROBABILITIES, "samples": SAMPLES.get(model, 512)}
+                          "probabilities": model in PROBABILITIES, "samples": SAMPLES.get(model, 512),
+                          "lr": LEARNING_RATE.get(model, 0.01)}
     lstm_out = folder / "lstm.keras"
     commands.append(["export", str(zoo["lstm", "from_keras"]), "--to", "keras", "-o", str(lstm_out)])
     for (code, stdout, stderr), case in zip(cli_in_subprocess(commands), [*cases.values(), None]):
@@ -109,6 +114,7 @@ def test_keras_layer_names_are_the_keras_names(exported: dict[str, dict], tensor
     """Layers keep their Keras names; a BatchNormalization tf2onnx wrote as Mul/Add is a
     trainable per-channel scale and shift under its name, a Pad a ZeroPadding2D."""
     assert "kept as a constant" not in exported["bn_resnet-from_keras"]["stdout"]
+    assert "no framework name" not in exported["bn_resnet-from_keras"]["stdout"]  # named from Keras scopes
     layers = tensorflow_results["bn_resnet-from_keras"]["layers"]
     assert {name: layers[name] for name in ("stem", "stem_bn", "conv1", "bn1", "fc")} == {
         "stem": "Conv2D", "stem_bn": "EinsumDense", "conv1": "Conv2D", "bn1": "EinsumDense", "fc": "Dense"}

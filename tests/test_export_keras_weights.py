@@ -7,6 +7,10 @@ under Keras' TensorFlow backend. Bad input: one line, exit 2, nothing written.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -32,6 +36,7 @@ CASES = [
     ("bn_resnet", "from_keras", {"conv1": 16}, True),
     ("bn_resnet", "tf_keras", {"conv1": 9}, True),
     ("mobilenet_v2", "from_keras", {"block_2_expand": 145}, False),
+    ("td_mlp", "from_keras", {"td_fc1": 16}, True),
 ]
 IDS = [f"{m}-{r}-{'-'.join(f'{k}{v}' for k, v in w.items())}" for m, r, w, _ in CASES]
 
@@ -111,3 +116,42 @@ def test_a_failed_write_leaves_no_partial_file(exports: dict[tuple[str, str], Pa
     with pytest.raises(OSError):
         keras_weights_module.export_keras_weights(exports["seed_mlp", "from_keras"], out)
     assert list(tmp_path.iterdir()) == []
+
+
+_ENCODER = textwrap.dedent("""
+    import sys
+    import keras, numpy as np, tensorflow as tf, tf2onnx
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((5,), dtype="int32", name="tokens")
+    h = keras.layers.LayerNormalization(name="ln")(keras.layers.Embedding(20, 8, name="emb")(tokens))
+    h = keras.layers.Dense(6, activation="relu", name="fc1")(h)
+    model = keras.Model(tokens, keras.layers.Dense(3, name="fc2")(h), name="encoder")
+    rng = np.random.default_rng(1)
+    for w in model.weights:  # no zero bias, no unit gamma
+        w.assign((0.5 * rng.standard_normal(w.shape) + (1.0 if "gamma" in w.name else 0.0)).astype("float32"))
+    model.save(sys.argv[2])
+    model.output_names = ["y"]
+    tf2onnx.convert.from_keras(model, input_signature=(tf.TensorSpec((None, 5), tf.int32, name="tokens"),),
+                               output_path=sys.argv[1])
+""")
+
+
+def test_embedding_and_layer_norm_weights_load_into_the_wider_model(tmp_path: Path) -> None:
+    """tf2onnx writes Embedding as Gather and LayerNormalization as moments/Mul/Add, and the
+    Dense over 3-D input as MatMul, Reshape, Add: all come back, fc1 widened 6 → 12."""
+    source, original = tmp_path / "encoder.onnx", tmp_path / "encoder.keras"
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
+    made = subprocess.run([sys.executable, "-c", _ENCODER, str(source), str(original)], check=False,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    grown = tmp_path / "wide.onnx"
+    onnxgrow.widen_file(source, grown, {"fc1": 12})
+    out = tmp_path / "wide.weights.h5"
+    code, stdout, stderr = run("export", str(grown), "--to", "keras-weights", "-o", str(out))
+    assert code == 0, stderr
+    assert "no bias" not in stdout  # the Dense biases after tf2onnx's Reshape are found
+    job = {"id": "encoder", "kind": "h5", "onnx": str(grown), "file": str(out), "original": str(original),
+           "widths": {"fc1": 12}, "vocabulary": 20}
+    result = check_in_fresh_process([job])["encoder"]
+    assert "error" in result, result
+    assert result["error"] <= 1e-5

@@ -16,7 +16,8 @@ One rule per ONNX op (:data:`KERAS_LAYOUT_RULES`), reading the array the node se
   BatchNormalization with ``moving_mean 0`` and ``moving_variance 1 - epsilon``
   (``epsilon`` Keras' default 0.001), so it computes ``gamma · x + beta``; the
   weights a fold left in the conv stay there. Each such layer is noted.
-- ``LayerNormalization`` → **LayerNormalization**: ``gamma, beta``.
+- ``LayerNormalization`` → **LayerNormalization**: ``gamma, beta``; tf2onnx writes a
+  Keras one as ``moments``, then ``Mul`` by gamma and ``Add`` of beta in its scope.
 - ``Gather`` of a 2-D constant on axis 0 → **Embedding**: ``embeddings``.
 
 Biases: a Dense or conv layer without a bias in the ONNX model gets a zero one (a
@@ -92,8 +93,11 @@ class KerasWeights:
 class _Context:
     """What the rules share: the layers found so far, by node output, and the options."""
 
-    def __init__(self, bias_before_norm: bool, keras3: bool) -> None:
-        self.keras3 = keras3
+    def __init__(self, graph: ir.Graph, bias_before_norm: bool) -> None:
+        self.keras3 = is_keras3_graph(graph)
+        #: layers whose scope computes ``moments`` (tf2onnx's LayerNormalization)
+        self.moments = {keras_layer_name(n.name.split("/moments/")[0] + "/moments", self.keras3)
+                        for n in graph if n.name and "/moments/" in n.name}
         self.result = KerasWeights()
         self.bias_before_norm = bias_before_norm
         self.by_output: dict[int, KerasLayer] = {}  # id(output value) → the layer computing it
@@ -135,11 +139,14 @@ def _per_channel(array: np.ndarray | None, channels: int) -> np.ndarray | None:
 
 
 def _dense_bias(node: ir.Node, units: int) -> tuple[np.ndarray | None, ir.Node | None]:
-    """The bias the ``Add`` after a MatMul puts on its output, and that Add."""
-    add = _single_consumer(node.outputs[0], "Add")
+    """The bias the ``Add`` after a MatMul puts on its output (also after the Reshape back to
+    3-D of tf2onnx's Dense over 3-D input), and that Add."""
+    reshape = _single_consumer(node.outputs[0], "Reshape")
+    output = (reshape or node).outputs[0]
+    add = _single_consumer(output, "Add")
     if add is None:
         return None, None
-    other = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
+    other = add.inputs[1] if add.inputs[0] is output else add.inputs[0]
     bias = _per_channel(_const(other), units)
     return (bias, add) if bias is not None and (_const(other).ndim == 1) else (None, None)  # type: ignore[union-attr]
 
@@ -246,6 +253,29 @@ def _channels_of(value: ir.Value) -> int | None:
     return dims[1] if len(dims) > 1 and isinstance(dims[1], int) else None
 
 
+def _layer_norm_from_arithmetic(node: ir.Node, context: _Context) -> None:
+    """tf2onnx's Keras LayerNormalization: ``moments`` of the input, then a ``Mul`` by gamma
+    and an ``Add`` of beta (constants over the normalised axis) in the layer's scope."""
+    name = keras_layer_name(node.name, context.keras3)
+    constants = [a for a in (_const(v) for v in node.inputs) if a is not None and a.size > 1]
+    if name is None or name not in context.moments or len(constants) != 1:
+        return
+    values = constants[0].reshape(-1)
+    layer = context.result.layer(name)
+    if layer is None:
+        layer = context.add(node, "LayerNormalization", name,
+                            {"gamma": np.ones_like(values), "beta": np.zeros_like(values)})
+    layer.variables["gamma" if node.op_type == "Mul" else "beta"] = values
+
+
+def _arithmetic(node: ir.Node, context: _Context) -> None:
+    """A Mul/Add by constants: part of a BatchNormalization or LayerNormalization tf2onnx wrote."""
+    if norm_layer_of(node.name, context.keras3) is not None:
+        _norm_from_arithmetic(node, context)
+    else:
+        _layer_norm_from_arithmetic(node, context)
+
+
 def _norm_from_arithmetic(node: ir.Node, context: _Context) -> None:
     """``Mul``/``Add`` by a per-channel constant in a tf2onnx ``batchnorm`` scope."""
     name = norm_layer_of(node.name, context.keras3)
@@ -327,8 +357,8 @@ KERAS_LAYOUT_RULES: dict[str, Callable[[ir.Node, _Context], None]] = {
     "Gemm": _gemm,
     "Conv": _conv,
     "BatchNormalization": _batch_norm,
-    "Mul": _norm_from_arithmetic,
-    "Add": _norm_from_arithmetic,
+    "Mul": _arithmetic,
+    "Add": _arithmetic,
     "LayerNormalization": _layer_norm,
     "Gather": _gather,
 }
@@ -336,7 +366,7 @@ KERAS_LAYOUT_RULES: dict[str, Callable[[ir.Node, _Context], None]] = {
 
 def keras_weights(model: ir.Model, *, bias_before_norm: bool = True) -> KerasWeights:
     """Every weighted Keras layer of ``model``'s main graph in graph order (see the module rules)."""
-    context = _Context(bias_before_norm, is_keras3_graph(model.graph))
+    context = _Context(model.graph, bias_before_norm)
     for node in model.graph:
         rule = KERAS_LAYOUT_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if rule is not None and id(node.outputs[0]) not in context.by_output:

@@ -32,7 +32,7 @@ from onnxgrow.errors import GrowError
 from onnxgrow.export.naming import ParameterTable, parameter_table
 from onnxgrow.export.program import FixedRef, ParameterRef, Program, Ref, Step, ValueRef, build_program
 from onnxgrow.model_io import load_model
-from onnxgrow.names import is_keras3_graph
+from onnxgrow.names import is_keras3_graph, is_tf2onnx_graph
 
 KERAS_SUFFIX = ".keras"
 _BACKENDS = ("tensorflow", "jax", "torch")
@@ -65,8 +65,15 @@ class KerasExport:
     frozen: list[str] = field(default_factory=list)
     shared: dict[str, int] = field(default_factory=dict)  # weight → Keras layers holding a copy
 
+    keras_named: bool = False  # layers are named from a TensorFlow converter's Keras scopes
+
     def notes(self) -> list[str]:
+        """The parameter table's notes (without the weights it could not give a framework
+        name, when the Keras layers are named from their scopes), constants, untied copies."""
         lines = self.table.notes()
+        if self.keras_named:
+            unnamed = {u.describe() for u in self.table.unnamed}
+            lines = [line for line in lines if line not in unnamed]
         lines += [f"{name}: read by an op with no Keras layer; kept as a constant (not trainable)"
                   for name in self.frozen]
         lines += [f"{name}: read by {count} layers; in Keras each holds its own copy (they start equal "
@@ -237,7 +244,7 @@ def to_keras(model: ir.Model | str | os.PathLike[str]) -> KerasExport:
         raise GrowError(f"{exc}. To rebuild the model in Keras yourself, export its weights with "
                         "--to keras-weights") from None
     shared = {name: count for name, count in builder.names.variables.items() if count > 1}
-    return KerasExport(keras_model, table, builder.names.frozen, shared)
+    return KerasExport(keras_model, table, builder.names.frozen, shared, is_tf2onnx_graph(model.graph))
 
 
 def run_keras(keras_model: Any, feeds: Mapping[str, np.ndarray], input_names: Sequence[str],

@@ -52,8 +52,10 @@ def average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 
 def _global(x: Any, function) -> Any:  # type: ignore[no-untyped-def]
-    y = channels_last(x)
-    return ChannelsLast(function(y, axis=tuple(range(1, len(y.shape) - 1)), keepdims=True))
+    """Over the spatial axes, in the layout the value has (a reduction needs no transpose)."""
+    if isinstance(x, ChannelsLast):
+        return ChannelsLast(function(x.tensor, axis=tuple(range(1, x.rank - 1)), keepdims=True))
+    return function(x, axis=tuple(range(2, len(x.shape))), keepdims=True)
 
 
 @keras_op("GlobalAveragePool", layout=CHANNELS_LAST)
