@@ -11,12 +11,14 @@ Each job is a dict:
   wider Keras model itself from the original's config; ``vocabulary``: the input is token
   ids below it;
 - ``fit``: also train one epoch (SGD, momentum 0.9) on scikit-learn's digits shaped as the
-  input (``samples`` of them, 512 unless given; learning rate ``lr``, 0.01 unless given), and report the loss on them before and
-  after (``probabilities``: the model ends in a softmax).
+  input (``samples`` of them, 512 unless given; learning rate ``lr``, 0.01 unless given),
+  and report the loss on them before and after (``probabilities``: the model ends in a
+  softmax).
 
 The result per job: ``error`` (max relative error against onnxruntime on random inputs),
-the ``trainable`` variable count and the ``non_trainable`` variables' paths, ``layers`` (name → class), ``transposes`` (Transpose ops in
-the Keras model), ``losses`` (when fitted) or ``failed`` with the reason.
+the ``trainable`` variable count and the ``non_trainable`` variables' paths, ``layers``
+(name → class), ``transposes`` (Transpose ops in the Keras model), ``losses`` (when
+fitted) or ``failed`` with the reason.
 """
 
 from __future__ import annotations
@@ -133,8 +135,8 @@ def _environment(backend: str) -> dict[str, str]:
 def cli_in_subprocess(commands: list[list[str]], backend: str = "tensorflow",
                       timeout: int = 900) -> list[tuple[int, str, str]]:
     """Run onnxgrow CLI commands in one new process under ``backend``: (exit code, stdout, stderr) each."""
-    run = subprocess.run([sys.executable, "-c", _CLI, json.dumps(commands)], check=False, capture_output=True, text=True,
-                         env=_environment(backend), timeout=timeout)
+    run = subprocess.run([sys.executable, "-c", _CLI, json.dumps(commands)], check=False, capture_output=True,
+                         text=True, env=_environment(backend), timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
     return [tuple(r) for r in json.loads(run.stdout.strip().splitlines()[-1])]  # type: ignore[misc]
 

@@ -173,7 +173,8 @@ Constant = Callable[[Ref | None], "np.ndarray | None"]
 def _per_channel(constant: Constant, ref: Ref | None) -> np.ndarray | None:
     """A constant broadcast along one axis (``[C]``, ``[1, C, 1, 1]``) as ``[C]``."""
     array = constant(ref)
-    if array is None or array.ndim == 0 or not np.issubdtype(array.dtype, np.floating) or array.size != max(array.shape):
+    if array is None or array.ndim == 0 or not np.issubdtype(array.dtype, np.floating) \
+            or array.size != max(array.shape):
         return None
     return array.reshape(-1)
 
