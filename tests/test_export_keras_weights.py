@@ -95,7 +95,7 @@ def test_a_keras_weights_file_needs_its_suffix(exports: dict[tuple[str, str], Pa
     source.write_bytes(exports["seed_mlp", "from_keras"].read_bytes())
     out = tmp_path / name
     assert_refused(tmp_path, ["export", str(source), "--to", "keras-weights", "-o", str(out)],
-                   "a Keras weights file must end in .weights.h5", out)
+                   "--to keras-weights writes .weights.h5 or .npz files", out)
 
 
 def test_a_graph_without_keras_scopes_is_refused_naming_the_node(fixture_copy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
