@@ -177,7 +177,7 @@ def _matmul(node: ir.Node, context: _Context) -> None:
 
 def _gemm(node: ir.Node, context: _Context) -> None:
     b = _const(node.inputs[1])
-    if b is None or node.attributes.get_int("transA", 0):
+    if b is None or bool(node.attributes.get_int("transA", 0)):
         return
     kernel = (b.T if node.attributes.get_int("transB", 0) else b) * np.asarray(
         node.attributes.get_float("alpha", 1.0), b.dtype)

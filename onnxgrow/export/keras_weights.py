@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from onnxgrow.atomic import atomic_output
 from onnxgrow.errors import GrowError
 from onnxgrow.export.keras_layout import KerasWeights, keras_weights
-from onnxgrow.atomic import atomic_output
 from onnxgrow.model_io import load_model
 
 H5_SUFFIX = ".weights.h5"

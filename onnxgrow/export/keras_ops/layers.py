@@ -131,7 +131,8 @@ def conv(call: KerasCall, inputs: list[KerasInput]) -> Any:
 @keras_op("BatchNormalization", layout=CHANNELS_LAST)
 def batch_norm(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Keras' moving-average momentum has the ONNX meaning (weight of the old value)."""
-    x, scale, bias, mean, var = inputs[:5]
+    x: Any = inputs[0]  # a run-time Keras tensor or a ChannelsLast one (untyped)
+    scale, bias, mean, var = inputs[1:5]
     if call.attr("training_mode", 0):
         raise call.refuse("exported in training mode (batch statistics at inference); re-export in eval mode")
     arrays = [array_of(v) for v in (scale, bias, mean, var)]
@@ -151,7 +152,8 @@ def scale_shift(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Not an ONNX op: the Keras builder's step for a BatchNormalization that tf2onnx wrote
     as Mul/Add by per-channel constants (``x · scale + shift`` on the channel axis). An
     ``EinsumDense("...c,c->...c")`` layer holds scale and shift as trainable variables."""
-    x, scale, shift = inputs[0], array_of(inputs[1]), array_of(inputs[2])
+    x: Any = inputs[0]  # a run-time Keras tensor or a ChannelsLast one (untyped)
+    scale, shift = array_of(inputs[1]), array_of(inputs[2])
     if scale is None or shift is None:
         raise call.refuse("the scale and shift must be constants")
     tensor = x.tensor if isinstance(x, ChannelsLast) or rank_of(x) == 2 else channels_last(x)

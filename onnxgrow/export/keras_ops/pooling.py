@@ -3,6 +3,7 @@ backend pools on CPU): they give ChannelsLast values."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from keras import ops
@@ -51,7 +52,7 @@ def average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return _pool(call, inputs[0], ops.average_pool, 0.0)
 
 
-def _global(x: Any, function) -> Any:  # type: ignore[no-untyped-def]
+def _global(x: Any, function: Callable[..., Any]) -> Any:
     """Over the spatial axes, in the layout the value has (a reduction needs no transpose)."""
     if isinstance(x, ChannelsLast):
         return ChannelsLast(function(x.tensor, axis=tuple(range(1, x.rank - 1)), keepdims=True))
@@ -60,19 +61,9 @@ def _global(x: Any, function) -> Any:  # type: ignore[no-untyped-def]
 
 @keras_op("GlobalAveragePool", layout=CHANNELS_LAST)
 def global_average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
-<<<<<<< HEAD
-    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
-    return ops.mean(x, axis=tuple(range(2, rank_of(x))), keepdims=True)
-=======
     return _global(inputs[0], ops.mean)
->>>>>>> 00afe5b (export --to keras for TensorFlow-made graphs: channels-last values (no NHWC/NCHW Transposes left), build-time shapes for tf2onnx's dynamic-batch Flatten, Pad as ZeroPadding, DepthwiseConv2D, BatchNormalization from tf2onnx's Mul/Add, Keras layer names from scopes)
 
 
 @keras_op("GlobalMaxPool", layout=CHANNELS_LAST)
 def global_max_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
-<<<<<<< HEAD
-    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
-    return ops.max(x, axis=tuple(range(2, rank_of(x))), keepdims=True)
-=======
     return _global(inputs[0], ops.max)
->>>>>>> 00afe5b (export --to keras for TensorFlow-made graphs: channels-last values (no NHWC/NCHW Transposes left), build-time shapes for tf2onnx's dynamic-batch Flatten, Pad as ZeroPadding, DepthwiseConv2D, BatchNormalization from tf2onnx's Mul/Add, Keras layer names from scopes)

@@ -43,7 +43,7 @@ def _dims(value: KerasInput) -> tuple[int | None, ...]:
 @keras_op("Shape", layout=CHANNELS_LAST)
 def shape(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """The input's shape in the ONNX layout (``start``/``end`` from opset 15)."""
-    x = inputs[0]
+    x: Any = inputs[0]  # a run-time Keras tensor or a ChannelsLast one (untyped)
     dims = tuple(x.onnx_shape() if isinstance(x, ChannelsLast) else x.shape)
     start, end = call.attr("start", 0), call.attr("end")
     return _shape(tuple(dims[start:end]))
