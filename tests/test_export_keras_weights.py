@@ -20,6 +20,7 @@ from export_cache import shared_directory
 from keras_roundtrip import check_in_fresh_process
 
 import onnxgrow
+from onnxgrow.errors import GrowError
 from onnxgrow.export import keras_weights as keras_weights_module
 
 pytestmark = pytest.mark.skipif(not tf_zoo.available(), reason=tf_zoo.MISSING_REASON)
@@ -113,7 +114,7 @@ def test_a_failed_write_leaves_no_partial_file(exports: dict[tuple[str, str], Pa
 
     monkeypatch.setattr(keras_weights_module, "_write_h5", half_write)
     out = tmp_path / "wide.weights.h5"
-    with pytest.raises(OSError):
+    with pytest.raises(GrowError, match="cannot write .disk full.; nothing written"):
         keras_weights_module.export_keras_weights(exports["seed_mlp", "from_keras"], out)
     assert list(tmp_path.iterdir()) == []
 
