@@ -32,6 +32,9 @@ CASES = op_graphs() + TF_PATTERNS
 BACKENDS = ["torch"] + (["tensorflow"] if importlib.util.find_spec("tensorflow") is not None else [])
 SUPPORTED = [c for c in CASES if c.keras]
 REFUSED = [c for c in CASES if not c.keras]
+#: The Keras builder's own steps (registered like ops, made by merging ONNX nodes, so no graph
+#: node names them) → the SUPPORTED case whose graph makes each one.
+BUILDER_STEPS = {"ScaleShift": "tf-conv-bn-relu6-pad-depthwise-pool-dense"}  # tf2onnx's BatchNorm Mul/Add
 
 _RUN = textwrap.dedent("""
     import json, sys
@@ -144,7 +147,7 @@ def test_tensorflow_layers_are_rebuilt_as_keras_layers(results: dict[str, dict])
     """Conv → Conv2D, tf2onnx's batchnorm Mul/Add → a ScaleShift (EinsumDense), Pad → ZeroPadding2D,
     a Conv with one group per channel → DepthwiseConv2D, MatMul + Add → Dense: all trainable
     (the first conv's own padding is a ZeroPadding2D before it, too)."""
-    result = results["tf-conv-bn-relu6-pad-depthwise-pool-dense"]
+    result = results[BUILDER_STEPS["ScaleShift"]]
     assert result["layers"] == ["Conv2D", "Dense", "DepthwiseConv2D", "EinsumDense", "InputLayer",
                                 "ZeroPadding2D", "ZeroPadding2D"]
     assert result["trainable"] == 7  # conv (2), bn (2), depthwise kernel, dense (2)
