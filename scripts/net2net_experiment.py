@@ -1,19 +1,25 @@
 """The Net2Net transfer experiment on scikit-learn's digits, through onnxgrow.
 
-    python scripts/net2net_experiment.py [--seeds 5] [--out docs]
+    python scripts/net2net_experiment.py [--framework torch --framework keras] [--seeds 5] [--out docs]
 
-For a teacher MLP and a teacher CNN (PyTorch, SGD with momentum 0.9), per seed:
+For a teacher MLP and a teacher CNN, in PyTorch and in Keras (SGD with momentum 0.9), per seed:
 
-1. train the teacher, export it to ONNX (``torch.onnx.export``, legacy exporter);
+1. train the teacher, export it to ONNX (PyTorch: ``torch.onnx.export``, legacy exporter;
+   Keras: ``tf2onnx.convert.from_keras``);
 2. grow it with onnxgrow: ``widen`` with ``--init net2wider`` (with ``--noise``, an
    unequal but exact split so the copies can drift apart) and with ``--init random-pad``;
    ``deepen`` (identity layers after the ReLU layers) when this onnxgrow has it;
-3. bring every grown model back with ``onnxgrow.export.state_dict`` and load it strictly
-   into the wider/deeper PyTorch class;
+3. bring every grown model back to its framework and load it into the wider/deeper model:
+   PyTorch with ``onnxgrow.export.state_dict`` and ``load_state_dict(strict=True)``, Keras
+   with ``--to keras-weights`` and ``model.load_weights`` (:mod:`net2net_keras`);
 4. fine-tune each student with SGD (momentum 0.9) at a tenth of the teacher's learning
    rate, next to controls trained the same way: the teacher itself, a fresh deeper model
    (random-init), and the deeper model with the teacher's layers and random new layers
-   (what the Keras reference calls random-init).
+   (what the Keras reference calls random-init);
+5. the control the Net2Net paper measures: the wider and the deeper model trained from
+   scratch at the teacher's rate for the teacher's and the students' epochs together,
+   and how many epochs (teacher's plus student's) each route needs to reach the
+   from-scratch model's best validation loss.
 
 Students grown by a function-preserving method must start at the teacher's validation
 loss: the script asserts it (to 1e-5). It writes ``transfer.md`` (tables of validation
@@ -30,6 +36,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,18 +148,19 @@ def validation_loss(model: nn.Module, data: Data) -> float:
         return float(F.cross_entropy(model(data.val_x), data.val_y, reduction="mean"))
 
 
-def train(model: nn.Module, data: Data, lr: float, epochs: int, seed: int) -> list[float]:
+def train(model: nn.Module, data: Data, lr: float, epochs: int, seed: int, *, momentum: float = MOMENTUM,
+          batch: int = BATCH) -> list[float]:
     """SGD with momentum, shuffled mini-batches; the validation loss after each epoch."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(epochs):
         model.train()
         order = torch.randperm(len(data.train_x), generator=generator)
-        for start in range(0, len(order), BATCH):
-            batch = order[start:start + BATCH]
+        for start in range(0, len(order), batch):
+            rows = order[start:start + batch]
             optimizer.zero_grad()
-            F.cross_entropy(model(data.train_x[batch]), data.train_y[batch]).backward()
+            F.cross_entropy(model(data.train_x[rows]), data.train_y[rows]).backward()
             optimizer.step()
         losses.append(validation_loss(model, data))
     return losses
@@ -175,20 +183,20 @@ def load_student(grown: Path, model: nn.Module) -> nn.Module:
     return model
 
 
-def widened(teacher_onnx: Path, family: Family, init: str, seed: int, folder: Path) -> nn.Module:
+def widened(teacher_onnx: Path, family: Family, init: str, seed: int, folder: Path, fw: Any) -> Any:
     out = folder / f"{family.name}-{init}.onnx"
     onnxgrow.widen_file(teacher_onnx, out, family.widths, init=init, noise=NOISE if init == "net2wider" else 0.0,
                         seed=seed)
-    return load_student(out, family.make(**family.wider))
+    return fw.load_student(out, fw.make(family, **family.wider))
 
 
-def deepened(teacher_onnx: Path, family: Family, seed: int, folder: Path) -> nn.Module:
+def deepened(teacher_onnx: Path, family: Family, seed: int, folder: Path, fw: Any) -> Any:
     current = teacher_onnx
     for k, layer in enumerate(family.deepen_after):
         out = folder / f"{family.name}-deeper-{k}.onnx"
         onnxgrow.deepen_file(current, out, layer, seed=seed)  # type: ignore[attr-defined]
         current = out
-    return load_student(current, family.make(deeper=True))
+    return fw.load_student(current, fw.make(family, deeper=True))
 
 
 def with_teacher_layers(deeper: nn.Module, teacher: nn.Module) -> nn.Module:
@@ -200,6 +208,40 @@ def with_teacher_layers(deeper: nn.Module, teacher: nn.Module) -> nn.Module:
 
 def has_deepen() -> bool:
     return hasattr(onnxgrow, "deepen_file")
+
+
+class TorchFramework:
+    """The PyTorch side of the experiment, with the interface :mod:`net2net_keras` has."""
+
+    NAME = "PyTorch"
+    LOAD = "`onnxgrow.export.state_dict`, loaded with `load_state_dict(strict=True)` into"
+    seed = staticmethod(torch.manual_seed)
+    validation_loss = staticmethod(validation_loss)
+    train = staticmethod(train)
+    load_student = staticmethod(load_student)
+    with_teacher_layers = staticmethod(with_teacher_layers)
+
+    @staticmethod
+    def make(family: Family, **kwargs: object) -> nn.Module:
+        return family.make(**kwargs)
+
+    @staticmethod
+    def shaped(data: Data, family: Family) -> Data:
+        return data.shaped(family.shape)
+
+    @staticmethod
+    def export_teacher(teacher: nn.Module, family: Family, path: Path) -> Path:
+        return export_teacher(teacher, family.shape, path)
+
+
+def framework(name: str) -> Any:
+    """``torch`` → :class:`TorchFramework`; ``keras`` → the :mod:`net2net_keras` module."""
+    if name == "torch":
+        return TorchFramework
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import net2net_keras
+
+    return net2net_keras
 
 
 # -- the experiment ---------------------------------------------------------------------
@@ -222,35 +264,50 @@ class Curves:
         return values.mean(axis=0), values.std(axis=0)
 
 
-def run_family(family: Family, data: Data, seeds: list[int], student_epochs: int, folder: Path) -> Curves:
-    curves = Curves()
-    data = data.shaped(family.shape)
-    for seed in seeds:
-        torch.manual_seed(seed)
-        teacher = family.make()
-        start = validation_loss(teacher, data)
-        curves.add("teacher", [start] + train(teacher, data, TEACHER_LR, family.teacher_epochs, seed))
-        teacher_loss = validation_loss(teacher, data)
-        teacher_onnx = export_teacher(teacher, family.shape, folder / f"{family.name}-teacher-{seed}.onnx")
+#: The from-scratch controls: the grown architecture trained from random weights at the teacher's rate.
+SCRATCH = {"scratch (wider)": "net2wider", "scratch (deeper)": "net2deeper"}
 
-        students: dict[str, nn.Module] = {
+
+def run_family(family: Family, data: Data, seeds: list[int], student_epochs: int, folder: Path,
+               fw: Any = TorchFramework) -> Curves:
+    curves = Curves()
+    shaped = fw.shaped(data, family)
+    for seed in seeds:
+        fw.seed(seed)
+        teacher = fw.make(family)
+        start = fw.validation_loss(teacher, shaped)
+        curves.add("teacher", [start] + fw.train(teacher, shaped, TEACHER_LR, family.teacher_epochs, seed,
+                                                 momentum=MOMENTUM, batch=BATCH))
+        teacher_loss = fw.validation_loss(teacher, shaped)
+        teacher_onnx = fw.export_teacher(teacher, family, folder / f"{family.name}-teacher-{seed}.onnx")
+
+        students: dict[str, Any] = {
             "teacher (trained on)": teacher,
-            "net2wider": widened(teacher_onnx, family, "net2wider", seed, folder),
-            "random-pad": widened(teacher_onnx, family, "random-pad", seed, folder),
+            "net2wider": widened(teacher_onnx, family, "net2wider", seed, folder, fw),
+            "random-pad": widened(teacher_onnx, family, "random-pad", seed, folder, fw),
         }
         if has_deepen():
-            students["net2deeper"] = deepened(teacher_onnx, family, seed, folder)
-            torch.manual_seed(1000 + seed)
-            students["random-init"] = family.make(deeper=True)
-            torch.manual_seed(2000 + seed)
-            students["random new layers"] = with_teacher_layers(family.make(deeper=True), teacher)
+            students["net2deeper"] = deepened(teacher_onnx, family, seed, folder, fw)
+            fw.seed(1000 + seed)
+            students["random-init"] = fw.make(family, deeper=True)
+            fw.seed(2000 + seed)
+            students["random new layers"] = fw.with_teacher_layers(fw.make(family, deeper=True), teacher)
         for name, student in students.items():
-            initial = validation_loss(student, data)
+            initial = fw.validation_loss(student, shaped)
             if name in EXACT and abs(initial - teacher_loss) > START_TOLERANCE:
-                raise AssertionError(f"{family.name} {name} (seed {seed}) starts at validation loss {initial:.6f}, "
-                                     f"the teacher ended at {teacher_loss:.6f}")
-            curves.add(name, [initial] + train(student, data, STUDENT_LR, student_epochs, seed + 1))
-        print(f"{family.name} seed {seed}: teacher {teacher_loss:.4f}; "
+                raise AssertionError(f"{fw.NAME} {family.name} {name} (seed {seed}) starts at validation loss "
+                                     f"{initial:.6f}, the teacher ended at {teacher_loss:.6f}")
+            curves.add(name, [initial] + fw.train(student, shaped, STUDENT_LR, student_epochs, seed + 1,
+                                                  momentum=MOMENTUM, batch=BATCH))
+        for name, grown in SCRATCH.items():
+            if grown not in students:
+                continue
+            fw.seed(3000 + seed)
+            model = fw.make(family, **(family.wider if grown == "net2wider" else {"deeper": True}))
+            curves.add(name, [fw.validation_loss(model, shaped)] + fw.train(
+                model, shaped, TEACHER_LR, family.teacher_epochs + student_epochs, seed + 2,
+                momentum=MOMENTUM, batch=BATCH))
+        print(f"{fw.NAME} {family.name} seed {seed}: teacher {teacher_loss:.4f}; "
               + ", ".join(f"{n} {c[-1][1]:.4f}" for n, c in curves.runs.items() if n != "teacher"), flush=True)
     return curves
 
@@ -295,9 +352,45 @@ def comparison(curves: Curves, grown: str, baseline: str, epoch: int = 1) -> str
                    f"epoch(s) and higher by more than the spread in {worse}.")
 
 
+def epochs_to_reach(curves: Curves, name: str, target: str) -> list[int | None]:
+    """Per seed: the first epoch, counting the teacher's and the student's (a from-scratch
+    run counts its own), at which ``name``'s validation loss is at or below the best that
+    the from-scratch run ``target`` reached; None when it never does."""
+    teacher_epochs = len(curves.runs["teacher"][0]) - 1
+    offset = 0 if name in SCRATCH else teacher_epochs
+    reached: list[int | None] = []
+    for curve, scratch in zip(curves.runs[name], curves.runs[target]):
+        best = min(scratch)
+        epoch = next((k for k, loss in enumerate(curve) if loss <= best), None)
+        reached.append(None if epoch is None else offset + epoch)
+    return reached
+
+
+def _reach_cell(reached: list[int | None]) -> str:
+    done = [e for e in reached if e is not None]
+    if not done:
+        return f"not reached (0/{len(reached)} seeds)"
+    return f"{np.mean(done):.1f} ± {np.std(done):.1f} ({len(done)}/{len(reached)} seeds)"
+
+
+def reach_table(curves: Curves) -> list[str]:
+    """Epochs (teacher's + student's) each route needs to reach the from-scratch model's best."""
+    lines = ["| route | epochs to reach the best of scratch (wider) | epochs to reach the best of scratch (deeper) |",
+             "|---|---|---|"]
+    for name in ("scratch (wider)", "scratch (deeper)", "teacher (trained on)", "net2wider", "random-pad",
+                 "net2deeper", "random-init", "random new layers"):
+        if name not in curves.runs:
+            continue
+        cells = [_reach_cell(epochs_to_reach(curves, name, target)) if target in curves.runs else "–"
+                 for target in SCRATCH]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 #: Run → (line style, colour), the same in every panel.
 STYLES = {"teacher (trained on)": (":", "C0"), "net2wider": ("-", "C1"), "random-pad": ("--", "C2"),
-          "net2deeper": ("-", "C3"), "random-init": ("--", "C4"), "random new layers": ("-.", "C5")}
+          "net2deeper": ("-", "C3"), "random-init": ("--", "C4"), "random new layers": ("-.", "C5"),
+          "scratch (wider)": (":", "C6"), "scratch (deeper)": (":", "C7")}
 #: Runs shown in the zoomed row: the function-preserving students and their control.
 ZOOMED = ("teacher (trained on)", "net2wider", "net2deeper")
 
@@ -315,14 +408,15 @@ def plot(results: dict[str, Curves], path: Path) -> None:
         full, zoom = axes[0][column], axes[1][column]
         teacher_mean, _ = curves.mean_std("teacher")
         offset = len(teacher_mean) - 1
-        full.plot(range(len(teacher_mean)), teacher_mean, color="black", label="teacher (lr 0.01)")
+        full.plot(range(len(teacher_mean)), teacher_mean, color="black", label=f"teacher (lr {TEACHER_LR:g})")
         for name, (style, color) in STYLES.items():
             if name not in curves.runs:
                 continue
             mean, std = curves.mean_std(name)
-            xs = np.arange(offset, offset + len(mean))
+            start, lr = (0, TEACHER_LR) if name in SCRATCH else (offset, STUDENT_LR)
+            xs = np.arange(start, start + len(mean))
             for ax in (full, zoom) if name in ZOOMED else (full,):
-                ax.plot(xs, mean, style, color=color, label=f"{name} (lr {STUDENT_LR:g})")
+                ax.plot(xs, mean, style, color=color, label=f"{name} (lr {lr:g})")
                 ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.12)
         full.set_yscale("log")
         full.set_title(f"{family} on digits: validation loss (mean ± std over seeds)")
@@ -364,8 +458,13 @@ def reading(curves: Curves) -> list[str]:
     return lines
 
 
+#: Framework → how its teachers go to ONNX.
+EXPORTER = {"PyTorch": "`torch.onnx.export` (legacy exporter)",
+            "Keras": "`tf2onnx.convert.from_keras` (Keras 3, TensorFlow backend)"}
+
+
 def write_report(results: dict[str, Curves], seeds: list[int], student_epochs: int, seconds: float,
-                 folder: Path) -> None:
+                 folder: Path, frameworks: tuple[Any, ...] = (TorchFramework,)) -> None:
     lines = [
         "# Net2Net transfer on scikit-learn's digits",
         "",
@@ -376,9 +475,10 @@ def write_report(results: dict[str, Curves], seeds: list[int], student_epochs: i
         "Setup: digits (8×8, 1797 images; a fixed stratified 70/30 train/validation split). Teachers are "
         f"trained with SGD (momentum {MOMENTUM}, lr {TEACHER_LR}, batch {BATCH}); every student and control "
         f"is then trained {student_epochs} epochs at lr {STUDENT_LR} (a tenth), same momentum. Students are "
-        "grown from the teacher's ONNX export with onnxgrow and brought back with "
-        "`onnxgrow.export.state_dict`, loaded with `load_state_dict(strict=True)` into the wider/deeper "
-        "PyTorch class.",
+        "grown from the teacher's ONNX export with onnxgrow and brought back to the teacher's framework:",
+        "",
+        *[f"- {fw.NAME}: exported with {EXPORTER[fw.NAME]}; brought back with {fw.LOAD} the wider/deeper "
+          f"{fw.NAME} model (same layer names)." for fw in frameworks],
         "",
         f"- **net2wider**: `widen --init net2wider --noise {NOISE}` (copies split their outgoing weights "
         "unequally, still exact, so they can drift apart). MLP: fc1 32 → 64. CNN: conv1 8 → 16, fc1 32 → 64.",
@@ -390,6 +490,11 @@ def write_report(results: dict[str, Curves], seeds: list[int], student_epochs: i
         "layers random (PyTorch's default initialisation): what the Keras reference calls random-init.",
         "- **teacher (trained on)**: the teacher itself, trained further at the students' rate (a control "
         "the reference does not have: growing helps only if it beats this).",
+        f"- **scratch (wider)**, **scratch (deeper)**: the wider and the deeper model trained from random "
+        f"weights at the teacher's rate ({TEACHER_LR}) for the teacher's and the students' epochs together: the "
+        "control the Net2Net paper measures. For each route, the table of epochs counts the teacher's and "
+        "the student's epochs until the route's validation loss first reaches the best that the from-scratch "
+        "model reached (per seed; mean ± std over the seeds that got there).",
         "",
         f"Checked by the script: net2wider and net2deeper students start at the teacher's final validation "
         f"loss (|difference| ≤ {START_TOLERANCE}).",
@@ -408,6 +513,11 @@ def write_report(results: dict[str, Curves], seeds: list[int], student_epochs: i
                              "random new layers") if n in curves.runs]
         lines += ["", "Students and controls, validation loss per epoch (epoch 0: as grown, before training):", ""]
         lines += table(curves, names, list(range(student_epochs + 1)))
+        if any(name in curves.runs for name in SCRATCH):
+            lines += ["", "Epochs (teacher's + student's) to reach the from-scratch model's best validation loss "
+                      f"(the from-scratch rows: their own epochs; {teacher_epochs} teacher epochs, then "
+                      f"{student_epochs} student epochs):", ""]
+            lines += reach_table(curves)
         lines += ["", "Reading:", ""] + reading(curves)
         lines += ["", "Measured:", "", f"- {comparison(curves, 'net2wider', 'random-pad')}"]
         lines += [f"- {comparison(curves, 'net2wider', 'teacher (trained on)')}"]
@@ -423,6 +533,8 @@ def write_report(results: dict[str, Curves], seeds: list[int], student_epochs: i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--framework", action="append", choices=["torch", "keras"],
+                        help="run the experiment in this framework (repeatable; default: both)")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (at least 3)")
     parser.add_argument("--student-epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
@@ -435,13 +547,20 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.seeds))
     if not has_deepen():
         print("this onnxgrow has no deepen: running the net2wider half only", flush=True)
+    frameworks = []
     results = {}
     with tempfile.TemporaryDirectory(prefix="net2net-") as tmp:
-        for family in FAMILIES:
-            results[family.name] = run_family(family, data, seeds, args.student_epochs, Path(tmp))
+        # PyTorch first, TensorFlow imported only afterwards: PyTorch training after TensorFlow
+        # was imported into the same process crashed it (segfault, exit 139).
+        for name in sorted(dict.fromkeys(args.framework or ["torch", "keras"]), key=["torch", "keras"].index):
+            fw = framework(name)
+            frameworks.append(fw)
+            for family in FAMILIES:
+                results[f"{fw.NAME} {family.name}"] = run_family(family, data, seeds, args.student_epochs,
+                                                                 Path(tmp), fw)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, args.out / "transfer.png")
-    write_report(results, seeds, args.student_epochs, time.time() - began, args.out)
+    write_report(results, seeds, args.student_epochs, time.time() - began, args.out, tuple(frameworks))
     print(f"wrote {args.out / 'transfer.md'} and {args.out / 'transfer.png'} in {time.time() - began:.0f} s")
 
 

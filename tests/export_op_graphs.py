@@ -223,10 +223,9 @@ def op_graphs() -> list[OpGraph]:
                                    {"x": x(3, 1)}, weights={"shape": ints(2, 3, 4), "reps": ints(1, 2, 1)}),
               keras=False))
     add(graph("Pad-reflect", _Spec([node("Pad", ["x", "pads"], mode="reflect")], {"x": x(1, 2, 4, 4)},
-                                   weights={"pads": ints(0, 0, 1, 2, 0, 0, 2, 1)}, opset=13), keras=False))
+                                   weights={"pads": ints(0, 0, 1, 2, 0, 0, 2, 1)}, opset=13)))
     add(graph("Pad-constant-value", _Spec([node("Pad", ["x", "pads", "value"])], {"x": x(2, 3)},
-                                          weights={"pads": ints(1, 0, 0, 2), "value": np.array(1.5, np.float32)}),
-              keras=False))
+                                          weights={"pads": ints(1, 0, 0, 2), "value": np.array(1.5, np.float32)})))
     add(graph("Range-Size", _Spec([node("Size", ["x"], ["n"]), node("Range", ["zero", "n", "one"], ["r"]),
                                    node("Cast", ["r"], ["f"], to=TensorProto.FLOAT),
                                    node("Reshape", ["f", "shape"], ["g"]),
@@ -251,3 +250,55 @@ def op_graphs() -> list[OpGraph]:
                                node("Cast", ["i"], to=TensorProto.FLOAT)],
                               {"x": x(3, 6)}), keras=False))
     return cases
+
+
+def _named(op: str, name: str, inputs: list[str], output: str, **attrs: object) -> onnx.NodeProto:
+    return helper.make_node(op, inputs, [output], name=name, **attrs)
+
+
+def tf_pattern_graphs() -> list[OpGraph]:
+    """What tf2onnx writes for Keras layers (NHWC input, NCHW inside, Keras scopes in node
+    names), for the Keras export only: each should come back with no Transpose."""
+    c = 4
+    block = _Spec([
+        _named("Transpose", "m_1/conv_1/convolution__5", ["x"], "t", perm=[0, 3, 1, 2]),
+        _named("Conv", "m_1/conv_1/BiasAdd", ["t", "m_1/conv_1/kernel", "m_1/conv_1/bias"], "c", pads=[1, 1, 1, 1]),
+        _named("Mul", "m_1/bn_1/batchnorm/mul_1", ["c", "m_1/bn_1/batchnorm/mul"], "bm"),
+        _named("Add", "m_1/bn_1/batchnorm/add_1", ["bm", "m_1/bn_1/batchnorm/sub"], "ba"),
+        _named("Clip", "m_1/relu6_1/Relu6", ["ba", "zero", "six"], "r"),
+        _named("Pad", "m_1/pad_1/Pad", ["r", "pads"], "p"),
+        _named("Conv", "m_1/dw_1/depthwise", ["p", "m_1/dw_1/kernel"], "d", group=c, strides=[2, 2]),
+        _named("MaxPool", "m_1/pool_1/MaxPool2d", ["d"], "mp", kernel_shape=[2, 2], strides=[2, 2]),
+        _named("GlobalAveragePool", "m_1/gap_1/Mean", ["mp"], "g"),
+        _named("Squeeze", "m_1/gap_1/Mean_Squeeze", ["g", "squeeze_axes"], "s"),
+        _named("MatMul", "m_1/fc_1/MatMul", ["s", "m_1/fc_1/kernel"], "f"),
+        _named("Add", "m_1/fc_1/BiasAdd", ["f", "m_1/fc_1/bias"], "fb"),
+        _named("Softmax", "m_1/fc_1/Softmax", ["fb"], "y"),
+    ], {"x": x(2, 8, 8, 3)}, weights={
+        "m_1/conv_1/kernel": x(c, 3, 3, 3), "m_1/conv_1/bias": x(c), "m_1/bn_1/batchnorm/mul": x(1, c, 1, 1),
+        "m_1/bn_1/batchnorm/sub": x(1, c, 1, 1), "zero": np.array(0, np.float32), "six": np.array(6, np.float32),
+        "pads": ints(0, 0, 0, 1, 0, 0, 1, 1), "m_1/dw_1/kernel": x(2 * c, 1, 3, 3), "squeeze_axes": ints(2, 3),
+        "m_1/fc_1/kernel": x(2 * c, 5), "m_1/fc_1/bias": x(5)})
+    flatten = _Spec([
+        _named("Reshape", "m_1/conv_1/BiasAdd__3", ["x", "nchw"], "t"),
+        _named("Conv", "m_1/conv_1/BiasAdd", ["t", "m_1/conv_1/kernel"], "c", kernel_shape=[3, 3]),
+        _named("Relu", "m_1/conv_1/Relu", ["c"], "r"),
+        _named("Transpose", "Transpose__9", ["r"], "nhwc", perm=[0, 2, 3, 1]),
+        _named("Shape", "Shape__10", ["r"], "shape"),
+        _named("Gather", "Gather__11", ["shape", "order"], "dims"),
+        _named("Cast", "m_1/flatten_1/Shape__12", ["dims"], "dims32", to=TensorProto.INT32),
+        _named("Slice", "m_1/flatten_1/strided_slice", ["dims32", "begin", "end", "begin"], "batch"),
+        _named("Concat", "m_1/flatten_1/Reshape/shape_Concat", ["batch", "rest"], "target32", axis=0),
+        _named("Cast", "m_1/flatten_1/Reshape__13", ["target32"], "target", to=TensorProto.INT64),
+        _named("Reshape", "m_1/flatten_1/Reshape", ["nhwc", "target"], "flat"),
+        _named("MatMul", "m_1/fc_1/MatMul", ["flat", "m_1/fc_1/kernel"], "y"),
+    ], {"x": x(3, 6, 6, 1)}, weights={
+        "nchw": ints(-1, 1, 6, 6), "m_1/conv_1/kernel": x(c, 1, 3, 3), "order": ints(0, 2, 3, 1),
+        "begin": np.array([0], np.int32), "end": np.array([1], np.int32), "rest": np.array([16 * c], np.int32),
+        "m_1/fc_1/kernel": x(16 * c, 3)})
+    pad_axes = _Spec([node("Pad", ["x", "pads", "value", "axes"])], {"x": x(2, 3, 4)},
+                     weights={"pads": ints(1, 2), "value": np.array(0.5, np.float32), "axes": ints(-1)}, opset=18)
+    cases = [graph("tf-conv-bn-relu6-pad-depthwise-pool-dense", block), graph("tf-flatten-dynamic-batch", flatten)]
+    for case in cases:  # tf2onnx's batch size is dynamic
+        case.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    return [*cases, graph("Pad-axes-18", pad_axes)]

@@ -1,12 +1,17 @@
-"""The Keras model computes each supported op as onnxruntime does (torch backend), and
-refuses the others with a GrowError naming the node.
+"""The Keras model computes each supported op as onnxruntime does, under Keras' torch and
+TensorFlow backends, and refuses the others with a GrowError naming the node. The graphs
+tf2onnx writes for Keras layers (NHWC Transposes around NCHW convs, BatchNormalization as
+Mul/Add, ReLU6 as Clip, ZeroPadding2D as Pad, DepthwiseConv2D as a grouped Conv,
+GlobalAveragePooling as GlobalAveragePool + Squeeze, the dynamic-batch Flatten from
+Shape/Gather/Cast/Slice/Concat/Reshape) come back with no Transpose in the Keras model.
 
-Keras reads ``KERAS_BACKEND`` when it is first imported, so all cases run in one
-subprocess with ``KERAS_BACKEND=torch`` (no TensorFlow needed).
+Keras reads ``KERAS_BACKEND`` when it is first imported, so all cases of a backend run in
+one subprocess with ``KERAS_BACKEND`` set (the torch backend needs no TensorFlow).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,13 +23,18 @@ import numpy as np
 import pytest
 import torch
 from export_helpers import TiedLM, TinyEncoder, export_onnx
-from export_op_graphs import OpGraph, op_graphs
+from export_op_graphs import OpGraph, op_graphs, tf_pattern_graphs
 
 pytestmark = pytest.mark.torch
 
-CASES = op_graphs()
+TF_PATTERNS = tf_pattern_graphs()
+CASES = op_graphs() + TF_PATTERNS
+BACKENDS = ["torch"] + (["tensorflow"] if importlib.util.find_spec("tensorflow") is not None else [])
 SUPPORTED = [c for c in CASES if c.keras]
 REFUSED = [c for c in CASES if not c.keras]
+#: The Keras builder's own steps (registered like ops, made by merging ONNX nodes, so no graph
+#: node names them) → the SUPPORTED case whose graph makes each one.
+BUILDER_STEPS = {"ScaleShift": "tf-conv-bn-relu6-pad-depthwise-pool-dense"}  # tf2onnx's BatchNorm Mul/Add
 
 _RUN = textwrap.dedent("""
     import json, sys
@@ -54,7 +64,9 @@ _RUN = textwrap.dedent("""
         errors = [float(np.abs(np.asarray(keras.ops.convert_to_numpy(g), np.float64) - e).max()
                         / max(float(np.abs(e).max()), 1e-30)) for g, e in zip(got, expected)]
         results[name] = {"error": max(errors), "outputs": len(got), "expected": len(expected),
-                         "trainable": len(model.trainable_variables), "notes": exported.notes()}
+                         "trainable": len(model.trainable_variables), "notes": exported.notes(),
+                         "transposes": sum(type(op).__name__ == "Transpose" for op in model.operations),
+                         "layers": sorted(type(layer).__name__ for layer in model.layers)}
     print(json.dumps(results))
 """)
 
@@ -72,15 +84,16 @@ def _torch_exports(folder: Path) -> list[tuple[str, str, str]]:
     return jobs
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     folder = tmp_path_factory.mktemp("keras_ops")
     jobs = _torch_exports(folder)
     for case in CASES:
         feeds = folder / f"{case.id}.npz"
         np.savez(feeds, **case.feeds)
         jobs.append((case.id, str(case.save(folder)), str(feeds)))
-    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "KERAS_BACKEND": request.param, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     run = subprocess.run([sys.executable, "-c", _RUN, json.dumps(jobs)], capture_output=True, text=True,
                          env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -122,3 +135,20 @@ def test_tied_weights_are_listed_as_untied_copies_in_keras(results: dict[str, di
     assert result["error"] <= 1e-5 and result["trainable"] == 2
     assert "head.weight: read by 2 layers; in Keras each holds its own copy (they start equal and are no "\
            "longer tied)" in result["notes"]
+
+
+@pytest.mark.parametrize("case", TF_PATTERNS[:2], ids=[c.id for c in TF_PATTERNS[:2]])
+def test_tensorflow_patterns_come_back_channels_last_without_transposes(results: dict[str, dict],
+                                                                        case: OpGraph) -> None:
+    assert results[case.id]["transposes"] == 0, results[case.id]
+
+
+def test_tensorflow_layers_are_rebuilt_as_keras_layers(results: dict[str, dict]) -> None:
+    """Conv → Conv2D, tf2onnx's batchnorm Mul/Add → a ScaleShift (EinsumDense), Pad → ZeroPadding2D,
+    a Conv with one group per channel → DepthwiseConv2D, MatMul + Add → Dense: all trainable
+    (the first conv's own padding is a ZeroPadding2D before it, too)."""
+    result = results[BUILDER_STEPS["ScaleShift"]]
+    assert result["layers"] == ["Conv2D", "Dense", "DepthwiseConv2D", "EinsumDense", "InputLayer",
+                                "ZeroPadding2D", "ZeroPadding2D"]
+    assert result["trainable"] == 7  # conv (2), bn (2), depthwise kernel, dense (2)
+    assert not any("kept as a constant" in note for note in result["notes"])

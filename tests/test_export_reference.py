@@ -238,6 +238,7 @@ def test_keras_model_matches_onnxruntime_and_every_weight_learns(keras_results: 
 
 
 def test_keras_refuses_run_time_shape_computations_naming_the_node(keras_results: dict[str, dict]) -> None:
-    """The dynamo exporter without its optimiser builds conv biases from Shape/Expand at run time."""
+    """The dynamo exporter without its optimiser builds conv biases from Shape/Expand at run time
+    (Shape itself is computed when the Keras model is built; Expand of it is not supported)."""
     assert keras_results["resnet-dynamo-nofold"]["refused"].startswith(
-        "cannot export to Keras: op Shape (node 'node_Shape_")
+        "cannot export to Keras: op Expand (node 'node_Expand_")

@@ -333,7 +333,7 @@ def test_signal_during_the_first_imports(tmp_path: Path, sig: str, code: int, me
     ("torch", ["export", "{model}", "--to", "torch", "-o", "m.pt"], "pip install 'onnxgrow[torch]'"),
     ("safetensors", ["export", "{model}", "--to", "state-dict", "-o", "w.safetensors"],
      "pip install 'onnxgrow[torch]'"),
-    ("keras", ["export", "{model}", "--to", "keras", "-o", "m.keras"], "pip install 'onnxgrow[keras,torch]'"),
+    ("keras", ["export", "{model}", "--to", "keras", "-o", "m.keras"], "pip install 'onnxgrow[keras]'"),
 ])
 def test_missing_optional_package_gives_an_install_line(tmp_path: Path, missing: str, args: list[str],
                                                         hint: str) -> None:

@@ -6,7 +6,8 @@ Keras export ops (``onnxgrow/export/{torch,keras}_ops/registry.py``). A case "na
 when the table a parametrised equivalence test runs over holds it: the widening tables of
 ``test_widen_ops`` (keyed by op type), the deepening networks of ``test_deepen``
 (keyed by the layer's op type), and the op types of the nodes in the graphs that
-``test_export_torch_ops`` and ``test_export_keras_ops`` compare with onnxruntime.
+``test_export_torch_ops`` and ``test_export_keras_ops`` compare with onnxruntime (and the
+Keras builder's own merged steps, each with the case whose graph makes it).
 
 So registering a new op without adding its case makes :func:`test_every_registered_op_has_a_case` fail.
 
@@ -54,7 +55,8 @@ def uncovered(keras: Iterable[str]) -> dict[str, list[str]]:
         ("widening layers", rules.PRODUCERS, set(test_widen_ops.LAYER_CASES)),
         ("deepening kinds", kinds.KINDS, set(test_deepen.KIND_CASES)),
         ("torch export ops", torch_ops.TORCH_OPS, op_types(test_export_torch_ops.CASES)),
-        ("keras export ops", keras, op_types(test_export_keras_ops.SUPPORTED)),
+        ("keras export ops", keras,
+         op_types(test_export_keras_ops.SUPPORTED) | set(test_export_keras_ops.BUILDER_STEPS)),
     ]
     return {name: sorted(set(registry) - covered) for name, registry, covered in tables}
 
@@ -69,6 +71,7 @@ def test_the_tables_hold_registered_ops_only() -> None:
     assert set(test_widen_ops.WIDEN_CASES) | set(test_widen_ops.REFUSED_CASES) <= set(rules.RULES)
     assert set(test_widen_ops.LAYER_CASES) <= set(rules.PRODUCERS)
     assert set(test_deepen.KIND_CASES) <= set(kinds.KINDS)
+    assert set(test_export_keras_ops.BUILDER_STEPS.values()) <= {c.id for c in test_export_keras_ops.SUPPORTED}
 
 
 def test_an_op_registered_without_a_case_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,9 @@
   below registers its parameters under.
 - ``torch``: ``torch.save`` of an :class:`~onnxgrow.export.torch_module.OnnxModule`.
 - ``keras``: a ``.keras`` file of the Keras functional model.
+- ``keras-weights``: each Keras layer's variables under its Keras name, in Keras layout
+  (:mod:`onnxgrow.export.keras_weights`): ``.weights.h5`` for ``model.load_weights`` or
+  ``.npz``. Like a state dict it has no code to run, so nothing is compared.
 
 The PyTorch and Keras models are checked like a grown model: written to a temporary
 file, loaded back from it (``torch.load(..., weights_only=False)``,
@@ -24,13 +27,14 @@ import onnx_ir as ir
 
 from onnxgrow.atomic import atomic_output, check_output_folder
 from onnxgrow.errors import GrowError, NotEquivalentError
+from onnxgrow.export.keras_weights import export_keras_weights
 from onnxgrow.export.state_dict import export_state_dict
 from onnxgrow.model_io import ensure_output_is_not_input, files_of, load_model
 from onnxgrow.options import VerifyOptions
 from onnxgrow.verification import Runner, VerifyReport, input_specs, name_of, verify
 
 #: format → default output suffix.
-FORMATS = {"state-dict": ".pt", "torch": ".torch.pt", "keras": ".keras"}
+FORMATS = {"state-dict": ".pt", "torch": ".torch.pt", "keras": ".keras", "keras-weights": ".weights.h5"}
 
 
 @dataclass
@@ -103,7 +107,8 @@ def _export_keras(model: ir.Model, output: Path, options: VerifyOptions | None) 
 #: The check an export runs unless told otherwise.
 DEFAULT_CHECK = VerifyOptions()
 #: format → the file suffixes its output may have.
-SUFFIXES = {"state-dict": (".pt", ".pth", ".safetensors"), "torch": (".pt", ".pth"), "keras": (".keras",)}
+SUFFIXES = {"state-dict": (".pt", ".pth", ".safetensors"), "torch": (".pt", ".pth"), "keras": (".keras",),
+            "keras-weights": (".weights.h5", ".npz")}
 
 
 def _check_suffix(output: Path, fmt: str) -> None:
@@ -115,11 +120,14 @@ def _check_suffix(output: Path, fmt: str) -> None:
 
 
 def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str] | None, to: str,
-                 *, verify: VerifyOptions | None = DEFAULT_CHECK) -> ExportReport:
-    """Export the ONNX model file ``source`` as ``to`` (state-dict, torch, keras) to ``output``.
+                 *, verify: VerifyOptions | None = DEFAULT_CHECK, bias_before_norm: bool = True) -> ExportReport:
+    """Export the ONNX model file ``source`` as ``to`` (state-dict, torch, keras, keras-weights)
+    to ``output``.
 
     The PyTorch and Keras models are compared with onnxruntime under ``verify``
-    (``None``: not compared); a state dict has nothing to run.
+    (``None``: not compared); a state dict or Keras weights have nothing to run.
+    ``bias_before_norm`` (keras-weights): whether the Keras layers right before a
+    BatchNormalization have a bias (see :mod:`onnxgrow.export.keras_layout`).
     """
     if to not in FORMATS:
         raise GrowError(f"unknown export format {to!r}; choose one of {', '.join(FORMATS)}")
@@ -133,6 +141,9 @@ def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str] 
     if to == "state-dict":
         result = export_state_dict(model, out)
         return ExportReport(out, to, len(result.tensors), result.notes())
+    if to == "keras-weights":
+        weights = export_keras_weights(model, out, bias_before_norm=bias_before_norm)
+        return ExportReport(out, to, sum(len(layer.variables) for layer in weights.layers), weights.notes)
     if to == "torch":
         return _export_torch(model, out, verify)
     return _export_keras(model, out, verify)

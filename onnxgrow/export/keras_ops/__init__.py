@@ -9,7 +9,8 @@ from onnxgrow.export.keras_ops import (  # noqa: F401
     pooling,
     reduction,
     shape_ops,
+    shape_values,
 )
-from onnxgrow.export.keras_ops.registry import KERAS_OPS, KerasCall, LayerNames, Weight
+from onnxgrow.export.keras_ops.registry import KERAS_OPS, KerasCall, LayerNames, Weight, onnx_layout, run_op
 
-__all__ = ["KERAS_OPS", "KerasCall", "LayerNames", "Weight"]
+__all__ = ["KERAS_OPS", "KerasCall", "LayerNames", "Weight", "onnx_layout", "run_op"]

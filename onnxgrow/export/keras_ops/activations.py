@@ -7,7 +7,7 @@ from typing import Any
 
 from keras import ops
 
-from onnxgrow.export.keras_ops.registry import KerasCall, KerasInput, array_of, keras_op, rank_of
+from onnxgrow.export.keras_ops.registry import ELEMENTWISE, KerasCall, KerasInput, array_of, keras_op, rank_of
 
 _UNARY = {
     "Relu": ops.relu, "Sigmoid": ops.sigmoid, "Tanh": ops.tanh, "Erf": ops.erf, "Exp": ops.exp,
@@ -24,20 +24,20 @@ def _unary(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return _UNARY[call.op_type](inputs[0])
 
 
-keras_op(*_UNARY)(_unary)
+keras_op(*_UNARY, layout=ELEMENTWISE)(_unary)
 
 
-@keras_op("LeakyRelu")
+@keras_op("LeakyRelu", layout=ELEMENTWISE)
 def leaky_relu(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return ops.leaky_relu(inputs[0], negative_slope=call.attr("alpha", 0.01))
 
 
-@keras_op("Elu")
+@keras_op("Elu", layout=ELEMENTWISE)
 def elu(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return ops.elu(inputs[0], alpha=call.attr("alpha", 1.0))
 
 
-@keras_op("Selu", "Celu")
+@keras_op("Selu", "Celu", layout=ELEMENTWISE)
 def selu_celu(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Selu: ``gamma · (x > 0 ? x : alpha (eˣ − 1))``; Celu: ``max(0, x) + min(0, alpha (e^(x/alpha) − 1))``."""
     x: Any = inputs[0]  # a run-time Keras tensor (untyped)
@@ -49,23 +49,23 @@ def selu_celu(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return gamma * ops.where(x > 0, x, alpha * (ops.exp(x) - 1.0))
 
 
-@keras_op("Gelu")
+@keras_op("Gelu", layout=ELEMENTWISE)
 def gelu(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return ops.gelu(inputs[0], approximate=call.attr("approximate", "none") == "tanh")
 
 
-@keras_op("HardSigmoid")
+@keras_op("HardSigmoid", layout=ELEMENTWISE)
 def hard_sigmoid(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return ops.clip(call.attr("alpha", 0.2) * inputs[0] + call.attr("beta", 0.5), 0.0, 1.0)
 
 
-@keras_op("ThresholdedRelu")
+@keras_op("ThresholdedRelu", layout=ELEMENTWISE)
 def thresholded_relu(call: KerasCall, inputs: list[KerasInput]) -> Any:
     x: Any = inputs[0]  # a run-time Keras tensor (untyped)
     return ops.where(x > call.attr("alpha", 1.0), x, ops.zeros_like(x))
 
 
-@keras_op("Clip")
+@keras_op("Clip", layout=ELEMENTWISE)
 def clip(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Bounds are constant inputs from opset 11, attributes before."""
     x: Any = inputs[0]  # a run-time Keras tensor (untyped)

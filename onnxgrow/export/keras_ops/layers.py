@@ -1,6 +1,11 @@
-"""Ops with weights, as built-in Keras layers: Gemm and MatMul (Dense), Conv (ConvND),
-BatchNormalization, LayerNormalization, InstanceNormalization and GroupNormalization,
-Gather on an embedding table (Embedding), PRelu."""
+"""Ops with weights, as built-in Keras layers: Gemm and MatMul (Dense), Conv (ConvND,
+channels-last; one filter group per channel: DepthwiseConv2D), BatchNormalization,
+LayerNormalization, InstanceNormalization and GroupNormalization, Gather on an embedding
+table (Embedding), PRelu.
+
+Conv gives a ChannelsLast value (its input made channels-last first unless it is one);
+BatchNormalization normalises the last axis of a ChannelsLast value. ScaleShift (the
+builder's, for tf2onnx's BatchNormalization as Mul/Add) is an EinsumDense per channel."""
 
 from __future__ import annotations
 
@@ -11,12 +16,15 @@ import numpy as np
 from keras import ops
 
 from onnxgrow.export.keras_ops.registry import (
+    CHANNELS_LAST,
+    ChannelsLast,
     KerasCall,
     KerasInput,
     Weight,
     array_of,
     keras_op,
     rank_of,
+    to_channels_last,
     window_pads,
 )
 
@@ -65,20 +73,32 @@ def matmul(call: KerasCall, inputs: list[KerasInput]) -> Any:
 
 
 _CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-_ZERO_PAD = {1: keras.layers.ZeroPadding1D, 2: keras.layers.ZeroPadding2D, 3: keras.layers.ZeroPadding3D}
+ZERO_PADDING = {1: keras.layers.ZeroPadding1D, 2: keras.layers.ZeroPadding2D, 3: keras.layers.ZeroPadding3D}
 
 
 def channels_last(x: Any) -> Any:
-    rank = rank_of(x)
-    return ops.transpose(x, (0, *range(2, rank), 1))
+    """The channels-last tensor of a run-time value (a Transpose unless it is ChannelsLast)."""
+    if isinstance(x, ChannelsLast):
+        return x.tensor
+    return ops.transpose(x, to_channels_last(rank_of(x)))
 
 
-def channels_first(x: Any) -> Any:
-    rank = rank_of(x)
-    return ops.transpose(x, (0, rank - 1, *range(1, rank - 1)))
+def _depthwise(call: KerasCall, y: Any, w: Weight, kernel: list[int], strides: list[int],
+               dilations: list[int], bias: np.ndarray | None) -> Any:
+    """A DepthwiseConv2D: ONNX filters ``[C·m, 1, kh, kw]`` → Keras ``[kh, kw, C, m]``."""
+    groups = call.attr("group")
+    multiplier = w.array.shape[0] // groups
+    layer = keras.layers.DepthwiseConv2D(kernel, strides=strides, padding="valid", depth_multiplier=multiplier,
+                                         dilation_rate=dilations, use_bias=bias is not None,
+                                         data_format="channels_last", name=call.layer_name(w),
+                                         dtype=str(w.array.dtype))
+    out = layer(y)
+    filters = w.array.reshape(groups, multiplier, *kernel).transpose(2, 3, 0, 1)
+    layer.set_weights([filters] if bias is None else [filters, bias])
+    return out
 
 
-@keras_op("Conv")
+@keras_op("Conv", layout=CHANNELS_LAST)
 def conv(call: KerasCall, inputs: list[KerasInput]) -> Any:
     x, w = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 else None
@@ -94,32 +114,54 @@ def conv(call: KerasCall, inputs: list[KerasInput]) -> Any:
     y = channels_last(x)
     if any(begins) or any(ends):
         padding = tuple(zip(begins, ends)) if rank > 1 else (begins[0], ends[0])
-        y = _ZERO_PAD[rank](padding, **({"data_format": "channels_last"} if rank > 1 else {}))(y)
+        y = ZERO_PADDING[rank](padding, **({"data_format": "channels_last"} if rank > 1 else {}))(y)
     bias = array_of(b)
+    groups = call.attr("group", 1)
+    if rank == 2 and groups > 1 and w.array.shape[1] == 1 and groups == y.shape[-1]:
+        return ChannelsLast(_depthwise(call, y, w, kernel, strides, dilations, bias))
     layer = _CONV[rank](w.array.shape[0], kernel, strides=strides, padding="valid", dilation_rate=dilations,
                         groups=call.attr("group", 1), use_bias=bias is not None, data_format="channels_last",
                         name=call.layer_name(w), dtype=str(w.array.dtype))
     y = layer(y)
     filters = np.transpose(w.array, (*range(2, rank + 2), 1, 0))
     layer.set_weights([filters] if bias is None else [filters, bias])
-    return channels_first(y)
+    return ChannelsLast(y)
 
 
-@keras_op("BatchNormalization")
+@keras_op("BatchNormalization", layout=CHANNELS_LAST)
 def batch_norm(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Keras' moving-average momentum has the ONNX meaning (weight of the old value)."""
-    x, scale, bias, mean, var = inputs[:5]
+    x: Any = inputs[0]  # a run-time Keras tensor or a ChannelsLast one (untyped)
+    scale, bias, mean, var = inputs[1:5]
     if call.attr("training_mode", 0):
         raise call.refuse("exported in training mode (batch statistics at inference); re-export in eval mode")
     arrays = [array_of(v) for v in (scale, bias, mean, var)]
     if any(a is None for a in arrays):
         raise call.refuse("scale, bias, mean and variance must be constants")
-    layer = keras.layers.BatchNormalization(axis=1, epsilon=call.attr("epsilon", 1e-5),
+    last = isinstance(x, ChannelsLast)
+    layer = keras.layers.BatchNormalization(axis=-1 if last else 1, epsilon=call.attr("epsilon", 1e-5),
                                             momentum=call.attr("momentum", 0.9),
                                             name=call.layer_name(scale if isinstance(scale, Weight) else None))
-    y = layer(x)
-    layer.set_weights(arrays)
-    return y
+    y = layer(x.tensor if last else x)
+    layer.set_weights([a.reshape(-1) for a in arrays])  # type: ignore[union-attr]
+    return ChannelsLast(y) if last else y
+
+
+@keras_op("ScaleShift", layout=CHANNELS_LAST)
+def scale_shift(call: KerasCall, inputs: list[KerasInput]) -> Any:
+    """Not an ONNX op: the Keras builder's step for a BatchNormalization that tf2onnx wrote
+    as Mul/Add by per-channel constants (``x · scale + shift`` on the channel axis). An
+    ``EinsumDense("...c,c->...c")`` layer holds scale and shift as trainable variables."""
+    x: Any = inputs[0]  # a run-time Keras tensor or a ChannelsLast one (untyped)
+    scale, shift = array_of(inputs[1]), array_of(inputs[2])
+    if scale is None or shift is None:
+        raise call.refuse("the scale and shift must be constants")
+    tensor = x.tensor if isinstance(x, ChannelsLast) or rank_of(x) == 2 else channels_last(x)
+    layer = keras.layers.EinsumDense("...c,c->...c", output_shape=(scale.size,), bias_axes="c",
+                                     name=call.layer_name(None), dtype=str(scale.dtype))
+    y = layer(tensor)
+    layer.set_weights([scale.reshape(-1), shift.reshape(-1)])
+    return y if not isinstance(x, ChannelsLast) and rank_of(x) == 2 else ChannelsLast(y)
 
 
 @keras_op("LayerNormalization")

@@ -1,12 +1,23 @@
-"""MaxPool, AveragePool and the global pools, in channels-first ``keras.ops``."""
+"""MaxPool, AveragePool and the global pools, channels-last (the only layout every Keras
+backend pools on CPU): they give ChannelsLast values."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from keras import ops
 
-from onnxgrow.export.keras_ops.registry import KerasCall, KerasInput, keras_op, rank_of, window_pads
+from onnxgrow.export.keras_ops.layers import channels_last
+from onnxgrow.export.keras_ops.registry import (
+    CHANNELS_LAST,
+    ChannelsLast,
+    KerasCall,
+    KerasInput,
+    keras_op,
+    spatial_sizes,
+    window_pads,
+)
 
 
 def _pool(call: KerasCall, x: Any, function, pad_value: float) -> Any:
@@ -18,20 +29,21 @@ def _pool(call: KerasCall, x: Any, function, pad_value: float) -> Any:
         raise call.refuse("dilated pooling is not supported")
     begins, ends = window_pads(call, x, kernel, strides, dilations)
     if call.attr("ceil_mode", 0):
-        for size, k, s, b, e in zip(x.shape[2:], kernel, strides, begins, ends):
+        for size, k, s, b, e in zip(spatial_sizes(x), kernel, strides, begins, ends):
             if size is None or (size + b + e - k) % s:
                 raise call.refuse("ceil_mode that changes the output size is not supported")
+    y = channels_last(x)
     if any(begins) or any(ends):
-        x = ops.pad(x, [(0, 0), (0, 0), *zip(begins, ends)], constant_values=pad_value)
-    return function(x, kernel, strides, padding="valid", data_format="channels_first")
+        y = ops.pad(y, [(0, 0), *zip(begins, ends), (0, 0)], constant_values=pad_value)
+    return ChannelsLast(function(y, kernel, strides, padding="valid", data_format="channels_last"))
 
 
-@keras_op("MaxPool")
+@keras_op("MaxPool", layout=CHANNELS_LAST)
 def max_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return _pool(call, inputs[0], ops.max_pool, float("-inf"))
 
 
-@keras_op("AveragePool")
+@keras_op("AveragePool", layout=CHANNELS_LAST)
 def average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
     """Padding is supported when it is counted (``count_include_pad=1``)."""
     pads = call.attr("pads") or []
@@ -40,13 +52,18 @@ def average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
     return _pool(call, inputs[0], ops.average_pool, 0.0)
 
 
-@keras_op("GlobalAveragePool")
+def _global(x: Any, function: Callable[..., Any]) -> Any:
+    """Over the spatial axes, in the layout the value has (a reduction needs no transpose)."""
+    if isinstance(x, ChannelsLast):
+        return ChannelsLast(function(x.tensor, axis=tuple(range(1, x.rank - 1)), keepdims=True))
+    return function(x, axis=tuple(range(2, len(x.shape))), keepdims=True)
+
+
+@keras_op("GlobalAveragePool", layout=CHANNELS_LAST)
 def global_average_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
-    return ops.mean(x, axis=tuple(range(2, rank_of(x))), keepdims=True)
+    return _global(inputs[0], ops.mean)
 
 
-@keras_op("GlobalMaxPool")
+@keras_op("GlobalMaxPool", layout=CHANNELS_LAST)
 def global_max_pool(call: KerasCall, inputs: list[KerasInput]) -> Any:
-    x: Any = inputs[0]  # a run-time Keras tensor (untyped)
-    return ops.max(x, axis=tuple(range(2, rank_of(x))), keepdims=True)
+    return _global(inputs[0], ops.max)
