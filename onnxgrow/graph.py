@@ -6,6 +6,8 @@ all use them, so they live outside any one of those packages.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
@@ -77,11 +79,12 @@ def static_dims(value: ir.Value | None) -> list[int | None] | None:
     return [d if isinstance(d, int) else None for d in value.shape.dims]
 
 
-def model_input_behind(value: ir.Value | None) -> ir.Value | None:
-    """The graph input that ``value`` is (through Identity/Transpose), if any."""
+def model_input_behind(value: ir.Value | None, through: Collection[str] = PASS_THROUGH_OPS) -> ir.Value | None:
+    """The graph input that ``value`` is, through the ops named in ``through`` (their first
+    input; by default Identity/Transpose), if any."""
     while value is not None and not value.is_graph_input():
         producer = value.producer()
-        if producer is None or producer.op_type not in PASS_THROUGH_OPS or not producer.inputs:
+        if producer is None or producer.op_type not in through or not producer.inputs:
             return None
         value = producer.inputs[0]
     return value

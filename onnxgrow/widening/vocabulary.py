@@ -33,6 +33,7 @@ import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, ConstantRef, find_constant
 from onnxgrow.errors import GrowError, RefusedError
+from onnxgrow.graph import model_input_behind
 from onnxgrow.growth_map import build_growth_map
 from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
 from onnxgrow.pipeline import grow, grow_file
@@ -110,13 +111,7 @@ def _grow_root(ref: ConstantRef, grown: np.ndarray) -> None:
 
 def _ids_input(node: ir.Node) -> ir.Value | None:
     """The model input the lookup's ids come from (through casts and reshapes), if any."""
-    value = node.inputs[1]
-    while value is not None and not value.is_graph_input():
-        producer = value.producer()
-        if producer is None or producer.op_type not in _ID_CARRIERS or not producer.inputs:
-            return None
-        value = producer.inputs[0]
-    return value
+    return model_input_behind(node.inputs[1], _ID_CARRIERS)
 
 
 def _head_width_axis(node: ir.Node) -> int | None:
