@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import onnx
 import onnx_ir as ir
@@ -46,7 +45,6 @@ from onnxgrow.verification import VerifyReport, verify
 
 PlanT = TypeVar("PlanT")
 ReportT = TypeVar("ReportT", bound="GrowthReport")
-ReportT_co = TypeVar("ReportT_co", bound="GrowthReport", covariant=True)
 
 
 class GrowthReport(Protocol):
@@ -70,14 +68,6 @@ class GrowthOp(Protocol[PlanT, ReportT]):
     def apply(self, model: ir.Model, plan: PlanT) -> ReportT: ...
 
     def history(self, report: ReportT) -> list[dict[str, Any]]: ...
-
-
-@dataclass
-class Grown(Generic[ReportT]):
-    """A grown model in memory and its report."""
-
-    model: ir.Model
-    report: ReportT
 
 
 def grow(model: ir.Model | str | os.PathLike[str], op: GrowthOp[Any, ReportT]) -> tuple[ir.Model, ReportT]:
