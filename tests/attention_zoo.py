@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from zoo import Conv1D
 
 
 @dataclass(frozen=True)
@@ -140,26 +141,13 @@ class Bert(nn.Module):
 # ----- GPT-2 ----------------------------------------------------------------------------------
 
 
-class Conv1D(nn.Module):
-    def __init__(self, nf: int, nx: int) -> None:
-        super().__init__()
-        self.nf = nf
-        self.weight = nn.Parameter(0.3 * torch.randn(nx, nf))
-        self.bias = nn.Parameter(0.1 * torch.randn(nf))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size_out = x.size()[:-1] + (self.nf,)
-        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
-        return x.view(size_out)
-
-
 class GPT2Attention(nn.Module):
     def __init__(self, c: Config) -> None:
         super().__init__()
         self.num_heads, self.head_dim = c.heads, c.head_dim
         self.split_size = c.heads * c.head_dim
-        self.c_attn = Conv1D(3 * self.split_size, c.hidden)
-        self.c_proj = Conv1D(c.hidden, self.split_size)
+        self.c_attn = Conv1D(c.hidden, 3 * self.split_size)
+        self.c_proj = Conv1D(self.split_size, c.hidden)
         self.register_buffer("bias", torch.tril(torch.ones(c.seq, c.seq, dtype=torch.bool)).view(1, 1, c.seq, c.seq),
                              persistent=False)
 
