@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from onnxgrow.errors import GrowError
+from onnxgrow.export.keras_layout import keras_layer_name, norm_layer_of
 from onnxgrow.export.windows import window_pads as onnx_window_pads
 
 
@@ -138,8 +139,6 @@ class KerasCall:
         """The name of a new layer holding ``weight``: the Keras layer of a TensorFlow
         converter's name scope (the weight's, else the node's: ``model_1/fc1_1/MatMul`` →
         ``fc1``), else the weight's module (``fc1.weight`` → ``fc1``), else the node's name."""
-        from onnxgrow.export.keras_layout import keras_layer_name, norm_layer_of
-
         if weight is not None:
             self.names.variables[weight.name] = self.names.variables.get(weight.name, 0) + 1
         scoped = None if self.node.startswith("/") else self.node
