@@ -16,7 +16,9 @@ one small function each, in display priority):
 - ``dynamo``: its PyTorch module path from the dynamo exporter's node metadata
   ``pkg.torch.onnx.name_scopes``;
 - ``legacy``: its PyTorch module path from the legacy exporter's scoped node name
-  (``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``), and that scope as written;
+  (``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``), with the outer modules the scope
+  leaves out put back (:func:`legacy_outer_prefixes`: ``model.layers.0.mlp.up_proj`` when
+  ``forward`` called ``self.model.layers[0]``), the path as scoped, and that scope as written;
 - ``scope``: a scope as written (``sequential/dense_1/MatMul`` → ``sequential/dense_1``);
 - ``weights``: every weight's prefix, and the weight names themselves.
 
@@ -37,8 +39,8 @@ from __future__ import annotations
 import ast
 import difflib
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
@@ -103,9 +105,52 @@ def weight_prefix(name: str | None) -> str | None:
     return None
 
 
-def module_path(node: ir.Node) -> str | None:
-    """The framework module path of a node, from metadata or its scoped name."""
-    return dynamo_module_path(node) or legacy_module_path(node.name or "")
+def legacy_outer_prefixes(graph: ir.Graph) -> dict[str, str]:
+    """The outer module prefixes a legacy scope leaves out, by module path.
+
+    The legacy exporter scopes a node by the modules whose ``forward`` ran, so a model whose
+    ``forward`` calls ``self.model.layers[0]`` directly gives ``/layers.0/mlp/up_proj/MatMul``
+    for a weight the model names ``model.layers.0.mlp.up_proj.weight``. The rule: when a node
+    with legacy path ``M`` reads a value named ``<outer>.M.<slot>`` (an initializer, or the
+    Identity a deduplicating exporter leaves under the weight's name), ``M`` and each of
+    its ancestors (``layers.0``, ``layers``) map to ``<outer>``; an ancestor that two weights
+    map to different outers maps to nothing.
+    """
+    found: dict[str, set[str]] = {}
+    for node in graph:
+        path = legacy_module_path(node.name or "")
+        if path is None:
+            continue
+        for value in node.inputs:
+            prefix = (value.name or "").rpartition(".")[0] if value is not None else ""
+            if not prefix.endswith("." + path):
+                continue
+            outer = prefix[: -len(path) - 1]
+            parts = path.split(".")
+            for end in range(len(parts), 0, -1):
+                found.setdefault(".".join(parts[:end]), set()).add(outer)
+    return {path: next(iter(outers)) for path, outers in found.items() if len(outers) == 1}
+
+
+def with_outer_prefix(path: str, prefixes: Mapping[str, str]) -> str:
+    """``path`` under the outer prefix of its nearest ancestor in ``prefixes`` (see
+    :func:`legacy_outer_prefixes`), else unchanged."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        outer = prefixes.get(".".join(parts[:end]))
+        if outer is not None:
+            return f"{outer}.{path}"
+    return path
+
+
+def module_path(node: ir.Node, prefixes: Mapping[str, str] | None = None) -> str | None:
+    """The framework module path of a node, from metadata or its scoped name; a legacy path
+    gets the outer prefix ``prefixes`` (:func:`legacy_outer_prefixes`) give it."""
+    dynamo = dynamo_module_path(node)
+    if dynamo:
+        return dynamo
+    legacy = legacy_module_path(node.name or "")
+    return with_outer_prefix(legacy, prefixes) if legacy and prefixes else legacy
 
 
 # ----- Keras / tf2onnx ---------------------------------------------------------------------
@@ -176,6 +221,7 @@ class NamingContext:
     keras3: bool = False
     tf2onnx: bool = False
     sklearn_layers: int = 0  # number of ``coefficient*`` weights (skl2onnx MLP layers)
+    legacy_prefixes: Mapping[str, str] = field(default_factory=dict)  # see legacy_outer_prefixes
 
 
 def naming_context(graph: ir.Graph | None) -> NamingContext:
@@ -183,7 +229,8 @@ def naming_context(graph: ir.Graph | None) -> NamingContext:
     if graph is None:
         return NamingContext()
     return NamingContext(keras3=is_keras3_graph(graph), tf2onnx=is_tf2onnx_graph(graph),
-                         sklearn_layers=sum(1 for name in graph.initializers if _SKLEARN_COEF.match(name)))
+                         sklearn_layers=sum(1 for name in graph.initializers if _SKLEARN_COEF.match(name)),
+                         legacy_prefixes=legacy_outer_prefixes(graph))
 
 
 @dataclass(frozen=True)
@@ -261,6 +308,7 @@ def _legacy(source: NameSource) -> Iterable[str | None]:
     node_name = source.node.name or ""
     legacy = legacy_module_path(node_name)
     if legacy:
+        yield with_outer_prefix(legacy, source.context.legacy_prefixes)
         yield legacy
         yield node_name.strip("/").rsplit("/", 1)[0]
 

@@ -15,9 +15,16 @@ Shared by the state-dict, PyTorch and Keras exports. The rules:
   identifiers; not ``onnx::Conv_35``, ``val_0``, ``/fc/Transpose_output_0`` nor the
   ``<weight>_bias`` the dynamo optimiser makes). Otherwise ``<module>.<slot>``: the
   module is the prefix of the node's framework-named weight, else the node's module path
-  (:func:`onnxgrow.names.module_path`), and the slot suffix comes from the op
+  (:func:`onnxgrow.names.module_path`; a legacy scope with the outer modules it leaves out
+  put back, :func:`onnxgrow.names.legacy_outer_prefixes`), and the slot suffix comes from the op
   (Gemm B → ``weight``, C → ``bias``; BatchNormalization → ``weight``, ``bias``,
   ``running_mean``, ``running_var``...).
+- **Folded constants**: a constant the dynamo exporter's optimiser computed carries
+  ``pkg.onnxscript.optimizer.folded_from`` (``embedding_1``: the position-embedding rows a
+  static sequence length selects from ``transformer.wpe.weight``). Its name is the FX
+  node's, not a framework name: it is not a parameter, export keeps it as a constant, and
+  the framework weights it was computed from and that the model no longer holds are
+  reported.
 - **Layout**: a value named by its exporter keeps the layout the framework stored (the
   node reads it through the Transposes in between). A value the exporter computed is
   brought back to PyTorch layout: Gemm ``transB=0`` and MatMul weights are ``[K, N]``
@@ -35,14 +42,14 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, ConstantRef, find_constant
-from onnxgrow.names import NAME_SCOPES_KEY, module_path
+from onnxgrow.names import NAME_SCOPES_KEY, legacy_outer_prefixes, module_path
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,22 @@ _GENERATED = re.compile(
 )
 
 
+#: Metadata the dynamo optimiser writes on a constant it computed: the values it came from.
+FOLDED_FROM_KEY = "pkg.onnxscript.optimizer.folded_from"
+
+
+def folded_from(value: ir.Value) -> list[str] | None:
+    """The values the dynamo optimiser computed ``value`` from; None when it did not."""
+    text = value.metadata_props.get(FOLDED_FROM_KEY)
+    if text is None:
+        return None
+    try:
+        sources = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return []
+    return [s for s in sources if isinstance(s, str)] if isinstance(sources, list) else []
+
+
 def is_framework_name(name: str | None) -> bool:
     """``fc1.weight``, ``layer1.0.conv1.weight``, ``cls_token``: yes; ``onnx::Conv_35``, ``val_0``: no."""
     return bool(name) and name is not None and bool(_IDENTIFIER_PATH.match(name)) and not _GENERATED.search(name)
@@ -171,6 +194,21 @@ class Unnamed:
 
 
 @dataclass
+class Computed:
+    """A constant the exporter computed from framework weights that the model no longer holds."""
+
+    onnx_name: str
+    node: str
+    op_type: str
+    lost: list[str]
+
+    def describe(self) -> str:
+        return (f"{self.onnx_name!r} ({self.op_type} node {self.node!r}): a constant the dynamo exporter's "
+                f"optimiser computed from {', '.join(self.lost)}, which the model no longer holds, so the "
+                "state dict lacks it. Re-export with optimize=False (or a dynamic axis) to keep it.")
+
+
+@dataclass
 class ParameterTable:
     """Every parameter of a model under its framework name, and what could not be named."""
 
@@ -179,6 +217,7 @@ class ParameterTable:
     folded: list[FoldedNorm]
     generated: list[str]  # entries not in the ONNX model (num_batches_tracked)
     unnamed: list[Unnamed]
+    computed: list[Computed] = field(default_factory=list)
     #: (id(node), input index) → parameter: valid while the model the table was made from lives.
     _slots: dict[tuple[int, int], tuple[str, Layout]] = field(default_factory=dict, repr=False)
 
@@ -190,8 +229,10 @@ class ParameterTable:
         """One line per folded BatchNorm, generated entry, tie and unnamed weight."""
         lines = [f.describe() for f in self.folded]
         lines += [f"{name}: not in the ONNX model; set to 0 so strict loading works" for name in self.generated]
-        lines += [f"{alias}: the same tensor as {name} (tied weights)" for alias, name in self.aliases.items()]
+        lines += [f"{alias}: the same tensor as {name} (tied weights, or equal ones the exporter stored once)"
+                  for alias, name in self.aliases.items()]
         lines += [u.describe() for u in self.unnamed]
+        lines += [c.describe() for c in self.computed]
         return lines
 
 
@@ -254,13 +295,15 @@ def _fallback_prefix(node: ir.Node) -> str:
 class _Builder:
     """Walks the graph, naming every parameter slot and framework-named constant."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefixes: Mapping[str, str]) -> None:
+        self.prefixes = prefixes  # outer module prefixes legacy scopes leave out
         self.parameters: dict[str, Parameter] = {}
         self.aliases: dict[str, str] = {}
         self.folded: list[FoldedNorm] = []
         self.unnamed: list[Unnamed] = []
         self.slots: dict[tuple[int, int], tuple[str, Layout]] = {}
         self.norm_modules: list[str] = []
+        self.folded_reads: list[tuple[ir.Value, ir.Node]] = []
 
     def add(self, name: str, array: np.ndarray, buffer: bool, node: ir.Node, index: int,
             layout: Layout, source: ir.Value) -> None:
@@ -296,7 +339,8 @@ class _Builder:
             return
         source, chain_layout = named_value(value)
         made_by_optimizer = weight_name is not None and source.name == f"{weight_name}_bias"
-        if is_framework_name(source.name) and not made_by_optimizer and fold is None:
+        if is_framework_name(source.name) and folded_from(source) is None and not made_by_optimizer \
+                and fold is None:
             array = constant_ref(source).array()  # type: ignore[union-attr]
             self.add(source.name, array, spec.buffer, node, spec.index, chain_layout, source)  # type: ignore[arg-type]
             return
@@ -315,12 +359,12 @@ class _Builder:
             return False
         weight_value = node.inputs[specs[0].index] if specs[0].index < len(node.inputs) else None
         weight_name = named_value(weight_value)[0].name if weight_value is not None else None
-        fold = fold_of(node)
+        fold = fold_of(node, self.prefixes)
         if fold is not None:
             self.folded.append(fold)
             owner = fold.into
         else:
-            owner = _owner(node, specs[0].suffix, weight_name)
+            owner = _owner(node, specs[0].suffix, weight_name, self.prefixes)
         fallback = self.unique(_fallback_prefix(node)) if owner is None else owner
         for spec in specs:
             if spec.index < len(node.inputs):
@@ -359,7 +403,9 @@ class _Builder:
             if ref is None or not ref.dtype.is_floating_point():
                 continue
             source, layout = named_value(value)
-            if is_framework_name(source.name):
+            if folded_from(source) is not None:
+                self.folded_reads.append((source, node))
+            elif is_framework_name(source.name):
                 array = constant_ref(source).array()  # type: ignore[union-attr]
                 self.add(source.name, array, False, node, index, layout, source)  # type: ignore[arg-type]
 
@@ -368,11 +414,21 @@ class _Builder:
         for name, param in self.parameters.items():
             prefix, _, suffix = name.rpartition(".")
             for node, _, _ in param.uses:
-                path = module_path(node)
+                path = module_path(node, self.prefixes)
                 alias = f"{path}.{suffix}"
                 if (path and prefix and path != prefix and node.op_type in PARAMETER_SLOTS
-                        and fold_of(node) is None and alias not in self.parameters):
+                        and fold_of(node, self.prefixes) is None and alias not in self.parameters):
                     self.aliases.setdefault(alias, name)
+
+    def computed_constants(self) -> list[Computed]:
+        """The folded constants read outside parameter slots whose framework sources are gone."""
+        found: dict[str, Computed] = {}
+        for value, node in self.folded_reads:
+            lost = [s for s in folded_from(value) or [] if "." in s and is_framework_name(s)
+                    and s not in self.parameters and s not in self.aliases]
+            if lost and (value.name or "") not in found:
+                found[value.name or ""] = Computed(value.name or "", _node_label(node), node.op_type, lost)
+        return list(found.values())
 
     def add_batch_counters(self) -> list[str]:
         """``num_batches_tracked`` for every BatchNorm module (0: ONNX does not keep it)."""
@@ -396,16 +452,17 @@ def _is_parameter_use(node: ir.Node) -> bool:
     return True
 
 
-def _owner(node: ir.Node, weight_suffix: str, weight_name: str | None) -> str | None:
+def _owner(node: ir.Node, weight_suffix: str, weight_name: str | None,
+           prefixes: Mapping[str, str]) -> str | None:
     """The module a node's parameters belong to: the prefix of its framework-named weight,
-    else its module path."""
+    else its module path (a legacy one with the outer prefix ``prefixes`` give it)."""
     suffix = "." + weight_suffix
     if is_framework_name(weight_name) and weight_name.endswith(suffix):  # type: ignore[union-attr]
         return weight_name[: -len(suffix)]  # type: ignore[index]
-    return module_path(node)
+    return module_path(node, prefixes)
 
 
-def fold_of(node: ir.Node) -> FoldedNorm | None:
+def fold_of(node: ir.Node, prefixes: Mapping[str, str] | None = None) -> FoldedNorm | None:
     """The BatchNorm an exporter folded into ``node``'s weights, if any."""
     if node.op_type not in _FOLD_TARGETS or len(node.inputs) < 2 or node.inputs[1] is None:
         return None
@@ -416,16 +473,16 @@ def fold_of(node: ir.Node) -> FoldedNorm | None:
     if "batch_norm" in _dynamo_op_scope(node):
         into = source_name[: -len(".weight")] if (
             is_framework_name(source_name) and source_name.endswith(".weight")) else None
-        return FoldedNorm(into, _node_label(node), module_path(node), "dynamo")
+        return FoldedNorm(into, _node_label(node), module_path(node, prefixes), "dynamo")
     legacy = (node.name or "").startswith("/")
     if legacy and node.op_type in ("Conv", "ConvTranspose") and not is_framework_name(source_name):
-        return FoldedNorm(module_path(node), _node_label(node), None, "legacy")
+        return FoldedNorm(module_path(node, prefixes), _node_label(node), None, "legacy")
     return None
 
 
 def parameter_table(model: ir.Model) -> ParameterTable:
     """Name every weight of ``model``'s main graph (see the module docstring for the rules)."""
-    builder = _Builder()
+    builder = _Builder(legacy_outer_prefixes(model.graph))
     for node in model.graph:
         if not builder.name_node(node):
             builder.name_bias_add(node)
@@ -434,4 +491,4 @@ def parameter_table(model: ir.Model) -> ParameterTable:
     builder.tie_aliases()
     generated = builder.add_batch_counters()
     return ParameterTable(builder.parameters, builder.aliases, builder.folded, generated,
-                          builder.unnamed, builder.slots)
+                          builder.unnamed, builder.computed_constants(), builder.slots)
