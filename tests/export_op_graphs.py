@@ -232,6 +232,9 @@ def op_graphs() -> list[OpGraph]:
                                    node("Add", ["x", "g"])],
                                   {"x": x(2, 3)}, weights={"zero": np.array(0, np.int64), "one": np.array(1, np.int64),
                                                            "shape": ints(2, 3)}), keras=False))
+    add(graph("Trilu-upper", _Spec([node("Trilu", ["x"])], {"x": x(2, 4, 5)}), keras=False))
+    add(graph("Trilu-lower-k", _Spec([node("Trilu", ["x", "k"], upper=0)], {"x": x(2, 4, 5)},
+                                     weights={"k": np.array(-1, np.int64)}), keras=False))
     # reductions
     add(graph("ReduceMean-13-attr", _Spec([node("ReduceMean", ["x"], axes=[1, -1], keepdims=0)], {"x": x(2, 3, 4)},
                                           opset=13)))

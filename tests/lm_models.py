@@ -147,15 +147,19 @@ def build_lm(kind: str, vocab: int = 50, tied: bool | None = None) -> nn.Module:
     return model.eval()
 
 
-def export_lm(model: nn.Module, path: Path, dynamo: bool, seq: int = 6) -> Path:
-    """Export ``model`` to ``path`` with dynamic batch (and sequence for the TorchScript exporter)."""
+def export_lm(model: nn.Module, path: Path, dynamo: bool, seq: int = 6, dynamic_seq: bool = True) -> Path:
+    """Export ``model`` to ``path`` with dynamic batch and (``dynamic_seq``, dynamo only:
+    the TorchScript exporter's is always dynamic) sequence length, as LM exports are made.
+    A static sequence lets the dynamo optimiser fold GPT-2's position lookup into a constant."""
     ids = torch.randint(0, 10, (2, seq))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
-            batch = torch.export.Dim("batch", min=1, max=64)
+            axes = {0: torch.export.Dim("batch", min=1, max=64)}
+            if dynamic_seq:
+                axes[1] = torch.export.Dim("seq", min=2, max=seq)
             program = torch.onnx.export(model, (ids,), dynamo=True, input_names=["input_ids"],
-                                        output_names=["logits"], dynamic_shapes={"input_ids": {0: batch}},
+                                        output_names=["logits"], dynamic_shapes={"input_ids": axes},
                                         verbose=False)
             assert program is not None
             program.save(str(path), external_data=False)

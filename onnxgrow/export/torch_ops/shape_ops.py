@@ -189,6 +189,14 @@ def range_(call: OpCall, inputs: Inputs) -> Tensor:
     return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype, device=start.device)
 
 
+@torch_op("Trilu")
+def trilu(call: OpCall, inputs: Inputs) -> Tensor:
+    """The upper (``upper=1``, the default) or lower triangle of the last two axes, from
+    diagonal ``k`` (input 1, default 0); a causal mask built at run time."""
+    k = int(inputs[1].item()) if inputs.optional(1) is not None else 0
+    return torch.triu(inputs[0], k) if call.attr("upper", 1) else torch.tril(inputs[0], k)
+
+
 @torch_op("ConstantOfShape")
 def constant_of_shape(call: OpCall, inputs: Inputs) -> Tensor:
     """Filled with the one-element ``value`` tensor (float 0 when absent), in its dtype."""
