@@ -30,14 +30,16 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.atomic import atomic_output
 from onnxgrow.errors import GrowError
-from onnxgrow.widening.context import WeightEdit
+
+if TYPE_CHECKING:  # the widening package imports this module
+    from onnxgrow.widening.context import WeightEdit
 
 FORMAT = "onnxgrow.growth-map"
 VERSION = 1
@@ -143,6 +145,10 @@ def build_growth_map(model: ir.Model, edits: Sequence[WeightEdit]) -> GrowthMap:
         aliases_of.setdefault(name, []).append(alias)
     weights = []
     for name, per_axis in axes.items():
+        stored = model.graph.initializers.get(name)
+        dtype = stored.const_value.dtype if stored is not None and stored.const_value is not None else None
+        if not per_axis or (dtype is not None and not dtype.is_floating_point()):
+            continue  # a rewritten shape or index constant (a head split's Reshape target): no training state
         edit = views[name]
         binding = table.binding(edit.node, edit.input_index)
         fw_name, perm = (binding[0], binding[1].perm) if binding is not None else (name, None)

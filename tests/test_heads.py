@@ -171,6 +171,36 @@ def test_grown_state_dict_loads_strictly_into_the_config_with_more_heads(
     assert max_rel(expected, _run(out, x)) <= TOLERANCE
 
 
+MAP_CASES = [("gpt2", "legacy", 3, None, 0.0), ("bert", "dynamo", 4, None, 0.1), ("llama", "dynamo", 8, 4, 0.0)]
+
+
+@pytest.mark.parametrize(("name", "exporter", "heads", "kv_heads", "noise"), MAP_CASES)
+def test_growth_map_reproduces_the_grown_heads(exported, name: str, exporter: str, heads: int,  # type: ignore[no-untyped-def]
+                                               kv_heads: int | None, noise: float) -> None:
+    """The heads' growth map applied to the original state dict gives the grown weights, and
+    it moves whole head blocks: position ``h*d + i`` of a grown projection copies ``g(h)*d + i``."""
+    src = exported(name, exporter)
+    names = _all_attentions(src)
+    grown, report = onnxgrow.widen(src, heads={n: heads for n in names},
+                                   kv_heads={n: kv_heads for n in names} if kv_heads else None, noise=noise, seed=5)
+    growth_map = report.growth_map
+    assert growth_map.weights
+    before, after = onnxgrow.state_dict(src).tensors, onnxgrow.state_dict(grown).tensors
+    mapped = onnxgrow.apply_growth_map(before, growth_map)
+    changed = {w.name for w in growth_map.weights}
+    assert changed <= set(after) and len(changed) >= 2
+    for key in after:
+        np.testing.assert_allclose(mapped[key], after[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    d = MODELS[name].config.head_dim
+    for weight in growth_map.weights:
+        for axis in weight.axes:
+            blocks = axis.src.reshape(-1, d)
+            fresh = (blocks < 0).all(axis=1)
+            copied = blocks[~fresh]
+            assert np.all(copied % d == np.arange(d)) and np.all(copied == copied[:, :1] + np.arange(d)), weight.name
+            assert np.all(blocks[fresh] == -1) and (fresh | (blocks >= 0).all(axis=1)).all()
+
+
 # ----- CLI, lineage, diff, inspect ---------------------------------------------------------------
 
 

@@ -5,7 +5,8 @@ untouched model first: its head plan, then the channel group of its query projec
 which closes over keys, values, the output projection and any attention tied to it by a
 shared position bias. ``apply`` rewrites the groups one after the other (group ``k``
 draws its head map from ``seed + k``); ``history`` records one ``widen-heads`` entry per
-group.
+group. The report's growth map holds every rewritten projection's head-block copies and
+the output projection's shares, as for a widening.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
+from onnxgrow.growth_map import build_growth_map
 from onnxgrow.names import generated_names
 from onnxgrow.options import check_seed
 from onnxgrow.shapes import infer_shapes
@@ -31,7 +33,7 @@ from onnxgrow.widening.api import (
     parse_init,
 )
 from onnxgrow.widening.channel_map import Init, build_channel_map
-from onnxgrow.widening.context import GroupContext
+from onnxgrow.widening.context import GroupContext, WeightEdit
 from onnxgrow.widening.heads import (
     Attention,
     HeadCounts,
@@ -115,11 +117,13 @@ class HeadsOp:
 
     def apply(self, model: ir.Model, plan: HeadsPlan) -> WidenReport:
         reports = []
+        edits: list[WeightEdit] = []
         generated = generated_names(model.graph)
         for k, request in enumerate(plan.order):
             ctx = request.group(model)
             counts = _counts(request, _tied(plan.attentions, ctx, request))
             ctx.rewrite(request.plan.new_units, self.init, self.noise, self.seed + k)
+            edits.extend(ctx.edits)
             for node in ctx.producers:  # a grown unnamed projection keeps its generated name from now on
                 node.name = node.name or generated[node]
             reports.append(GroupReport(
@@ -127,7 +131,8 @@ class HeadsOp:
                 request.plan.width, request.plan.new_units,
                 [display_name(plan.layers, n) for n in ctx.contractors], merge_changes(ctx.changes),
                 self.seed + k, heads=counts))
-        return WidenReport(reports, self.init.value, self.noise, self.seed, self.init.exact)
+        return WidenReport(reports, self.init.value, self.noise, self.seed, self.init.exact,
+                           map_builder=lambda: build_growth_map(model, edits))
 
     def history(self, report: WidenReport) -> list[dict[str, Any]]:
         """One ``widen-heads`` entry per group (group ``k`` drew its map from ``seed + k``)."""
