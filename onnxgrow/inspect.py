@@ -2,7 +2,9 @@
 
 For every layer: the name to type, op, width, the activation after it, its channel
 group (layers that must be widened together), what a widening would touch (the
-contracting layers), whether it can be widened (or why not), and its other names.
+contracting layers), whether it can be widened (or why not), whether a last layer can
+grow its output classes instead (``--new-outputs``: its channels reach model outputs, and
+with the old probabilities exact where a Softmax follows), and its other names.
 For every attention module: its head count, key/value head count and head size, and
 whether ``--heads`` can grow it (the counts it takes exactly, or why not).
 """
@@ -21,6 +23,7 @@ from onnxgrow.lineage import describe, read_history
 from onnxgrow.model_io import external_tensors, load_model, weight_bytes
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.widening import Layer, find_layers, plan_group
+from onnxgrow.widening import new_outputs as classes
 from onnxgrow.widening.context import GroupContext
 from onnxgrow.widening.heads import Attention, exact_counts, example_plan, find_attentions, query_embedding
 
@@ -45,6 +48,7 @@ class LayerInfo:
     reason: str
     aliases: list[str]
     deepen: str | None = None
+    new_outputs: bool = False  # a last layer: ``--new-outputs`` grows its classes
 
 
 @dataclass
@@ -155,8 +159,11 @@ def _layer_info(layer: Layer, displays: dict[int, str], positions: dict[int, int
     try:
         ctx = groups.plan(layer)
     except GrowError as exc:
+        reason, last = str(exc), _takes_new_outputs(groups.graph, layer)
+        if last:
+            reason = "its outputs are model outputs: grow its classes with --new-outputs (old outputs stay exact)"
         return LayerInfo(layer.display, node_name, layer.op_type, layer.width, activation,
-                         False, [], [], str(exc), aliases, deepen)
+                         False, [], [], reason, aliases, deepen, last)
     group = [displays.get(id(n), n.name or n.op_type) for n in groups.in_order(ctx.producers)]
     touches = [displays.get(id(n), n.name or n.op_type) for n in groups.in_order(ctx.contractors)]
     reason = ""
@@ -165,6 +172,18 @@ def _layer_info(layer: Layer, displays: dict[int, str], positions: dict[int, int
         reason = f"only to multiples of {layer.width} with net2wider ({why} at {where})"
     return LayerInfo(layer.display, node_name, layer.op_type, layer.width, activation,
                      True, group, touches, reason, aliases, deepen)
+
+
+def _takes_new_outputs(graph: ir.Graph, layer: Layer) -> bool:
+    """Whether ``widen --new-outputs`` plans on ``layer`` (old probabilities exact)."""
+    try:
+        ctx = plan_group(graph, repr(layer.display), layer.node, layer.width, layer.producer.embedding,
+                         new_outputs=True)
+        classes.check_last_layer(ctx, repr(layer.display))
+        classes.plan_probabilities(ctx, classes.OldProbabilities.EXACT)
+    except GrowError:
+        return False
+    return True
 
 
 def _attention_info(model: ir.Model, attention: Attention) -> AttentionInfo:

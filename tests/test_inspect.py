@@ -19,7 +19,8 @@ def test_inspect_text(model_name: str) -> None:
     for name in ("conv1", "conv2", "fc1", "fc2"):
         assert f"\n  {name} " in out
     assert "yes; divides conv2" in out
-    assert "Softmax over the widened axis" in out
+    assert "fc2    Gemm  10     Softmax     classes (--new-outputs)" in out
+    assert "fc2: its outputs are model outputs: grow its classes with --new-outputs" in out
     assert "x  float  [batch, 1, 28, 28]" in out
 
 
@@ -31,6 +32,7 @@ def test_inspect_json() -> None:
     assert layers["layer_2"]["touches"] == ["layer_3"]
     assert layers["layer_2"]["activation"] == "Relu"
     assert not layers["layer_3"]["widenable"] and "model output" in layers["layer_3"]["reason"]
+    assert layers["layer_3"]["new_outputs"] and not layers["layer_2"]["new_outputs"]
     assert "node_linear_1" in layers["layer_2"]["aliases"]
 
 
@@ -67,8 +69,9 @@ def test_every_layer_shows_the_group_planned_from_it(tmp_path_factory: pytest.Te
         try:
             ctx = plan_group(graph_model.graph, repr(layer.display), layer.node, layer.width,
                              layer.producer.embedding)
-        except Exception as exc:  # noqa: BLE001  # the refusal inspect shows
-            assert not info.widenable and info.reason == str(exc)
+        except Exception as exc:  # noqa: BLE001  # the refusal inspect shows, or the classes it offers
+            assert not info.widenable
+            assert info.reason == str(exc) or (info.new_outputs and "--new-outputs" in info.reason), info.reason
             continue
         in_order = lambda nodes: [displays.get(id(n), n.name or n.op_type)  # noqa: E731
                                   for n in sorted(nodes, key=lambda n: order[id(n)])]

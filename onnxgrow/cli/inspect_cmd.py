@@ -28,7 +28,7 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def _widen_cell(info: LayerInfo) -> str:
     if not info.widenable:
-        return "no"
+        return "classes (--new-outputs)" if info.new_outputs else "no"
     text = "yes"
     others = [g for g in info.group if g != info.name]
     if others:
