@@ -12,8 +12,9 @@ The LM head grows with it, its classes (output units) appended like ``--new-outp
 - **tied**: a MatMul or Gemm reading the same initializer (through a Transpose), or a
   constant equal to the table transposed (an exporter that folded the transpose): its
   new output units are the new rows, so it stays tied;
-- **named** (``head=``): an untied head; its new units start at zero rows (random rows
-  with ``random-pad``), so new tokens start at logit 0.
+- **named** (``head=``): an untied head; its new units start like the new table rows:
+  the mean of the head's old rows (as Hugging Face's ``resize_token_embeddings`` does), zero
+  rows (new tokens start at logit 0) or seeded random rows.
 
 The check then draws only old ids (``input_high``: the ids input in ``[0, V)``) and
 compares the grown logits restricted to the old vocabulary. The lineage records the new
@@ -233,7 +234,7 @@ class VocabularyOp:
                                  new_outputs=True)
                 head_init = Init.RANDOM_PAD if self.init is RowInit.RANDOM_PAD and not p.tied else Init.ZERO_PAD
                 ctx.rewrite(p.rows, head_init, 0.0, self.seed, keep=frozenset({p.head.node}))
-                _grow_head(ctx, p.head.node, p.table, grown, p.tied, head_init)
+                _grow_head(ctx, p.head.node, p.table, grown, p.tied, head_init, mean=self.init is RowInit.MEAN)
                 found = classes.finish(ctx, Init.ZERO_PAD, self.old, p.head.display, keep=frozenset({p.head.node}))
                 edits.extend(ctx.edits)
                 changes += ctx.changes
@@ -283,10 +284,10 @@ def grow_vocabulary(
 
 
 def _grow_head(ctx: GroupContext, node: ir.Node, table: ConstantRef, grown: np.ndarray, tied: bool,
-               init: Init) -> None:
+               init: Init, mean: bool) -> None:
     """The head's weight gets its new output units: the new table rows when tied (nothing to do
-    when it reads the table's own initializer), else zero or random rows; a Gemm's bias over
-    the vocabulary gets zeros."""
+    when it reads the table's own initializer), else the mean of its old units (``mean``),
+    zero or random ones; a Gemm's bias over the vocabulary gets zeros."""
     axis = _head_width_axis(node)
     assert axis is not None
     bias = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
@@ -308,6 +309,8 @@ def _grow_head(ctx: GroupContext, node: ir.Node, table: ConstantRef, grown: np.n
         if init is Init.RANDOM_PAD:
             std = float(np.std(ref.array().astype(np.float64))) or 0.02
             block = ctx.rng.normal(0.0, std, size=view_shape)
+        elif mean:
+            block = np.broadcast_to(ref.array().astype(np.float64).mean(axis=axis, keepdims=True), view_shape)
         else:
             block = np.zeros(view_shape)
     ctx.edit(node, 1, lambda w: _appended(w, axis, block.astype(w.dtype)))
