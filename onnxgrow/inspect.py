@@ -12,6 +12,7 @@ whether ``--heads`` can grow it (the counts it takes exactly, or why not).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
@@ -199,17 +200,25 @@ def _attention_info(model: ir.Model, attention: Attention) -> AttentionInfo:
     return info
 
 
-def inspect_model(model: ir.Model | str | os.PathLike[str]) -> ModelSummary:
-    """Summarise ``model`` (a path or an ir.Model, which gains shape annotations)."""
+def inspect_model(model: ir.Model | str | os.PathLike[str],
+                  progress: Callable[[str, int, int], None] | None = None) -> ModelSummary:
+    """Summarise ``model`` (a path or an ir.Model, which gains shape annotations);
+    ``progress(stage, done, total)`` follows the load (total 0) and the layers planned."""
+    report = progress or (lambda stage, done, total: None)
     path = "" if isinstance(model, ir.Model) else os.fspath(model)
     if not isinstance(model, ir.Model):
+        report("loading", 0, 0)
         model = load_model(model, infer_shapes=True)
     infer_shapes(model)
     layers, refused = find_layers(model)
     displays = {id(layer.node): layer.display for layer in layers}
     positions = node_positions(model.graph)
     groups = _Groups(model.graph, positions)
-    infos = [_layer_info(layer, displays, positions, groups) for layer in layers]
+    infos = []
+    for k, layer in enumerate(layers):
+        report("planning", k, len(layers))
+        infos.append(_layer_info(layer, displays, positions, groups))
+    report("planning", len(layers), len(layers))
     not_growable = [
         LayerInfo(item.names.display, item.node.name or "", item.node.op_type, 0, None, False, [], [],
                   item.reason, list(item.names.all()))

@@ -33,7 +33,8 @@ PROVIDER_NAMES = {
     "cuda": "CUDAExecutionProvider",
 }
 
-#: ``progress(stage, done, total)``: stage ``"saving"`` (bytes) or ``"verifying"`` (loads and runs).
+#: ``progress(stage, done, total)``: stage ``"loading"`` (total 0: no count), ``"planning"``
+#: (layers), ``"saving"`` (bytes) or ``"verifying"`` (loads and runs).
 Progress = Callable[[str, int, int], None]
 
 

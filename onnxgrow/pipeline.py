@@ -98,8 +98,12 @@ def grow_file(
     src = Path(source)
     out = Path(output) if output is not None else default_output(src)
     check_output_folder(out, ".onnx")
+    if options.progress is not None:
+        options.progress("loading", 0, 0)
     model = load_model(src, infer_shapes=op.infer_shapes)
     ensure_output_is_not_input(out, files_of(src, model))
+    if options.progress is not None:
+        options.progress("planning", 0, 0)
     model, report = grow(model, op)
     entries = len(op.history(report))
     report.verification = _save_checked(model, src, out, report, entries, options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import onnx_ir as ir
 import pytest
 import scale_helpers
 from click.testing import CliRunner
-from conftest import tree_hashes
+from conftest import fixture_path, tree_hashes
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxgrow import data_files, grown_tensors
@@ -289,6 +290,32 @@ def test_no_bar_when_quiet_or_not_a_terminal(quiet: bool, terminal: bool) -> Non
         clock.now = 10.0
         bars("saving", 1, 2)
     assert not bars.enabled and stream.getvalue() == ""
+
+
+def test_a_step_without_a_total_shows_its_time_and_erases_it() -> None:
+    """``loading`` (total 0) has no count: after the delay a thread redraws the elapsed seconds,
+    and the line is erased when the next step starts; a quick one prints nothing."""
+    term = FakeTerminal()
+    with ProgressBars(quiet=False, file=term, show_after=0.2) as bars:
+        bars("loading", 0, 0)
+        time.sleep(0.1)
+        bars("planning", 0, 0)  # the quick load: nothing drawn
+        assert term.getvalue() == ""
+        time.sleep(0.7)
+        drawn = term.getvalue()
+        assert "\rplanning " in drawn and drawn.rstrip().endswith(" s")
+        bars("saving", 0, 10)
+        assert term.getvalue().endswith("\r\x1b[K") and "loading" not in term.getvalue()
+
+
+def test_inspect_reports_loading_and_every_layer_planned() -> None:
+    from onnxgrow.inspect import inspect_model
+
+    calls: list[tuple[str, int, int]] = []
+    summary = inspect_model(fixture_path("mnist_cnn_dynamo"), lambda *a: calls.append(a))
+    n = len(summary.layers)
+    assert calls[0] == ("loading", 0, 0) and calls[-1] == ("planning", n, n)
+    assert [d for stage, d, _ in calls if stage == "planning"] == [*range(n), n]
 
 
 def test_widen_reports_progress_of_save_and_check(small_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

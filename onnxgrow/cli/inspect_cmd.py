@@ -95,9 +95,11 @@ def inspect_command(model: str, json_out: str | None) -> None:
     """List inputs, outputs and the growable layers: the names to type, widths, activations,
     channel groups, and why a layer cannot be grown."""
     text_to_stderr = report_destinations(json_out)
+    from onnxgrow.cli._progress import ProgressBars
     from onnxgrow.inspect import inspect_model
 
-    summary = inspect_model(model)
+    with ProgressBars(quiet=False) as progress:
+        summary = inspect_model(model, progress)
     click.echo(render(summary), err=text_to_stderr)
     if json_out is not None:
         write_report(json_out, json.dumps(summary.to_dict(), indent=2))

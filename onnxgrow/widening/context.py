@@ -131,11 +131,19 @@ class GroupContext:
     grown_outputs: dict[ir.Value, Embedding] = field(default_factory=dict)
     normalisers: list[ir.Node] = field(default_factory=list)
     edits: list[WeightEdit] = field(default_factory=list)
-    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    #: The generator rewrite() seeds; planning (every group ``inspect`` closes) never makes one.
+    _rng: np.random.Generator | None = None
     _queue: deque[ir.Node] = field(default_factory=deque)
     _propagated: dict[ir.Node, Known] = field(default_factory=dict)
     _rules: dict[ir.Node, Rule] = field(default_factory=dict)
     _indices: dict[ir.Value, AxisIndex] = field(default_factory=dict)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The group's random generator (``seed + 1`` once rewrite() has chosen the map)."""
+        if self._rng is None:
+            self._rng = np.random.default_rng(0)
+        return self._rng
 
     # ----- planning -----------------------------------------------------------------
     def refuse(self, node: ir.Node | None, reason: str) -> NoReturn:
@@ -273,7 +281,7 @@ class GroupContext:
         """Choose the map, check constraints, and let every touched node's rule rewrite it
         (except the nodes in ``keep``, which the caller rewrites: a vocabulary's tied head)."""
         self.cmap = build_channel_map(self.width, q, init, noise, seed)
-        self.rng = np.random.default_rng(seed + 1)
+        self._rng = np.random.default_rng(seed + 1)
         self.check(self.cmap)
         for node in self.touched_nodes():
             if node in keep:
