@@ -10,7 +10,11 @@ written, and then it is produced a block of leading-axis rows at a time
 
 - an edit along axis 0 reads the source rows ``src[a:b]`` of a block (``pread``, one call
   per run of consecutive rows) and scales them elementwise: every output value is the
-  same operation on the same operands as the whole-array edit, hence the same bits;
+  same operation on the same operands as the whole-array edit, hence the same bits. A
+  contraction of fp16/bf16 rows then moves each old row's rounding error onto its copy of
+  smallest share, as the whole-array edit does: that copy's value depends on the old row
+  and on the shares of all its copies only, so a block computes it from that one source
+  row (:meth:`GrownTensor._restore_row_sums`), with the same float64 operations;
 - an edit along another axis applies the whole-array function itself to each block of
   rows: its values depend only on the row they are in (the fp16/bf16 rounding
   correction too, which works per row of the contracted axis);
@@ -18,15 +22,15 @@ written, and then it is produced a block of leading-axis rows at a time
   (net2wider keeps the first ``n`` units where they were) are copied by the kernel
   (``copy_file_range``), never read into the process.
 
-Edits that draw random numbers (fresh units) or whose rounding couples rows of axis 0
-(a contraction of fp16/bf16 rows) are done whole, as before, so that the random
-stream and the results stay what they were. A second edit of a grown tensor stacks
+Edits that draw random numbers (fresh units) are done whole, as before, so that the
+random stream stays what it was. A second edit of a grown tensor stacks
 on the first. Anything that asks for the whole array (``numpy()``, an embedded save)
 gets it computed by the same block code.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -59,6 +63,8 @@ class AxisEdit:
     whole: Callable[[np.ndarray], np.ndarray]
     lazy: bool = True
     record: Callable[[int], object] | None = None
+    #: Positions that are fresh units (a contraction's rounding correction leaves them out).
+    fresh: np.ndarray | None = None
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         return self.whole(array)
@@ -125,8 +131,47 @@ class GrownTensor(ir.LazyTensor):
             if self.edit.scale is not None:
                 coef = np.asarray(self.edit.scale[rows], dtype=np.float64).reshape(-1, *[1] * (block.ndim - 1))
                 np.multiply(block, coef, out=block, casting="unsafe")
+                if block.dtype.itemsize < 4:
+                    self._restore_row_sums(rows, block)
             return block
         return np.asarray(self.edit.whole(self._base_take(rows)))
+
+    @functools.cached_property
+    def _residues(self) -> tuple[dict[int, int], dict[int, np.ndarray], np.ndarray]:
+        """For an axis-0 contraction: each correcting copy → its old row, each such row → its
+        copies (grouped smallest share first, as the whole-array edit orders them), and each
+        old row's total share. The same selection as ``rules.common._restore_row_sums``."""
+        src, scale = self.edit.src, np.asarray(self.edit.scale, dtype=np.float64)
+        fresh = self.edit.fresh if self.edit.fresh is not None else np.zeros(len(src), dtype=bool)
+        copies = np.flatnonzero(~fresh)
+        old_rows = self.source.shape[0]
+        counts = np.bincount(src[copies], minlength=old_rows)
+        totals = np.bincount(src[copies], weights=scale[copies], minlength=old_rows)
+        rows = np.flatnonzero((counts > 1) | ((counts == 1) & (totals != 1.0)))
+        by_row = copies[np.lexsort((np.abs(scale[copies]), src[copies]))]
+        row_of = src[by_row]
+        starts = np.searchsorted(row_of, rows)
+        stops = np.searchsorted(row_of, rows, side="right")
+        target = {int(by_row[a]): int(r) for r, a in zip(rows, starts)}
+        members = {int(r): by_row[a:b] for r, a, b in zip(rows, starts, stops)}
+        return target, members, totals
+
+    def _restore_row_sums(self, rows: np.ndarray, block: np.ndarray) -> None:
+        """Correct, in ``block`` (output rows ``rows``), each copy that carries its old row's
+        rounding error: ``value + row · Σ shares − Σ rounded copies``, in float64."""
+        target, members, totals = self._residues
+        for k, position in enumerate(rows.tolist()):
+            row = target.get(position)
+            if row is None:
+                continue
+            copies = members[row]
+            old = self._base_take(np.array([row]))
+            rounded = np.repeat(old, len(copies), axis=0)
+            coef = np.asarray(self.edit.scale, dtype=np.float64)[copies].reshape(-1, *[1] * (old.ndim - 1))
+            np.multiply(rounded, coef, out=rounded, casting="unsafe")
+            summed = np.add.reduce(rounded.astype(np.float64), axis=0)
+            wanted = old[0].astype(np.float64) * totals[row]
+            block[k] = (block[k].astype(np.float64) + wanted - summed).astype(block.dtype)
 
     def _base_take(self, rows: np.ndarray) -> np.ndarray:
         if isinstance(self.base, GrownTensor):
@@ -201,7 +246,4 @@ def edited_lazily(tensor: ir.TensorProtocol, edit: object, name: str) -> GrownTe
     """``edit`` of ``tensor`` as a :class:`GrownTensor`, or None when it must be computed whole."""
     if not isinstance(edit, AxisEdit) or not edit.lazy or not _block_readable(tensor):
         return None
-    axis = edit.axis % len(tensor.shape)
-    if axis == 0 and edit.scale is not None and tensor.dtype.bitwidth < 32:
-        return None  # fp16/bf16 rows: the rounding correction moves error between rows of axis 0
     return GrownTensor(tensor, edit, name)  # type: ignore[arg-type]

@@ -99,6 +99,8 @@ def test_block_path_writes_the_bytes_of_the_whole_array_path(  # type: ignore[no
     widen_file(source, tmp_path / "blocks" / "m.onnx", widths, options=GrowOptions(verify=None), **kwargs)
     if kwargs.get("init") != "random-pad":  # it draws new units and rows: those edits stay whole
         assert grown, "no weight took the block path"
+    if model.startswith("mlp-") and "fc1" in widths:  # fc2's MatMul [K, N]: an fp16/bf16 contraction on axis 0
+        assert any(t.axis == 0 and t.edit.scale is not None for t in grown), grown
     monkeypatch.setattr(constants, "edited_lazily", lambda tensor, edit, name: None)
     (tmp_path / "whole").mkdir()
     widen_file(source, tmp_path / "whole" / "m.onnx", widths, options=GrowOptions(verify=None), **kwargs)
@@ -167,6 +169,40 @@ def test_memory_follows_the_block_not_the_tensor(tmp_path: Path, monkeypatch) ->
     tracemalloc.start()
     try:
         widen_file(built.path, tmp_path / "m.onnx", {"fc1": 3072}, options=GrowOptions(verify=None))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024**2, f"peak {peak / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.BFLOAT16], ids=["fp16", "bf16"])
+def test_narrow_contraction_on_axis_0_follows_the_block(tmp_path: Path, monkeypatch, dtype: int) -> None:  # type: ignore[no-untyped-def]
+    """A MatMul [K, N] in fp16/bf16 contracted along K (axis 0): [2048, 4096] → [3072, 4096]
+    (24 MB) written with its rounding correction a block at a time, in a fraction of that."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    np_type = helper.tensor_dtype_to_np_dtype(dtype)
+    weights = [numpy_helper.from_array(rng.standard_normal((64, 2048)).astype(np.float32), "up.weight"),
+               numpy_helper.from_array(rng.standard_normal((2048, 4096)).astype(np.float32) / 45, "down.weight")]
+    if dtype == TensorProto.BFLOAT16:
+        weights = [helper.make_tensor(w.name, dtype, w.dims, numpy_helper.to_array(w).astype(np_type).tobytes(),
+                                      raw=True) for w in weights]  # raw bytes: external data takes only those
+    else:
+        weights = [numpy_helper.from_array(numpy_helper.to_array(w).astype(np_type), w.name) for w in weights]
+    nodes = [helper.make_node("MatMul", ["x", "up.weight"], ["h"], name="/up/MatMul"),
+             helper.make_node("Relu", ["h"], ["r"], name="/act/Relu"),
+             helper.make_node("MatMul", ["r", "down.weight"], ["y"], name="/down/MatMul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", dtype, ["N", 64])],
+                              [helper.make_tensor_value_info("y", dtype, ["N", 4096])], weights)
+    (tmp_path / "src").mkdir()
+    source = tmp_path / "src" / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    externalised(source)
+    monkeypatch.setattr(grown_tensors, "BLOCK_BYTES", 1024**2)
+    tracemalloc.start()
+    try:
+        widen_file(source, tmp_path / "m.onnx", {"up": 3072}, options=GrowOptions(verify=None), noise=0.2)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

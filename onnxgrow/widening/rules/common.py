@@ -227,7 +227,7 @@ def contracting(axis: int, idx: AxisIndex, init: Init, rng: np.random.Generator)
     draws = init is Init.RANDOM_PAD and bool(idx.fresh.any())
     return AxisEdit(axis, idx.src, np.asarray(idx.coef, dtype=np.float64),
                     lambda a: contract(a, axis, idx, init, rng), lazy=not draws,
-                    record=_recorder("contract", axis, idx, True))
+                    record=_recorder("contract", axis, idx, True), fresh=idx.fresh)
 
 
 def broadcast_axis(shape: tuple[int, ...], axis: int) -> int | None:
