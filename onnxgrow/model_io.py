@@ -53,6 +53,9 @@ INLINE_TENSOR_BYTES = 1024
 SOURCE_EXTERNAL_KEY = "onnxgrow.source_external_data"
 #: Key in ``model.meta`` set when loading inferred the shapes (see the module docstring).
 SHAPES_INFERRED_KEY = "onnxgrow.shapes_inferred"
+#: Key in ``model.meta``: the names of the main graph's values that the loaded file annotated
+#: (its ``value_info``), see :func:`_source_annotations_only`.
+ANNOTATED_KEY = "onnxgrow.annotated_values"
 #: Shape inference runs on the loaded protobuf when its embedded weights are at most this big.
 INFER_ON_PROTO_BYTES = 16 * 1024 * 1024
 
@@ -73,6 +76,7 @@ def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> i
         raise GrowError(f"{p}: empty file, not an ONNX model")
     try:
         proto = onnx.load(p, load_external_data=False)
+        annotated = frozenset(info.name for info in proto.graph.value_info)
         inferred = _infer_on_proto(proto) if infer_shapes else None
         map_types = map_types_.set_aside(inferred or proto)
         model = ir.serde.deserialize_model(inferred or proto)
@@ -98,6 +102,7 @@ def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> i
         raise GrowError(f"{p}: graph input or output {undefined.name!r} has an undefined element type")
     check_external_data(model, p)
     model.meta[SOURCE_EXTERNAL_KEY] = any(True for _ in external_tensors(model))
+    model.meta[ANNOTATED_KEY] = annotated
     if inferred is not None:
         model.meta[SHAPES_INFERRED_KEY] = True
     return model
@@ -339,7 +344,7 @@ def save_model(
         wants_external_data(model) if external_data is None else external_data)
     with temporary_folder(out) as tmp:
         tmp_model = tmp / out.name
-        with writing(out), _serializable(out):
+        with writing(out), _serializable(out), _source_annotations_only(model):
             if use_external:
                 _save_external(model, tmp_model, tmp / versioned_data_stem(out), max_shard_bytes, progress)
             else:
@@ -378,6 +383,35 @@ def written_files(output: Path) -> list[Path]:
     save: exactly the ones it references, since the commit removed the others)."""
     data = sorted(p for p in output.parent.iterdir() if p.is_file() and is_own_data_file(output, p))
     return [output, *data]
+
+
+@contextlib.contextmanager
+def _source_annotations_only(model: ir.Model) -> Iterator[None]:
+    """Within the block, the main graph's values annotate only what the loaded file did.
+
+    Rule: a saved model carries ``value_info`` for the values its source carried it for
+    (with the types and shapes growth gave them), and for no others. Left out: the shapes
+    inference added for planning, and the entry onnx-ir writes for every initializer
+    (its tensor already holds its type and shape). Graph inputs and outputs keep theirs.
+    A model that was not loaded from a file (no record) keeps every annotation. The
+    values get their types and shapes back afterwards.
+    """
+    annotated: frozenset[str] | None = model.meta.get(ANNOTATED_KEY)
+    if annotated is None:
+        yield
+        return
+    graph = model.graph
+    boundary = {*graph.inputs, *graph.outputs}
+    values = (*graph.initializers.values(), *(v for node in graph for v in node.outputs))
+    hidden = [(v, v.type, v.shape) for v in values
+              if v.name not in annotated and v not in boundary and (v.type is not None or v.shape is not None)]
+    for value, _, _ in hidden:
+        value.type, value.shape = None, None
+    try:
+        yield
+    finally:
+        for value, type_, shape in hidden:
+            value.type, value.shape = type_, shape
 
 
 @contextlib.contextmanager

@@ -9,6 +9,8 @@ import onnx
 import onnx_ir as ir
 import pytest
 from conftest import fixture_path, tree_hashes
+from graph_builders import mlp
+from onnx import TensorProto, helper
 
 import onnxgrow
 from onnxgrow import model_io
@@ -47,6 +49,30 @@ def test_save_keeps_opset_producer_metadata(tmp_path: Path) -> None:
     assert proto.producer_name == original.producer_name
     assert {p.key: p.value for p in proto.metadata_props}["team"] == "vision"
     assert model_io.written_files(out) == [out]  # embedded source stays embedded
+
+
+def _annotations(path: Path) -> dict[str, list[int | str]]:
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in onnx.load(str(path)).graph.value_info}
+
+
+@pytest.mark.parametrize("annotated", [False, True])
+def test_saved_model_annotates_what_its_source_did(tmp_path: Path, annotated: bool) -> None:
+    """The grown file's value_info is the source's, with the grown shapes: none for the
+    shapes inferred while planning, none for the initializers (onnx-ir writes one each)."""
+    src = mlp(tmp_path / "mlp.onnx", [3, 5, 4, 2], ["Relu"])
+    proto = onnx.load(str(src))
+    if annotated:
+        proto.graph.value_info.append(helper.make_tensor_value_info("dense_1_out", TensorProto.FLOAT, ["batch", 5]))
+        onnx.save(proto, str(src))
+    out = tmp_path / "wide.onnx"
+    report = onnxgrow.widen_file(src, out, {"dense_1": 7})
+    assert report.verification is not None and report.verification.passed
+    assert _annotations(out) == ({"dense_1_out": ["batch", 7]} if annotated else {})
+    model = onnxgrow.load_model(src)
+    save_model(model, tmp_path / "copy.onnx")
+    assert _annotations(tmp_path / "copy.onnx") == _annotations(src)
+    assert all(v.shape is not None for v in model.graph.initializers.values())  # given back after the save
 
 
 def test_external_source_saves_external(tmp_path: Path) -> None:
