@@ -417,22 +417,34 @@ class NameIndex:
         Exact names first, then full paths, then short names; at the first level where
         ``name`` is known, it must designate one node.
         """
-        for level in self._LEVELS:
-            unique = list(self._hits[level].get(name, {}).values())
-            if len(unique) == 1:
-                return unique[0]
-            if len(unique) > 1:
-                listing = ", ".join(sorted(f"{c.display} ({c.exact[0] if c.exact else c.node.op_type})"
-                                           for c in unique))
-                raise GrowError(f"{what} name {name!r} is ambiguous; it matches: {listing}")
-        vocabulary = sorted({n for c in self.candidates for n in c.all()})
-        close = difflib.get_close_matches(name, vocabulary, n=5, cutoff=0.5)
-        if not close:
-            close = sorted({c.display for c in self.candidates})[:8]
-        hint = f"; closest: {', '.join(close)}" if close else f"; the model has no {what}s"
-        raise GrowError(f"no {what} named {name!r}{hint}")
+        return _pick(name, self.candidates, lambda level: list(self._hits[level].get(name, {}).values()), what)
 
 
 def resolve(name: str, candidates: Iterable[NodeNames], what: str = "layer") -> NodeNames:
-    """The one candidate ``name`` designates; GrowError when unknown or ambiguous (see :class:`NameIndex`)."""
-    return NameIndex(candidates).resolve(name, what)
+    """The one candidate ``name`` designates; GrowError when unknown or ambiguous (the rule
+    of :meth:`NameIndex.resolve`). One name is found by a scan: no index is built."""
+    listed = list(candidates)
+
+    def hits(level: str) -> list[NodeNames]:
+        return list({id(c.node): c for c in listed if name in getattr(c, level)}.values())
+
+    return _pick(name, listed, hits, what)
+
+
+def _pick(name: str, candidates: list[NodeNames], hits: Callable[[str], list[NodeNames]], what: str) -> NodeNames:
+    """The candidate at the first level of :attr:`NameIndex._LEVELS` where ``hits`` finds
+    ``name``; GrowError, with the matches or the closest names, when there is not one."""
+    for level in NameIndex._LEVELS:
+        unique = hits(level)
+        if len(unique) == 1:
+            return unique[0]
+        if len(unique) > 1:
+            listing = ", ".join(sorted(f"{c.display} ({c.exact[0] if c.exact else c.node.op_type})"
+                                       for c in unique))
+            raise GrowError(f"{what} name {name!r} is ambiguous; it matches: {listing}")
+    vocabulary = sorted({n for c in candidates for n in c.all()})
+    close = difflib.get_close_matches(name, vocabulary, n=5, cutoff=0.5)
+    if not close:
+        close = sorted({c.display for c in candidates})[:8]
+    hint = f"; closest: {', '.join(close)}" if close else f"; the model has no {what}s"
+    raise GrowError(f"no {what} named {name!r}{hint}")
