@@ -8,6 +8,10 @@ Rules (every file onnxgrow writes goes through here):
   exception) the temporary folder is removed: nothing partial remains under any name.
   Only SIGKILL or a power cut can leave the hidden folder behind, never a partial output;
   the next save to the same output removes it.
+- Large files are handed to the disk while they are written: after each piece a writer
+  calls :func:`start_flush`, which asks the kernel to begin writing that piece out, so
+  that the ``fsync`` before the rename waits for the last piece only, not for the whole
+  file (copying and flushing overlap: 510 MB measured 0.34 s → 0.23 s).
 - A write that fails for lack of space is one line, whatever library wrote (``torch.save``
   and safetensors raise their own kinds): an error from the writer while the output's
   file system has less than :data:`FULL_BELOW_BYTES` free is reported as
@@ -28,13 +32,16 @@ Rules (every file onnxgrow writes goes through here):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import glob
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from onnxgrow.errors import GrowError
 
@@ -118,6 +125,29 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+#: ``sync_file_range``'s flag: start writing the range's dirty pages out, without waiting.
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_flush(file: BinaryIO, since: int) -> None:
+    """Start writing bytes ``[since, position)`` of ``file`` to disk, without waiting for them
+    (Linux ``sync_file_range``); a no-op where the platform has no such call."""
+    file.flush()
+    end = file.tell()
+    sync_file_range = _sync_file_range()
+    if sync_file_range is not None and end > since:
+        sync_file_range(file.fileno(), ctypes.c_int64(since), ctypes.c_int64(end - since),
+                        ctypes.c_uint(_SYNC_FILE_RANGE_WRITE))
+
+
+@functools.cache
+def _sync_file_range() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError, TypeError):  # not Linux: the fsync does all the work
+        return None
 
 
 def fsync_folder(folder: Path) -> None:

@@ -30,12 +30,15 @@ from typing import BinaryIO
 
 import onnx_ir as ir
 
+from onnxgrow.atomic import start_flush
+
 #: A long run starts at an offset congruent to its source offset modulo this.
 RUN_ALIGNMENT = 64 * 1024
 #: Runs at least this long are aligned; shorter ones are packed densely.
 ALIGN_RUNS_FROM = 4 * 1024 * 1024
-#: A run is copied in pieces of this size, so that progress can be reported.
-COPY_CHUNK_BYTES = 256 * 1024 * 1024
+#: A run is copied in pieces of this size, so that progress can be reported and each piece
+#: handed to the disk while the next one is copied (:func:`onnxgrow.atomic.start_flush`).
+COPY_CHUNK_BYTES = 64 * 1024 * 1024
 
 def data_file_name(model: Path) -> str:
     """The external data file of ``model``: ``<name>.data``."""
@@ -175,6 +178,7 @@ def write(
                 for start, length in _pieces(run):
                     f.seek(run.offset + start)
                     _write_piece(run, start, length, f)
+                    start_flush(f, run.offset + start)
                     done += length
                     if progress is not None:
                         progress(done, total)

@@ -40,6 +40,8 @@ from typing import BinaryIO
 import numpy as np
 import onnx_ir as ir
 
+from onnxgrow.atomic import start_flush
+
 #: Output bytes produced per block when a grown tensor is written.
 BLOCK_BYTES = 16 * 1024**2
 #: Runs of unchanged rows at least this long are copied by the kernel; shorter ones are read.
@@ -207,10 +209,12 @@ class GrownTensor(ir.LazyTensor):
                 pieces.append((start, stop, source_row if long_run else None))
             pieces = _split_computed(pieces, step)
         for start, stop, first in pieces:
+            since = file.tell()
             if first is not None:  # only pure gathers along axis 0: rows as wide as the source's
                 copy_range(self.source.tensor, first * row_bytes, (stop - start) * row_bytes, file)
             else:
                 file.write(np.ascontiguousarray(self.take(np.arange(start, stop))).view(np.uint8).data)
+            start_flush(file, since)
 
 
 def _split_computed(pieces: list[tuple[int, int, int | None]], step: int) -> list[tuple[int, int, int | None]]:

@@ -20,7 +20,7 @@ import scale_helpers
 from onnx import TensorProto
 from test_dtypes import cnn, mlp
 
-from onnxgrow import constants, data_files, grown_tensors
+from onnxgrow import atomic, constants, data_files, grown_tensors
 from onnxgrow.options import GrowOptions
 from onnxgrow.widening.functions import widen_file
 
@@ -207,3 +207,30 @@ def test_narrow_contraction_on_axis_0_follows_the_block(tmp_path: Path, monkeypa
     finally:
         tracemalloc.stop()
     assert peak < 8 * 1024**2, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_every_written_byte_is_handed_to_the_disk_while_writing(models, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The data file is flushed piece by piece as it is written (``atomic.start_flush``), so
+    that the fsync before the rename waits for the last piece only: the flushed ranges of
+    the kernel copies and of the grown tensors' blocks cover the whole file."""
+    flushed: list[tuple[int, int]] = []
+    real = atomic.start_flush
+
+    def spy(file, since):  # type: ignore[no-untyped-def]
+        real(file, since)
+        flushed.append((since, file.tell()))
+
+    monkeypatch.setattr(data_files, "start_flush", spy)
+    monkeypatch.setattr(grown_tensors, "start_flush", spy)
+    monkeypatch.setattr(data_files, "COPY_CHUNK_BYTES", 64 * 1024)
+    monkeypatch.setattr(grown_tensors, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(grown_tensors, "KERNEL_COPY_FROM", 4096)
+    out = tmp_path / "m.onnx"
+    widen_file(models["cnn"], out, {"fc1": 96}, options=GrowOptions(verify=None))
+    (data,) = [p for p in tmp_path.iterdir() if p.name.endswith(".data")]
+    covered = 0
+    for since, end in sorted(flushed):
+        assert since <= covered, f"bytes {covered}..{since} were never flushed"
+        covered = max(covered, end)
+    assert covered == data.stat().st_size
+    assert len(flushed) > 10  # piece by piece, not once at the end
