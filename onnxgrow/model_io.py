@@ -100,8 +100,7 @@ def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> i
                       if v.dtype == ir.DataType.UNDEFINED), None)
     if undefined is not None:
         raise GrowError(f"{p}: graph input or output {undefined.name!r} has an undefined element type")
-    check_external_data(model, p)
-    model.meta[SOURCE_EXTERNAL_KEY] = any(True for _ in external_tensors(model))
+    model.meta[SOURCE_EXTERNAL_KEY] = check_external_data(model, p)
     model.meta[ANNOTATED_KEY] = annotated
     if inferred is not None:
         model.meta[SHAPES_INFERRED_KEY] = True
@@ -118,16 +117,26 @@ def check_node_fields(model: ir.Model, model_path: Path) -> None:
     _require_text(model_path, "the model's header", [
         model.producer_name, model.producer_version, model.domain, model.doc_string,
         *model.opset_imports, *_metadata(model)])
-    for graph in (model.graph, *model.graph.subgraphs()):
-        _require_text(model_path, "a graph's name or metadata", [graph.name, graph.doc_string, *_metadata(graph)])
-        values = [*graph.inputs, *graph.outputs, *graph.initializers.values()]
-        for index, node in enumerate(graph):
-            _require_text(model_path, f"node {index} of a graph", [
-                node.name, node.op_type, node.domain, node.doc_string, *node.attributes, *_metadata(node)])
-            values += [v for v in (*node.inputs, *node.outputs) if v is not None]
-            if node.domain in ("", "ai.onnx") and opset is not None:
-                _check_against_schema(node, opset, model_path)
-        _require_text(model_path, "a value name", [v.name for v in values])
+    _check_graph_fields(model.graph, opset, model_path)
+
+
+def _check_graph_fields(graph: ir.Graph, opset: int | None, model_path: Path) -> None:
+    """:func:`check_node_fields` for one graph and, as its nodes are met, their subgraphs."""
+    _require_text(model_path, "a graph's name or metadata", [graph.name, graph.doc_string, *_metadata(graph)])
+    values = [*graph.inputs, *graph.outputs, *graph.initializers.values()]
+    for index, node in enumerate(graph):
+        _require_text(model_path, f"node {index} of a graph", [
+            node.name, node.op_type, node.domain, node.doc_string, *node.attributes, *_metadata(node)])
+        values += [v for v in (*node.inputs, *node.outputs) if v is not None]
+        if node.domain in ("", "ai.onnx") and opset is not None:
+            _check_against_schema(node, opset, model_path)
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                _check_graph_fields(attr.as_graph(), opset, model_path)
+            elif attr.type == ir.AttributeType.GRAPHS:
+                for subgraph in attr.as_graphs():
+                    _check_graph_fields(subgraph, opset, model_path)
+    _require_text(model_path, "a value name", [v.name for v in values])
 
 
 def _metadata(owner: ir.Model | ir.Graph | ir.Node) -> list[object]:
@@ -197,9 +206,10 @@ def external_tensors(model: ir.Model) -> Iterator[tuple[str, ir.ExternalTensor]]
             yield name, tensor
 
 
-def check_external_data(model: ir.Model, model_path: Path) -> None:
+def check_external_data(model: ir.Model, model_path: Path) -> bool:
     """Fail with the tensor's and file's names if external data is missing, short, of a
-    recorded length other than the tensor's size, or outside the model's folder.
+    recorded length other than the tensor's size, or outside the model's folder; return
+    whether the model has external data at all.
 
     ONNX locations are relative to the model's folder; reading elsewhere would leak other
     files into outputs. A location must be relative without ``..``, and the file it names,
@@ -254,6 +264,7 @@ def check_external_data(model: ir.Model, model_path: Path) -> None:
             value.const_value = ir.ExternalTensor(
                 real.name, tensor.offset, tensor.length, tensor.dtype, shape=tensor.shape,
                 name=tensor.name, base_dir=str(real.parent))
+    return bool(sizes)
 
 
 def _data_folders(model_path: Path) -> list[Path]:
@@ -289,12 +300,18 @@ def weight_bytes(model: ir.Model) -> int:
 
 
 def wants_external_data(model: ir.Model) -> bool:
-    """Save externally when the source did, or when the weights are large."""
-    return (
-        bool(model.meta.get(SOURCE_EXTERNAL_KEY))
-        or any(True for _ in external_tensors(model))
-        or weight_bytes(model) > LARGE_MODEL_BYTES
-    )
+    """Save externally when the source did, when a weight is external, or when the weights
+    are large (one pass over the initializers, read from metadata only)."""
+    if model.meta.get(SOURCE_EXTERNAL_KEY):
+        return True
+    total = 0
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            return True
+        if tensor is not None:
+            total += tensor.nbytes
+    return total > LARGE_MODEL_BYTES
 
 
 def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
