@@ -136,6 +136,21 @@ def fresh_dir(path: Path) -> Callable[[], None]:
     return prepare
 
 
+def quoted(paths: Sequence[Path]) -> str:
+    return " ".join(shlex.quote(str(p)) for p in paths)
+
+
+def durable_copy(key: str, label: str, script: str, folders: list[Path]) -> Measure:
+    """``cp`` as onnxgrow writes: its copies flushed to the disk (``sync FILE...``) before it
+    returns. onnxgrow fsyncs what it wrote before renaming it into place, so that a crash
+    cannot leave a model whose data never reached the disk; plain ``cp`` leaves its
+    writes in the page cache, and the untimed ``sync`` between commands flushes them."""
+    def prepare() -> None:
+        for folder in folders:
+            fresh_dir(folder)()
+    return Measure(key, label, ["sh", "-c", script], prepare)
+
+
 def model_files(model: Path) -> list[Path]:
     """The .onnx file and every external data file beside it named after it."""
     return [model, *sorted(model.parent.glob(model.name + ".data*"))]
@@ -354,9 +369,14 @@ def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scra
             cp = Measure(f"{s.name}:cp", f"{s.name}: cp model files",
                          ["cp", *map(str, model_files(src)), str(out / "x")], fresh_dir(out / "x"))
             small = widen_measure(s.name, "small", src, s.built.small_layer, s.built.small_width, out / "x")
-            group = [cp, small]
+            durable = durable_copy(f"{s.name}:cp-sync", f"{s.name}: cp model files, then sync the copies",
+                                   f"cp {quoted(model_files(src))} {out / 'x'} && sync {quoted([out / 'x'])}/*",
+                                   [out / "x"])
+            group = [cp, durable, small]
             plan.comparisons.append(Comparison(f"{s.name}: widen of a small layer ({s.built.small_layer})",
                                                small, cp, 1.3, "cp of the model", floor))
+            plan.comparisons.append(Comparison(f"{s.name}: widen of a small layer, beside a durable copy",
+                                               small, durable, 1.3, "cp + sync of the model", floor))
             plan.memory_checks.append((f"{s.name}: widen of a small layer", small, limit, limit_label))
             naive = naive_measure(s, "small", s.built.small_layer, s.built.small_width, out / "n")
             if naive is not None:
@@ -365,15 +385,21 @@ def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scra
                                                    small, naive, 1.0, "naive script"))
             plan.measures.append(group)
             if s.built.large_layer and s.large_out is not None:
-                both = " ".join(shlex.quote(str(p)) for p in model_files(src))
-                grown = " ".join(shlex.quote(str(p)) for p in model_files(s.large_out))
+                both, grown = quoted(model_files(src)), quoted(model_files(s.large_out))
+                copies = f"cp {both} {out / 'cp'} && cp {grown} {out / 'cp2'}"
                 cp2 = Measure(f"{s.name}:cp-in-out", f"{s.name}: cp input + cp output files",
-                              ["sh", "-c", f"cp {both} {out / 'cp'} && cp {grown} {out / 'cp2'}"],
+                              ["sh", "-c", copies],
                               lambda o=out: (fresh_dir(o / "cp")(), fresh_dir(o / "cp2")()))
+                durable2 = durable_copy(f"{s.name}:cp-in-out-sync",
+                                        f"{s.name}: cp input + cp output files, then sync the copies",
+                                        f"{copies} && sync {quoted([out / 'cp'])}/* {quoted([out / 'cp2'])}/*",
+                                        [out / "cp", out / "cp2"])
                 large = widen_measure(s.name, "large", src, s.built.large_layer, s.built.large_width, out / "w")
-                group = [cp2, large]
+                group = [cp2, durable2, large]
                 plan.comparisons.append(Comparison(f"{s.name}: widen of a large layer ({s.built.large_layer})",
                                                    large, cp2, 1.3, "cp of input + cp of output", floor))
+                plan.comparisons.append(Comparison(f"{s.name}: widen of a large layer, beside durable copies",
+                                                   large, durable2, 1.3, "cp + sync of input and output", floor))
                 plan.memory_checks.append((f"{s.name}: widen of a large layer", large, limit, limit_label))
                 naive = naive_measure(s, "large", s.built.large_layer, s.built.large_width, out / "n")
                 if naive is not None:
