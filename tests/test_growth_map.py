@@ -147,6 +147,7 @@ def test_training_goes_on_cnn_fc1(tmp_path: Path) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     _train(model, opt, 2, 0, _cnn_batch)
     path = tmp_path / "cnn.onnx"
+    model.eval()  # no dropout or batch norm: the mode changes nothing but the exporter's warning
     torch.onnx.export(model, (torch.randn(1, 1, 28, 28),), str(path), dynamo=True, input_names=["x"],
                       output_names=["y"]).save(str(path), external_data=False)  # type: ignore[union-attr]
     grown, report = onnxgrow.widen(path, {"fc1": 80}, seed=3)
