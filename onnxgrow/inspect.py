@@ -11,12 +11,14 @@ whether ``--heads`` can grow it (the counts it takes exactly, or why not).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import onnx_ir as ir
 
+from onnxgrow import collector
 from onnxgrow.deepening import InsertionPoint, deepen_summary, find_insertion_point
 from onnxgrow.deepening.activation import node_positions
 from onnxgrow.errors import GrowError
@@ -200,6 +202,14 @@ def _attention_info(model: ir.Model, attention: Attention) -> AttentionInfo:
     return info
 
 
+def _loaded(model: ir.Model | str | os.PathLike[str]) -> ir.Model:
+    """``model`` loaded (if a path) with its shapes inferred."""
+    if not isinstance(model, ir.Model):
+        model = load_model(model, infer_shapes=True)
+    infer_shapes(model)
+    return model
+
+
 def inspect_model(model: ir.Model | str | os.PathLike[str],
                   progress: Callable[[str, int, int], None] | None = None) -> ModelSummary:
     """Summarise ``model`` (a path or an ir.Model, which gains shape annotations);
@@ -208,17 +218,16 @@ def inspect_model(model: ir.Model | str | os.PathLike[str],
     path = "" if isinstance(model, ir.Model) else os.fspath(model)
     if not isinstance(model, ir.Model):
         report("loading", 0, 0)
-        model = load_model(model, infer_shapes=True)
-    infer_shapes(model)
-    layers, refused = find_layers(model)
-    displays = {id(layer.node): layer.display for layer in layers}
-    positions = node_positions(model.graph)
-    groups = _Groups(model.graph, positions)
-    infos = []
-    for k, layer in enumerate(layers):
-        report("planning", k, len(layers))
-        infos.append(_layer_info(layer, displays, positions, groups))
-    report("planning", len(layers), len(layers))
+    with collector.spared_after(functools.partial(_loaded, model)) as model:
+        layers, refused = find_layers(model)
+        displays = {id(layer.node): layer.display for layer in layers}
+        positions = node_positions(model.graph)
+        groups = _Groups(model.graph, positions)
+        infos = []
+        for k, layer in enumerate(layers):
+            report("planning", k, len(layers))
+            infos.append(_layer_info(layer, displays, positions, groups))
+        report("planning", len(layers), len(layers))
     not_growable = [
         LayerInfo(item.names.display, item.node.name or "", item.node.op_type, 0, None, False, [], [],
                   item.reason, list(item.names.all()))

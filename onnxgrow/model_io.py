@@ -39,7 +39,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from onnxgrow import data_files
+from onnxgrow import collector, data_files
 from onnxgrow import map_types as map_types_
 from onnxgrow.atomic import check_output_folder, commit, temporary_folder, writing
 from onnxgrow.errors import GrowError
@@ -66,8 +66,13 @@ def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> i
     ``infer_shapes`` annotates value shapes where that is cheap (see the module
     docstring). Raises GrowError with one line naming the file when it is missing,
     empty, not an ONNX model, or when its external data is missing or truncated.
+    The garbage collector is paused meanwhile (:func:`onnxgrow.collector.paused`).
     """
-    p = Path(path)
+    with collector.paused():
+        return _load(Path(path), infer_shapes)
+
+
+def _load(p: Path, infer_shapes: bool) -> ir.Model:
     if not p.exists():
         raise GrowError(f"{p}: no such file")
     if p.is_dir():

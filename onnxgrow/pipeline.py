@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 import onnx
 import onnx_ir as ir
 
+from onnxgrow import collector
 from onnxgrow.errors import NotEquivalentError
 from onnxgrow.lineage import HISTORY_KEY, append_history, with_errors
 from onnxgrow.model_io import (
@@ -100,13 +101,13 @@ def grow_file(
     check_output_folder(out, ".onnx")
     if options.progress is not None:
         options.progress("loading", 0, 0)
-    model = load_model(src, infer_shapes=op.infer_shapes)
-    ensure_output_is_not_input(out, files_of(src, model))
-    if options.progress is not None:
-        options.progress("planning", 0, 0)
-    model, report = grow(model, op)
-    entries = len(op.history(report))
-    report.verification = _save_checked(model, src, out, report, entries, options)
+    with collector.spared_after(lambda: load_model(src, infer_shapes=op.infer_shapes)) as model:
+        ensure_output_is_not_input(out, files_of(src, model))
+        if options.progress is not None:
+            options.progress("planning", 0, 0)
+        model, report = grow(model, op)
+        entries = len(op.history(report))
+        report.verification = _save_checked(model, src, out, report, entries, options)
     report.written = written_files(out)
     return report
 

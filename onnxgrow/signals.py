@@ -9,6 +9,7 @@ when the signal arrives while onnx, onnxruntime or torch are still being importe
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 
@@ -37,3 +38,8 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; nothing written\n")
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        # Every output is complete (flushed and renamed into place) before the command
+        # returns, so the objects left need no collection: frozen, the interpreter's exit
+        # does not rescan them (0.3 s for a 20,000-node graph, see onnxgrow.collector).
+        gc.freeze()
