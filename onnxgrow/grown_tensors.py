@@ -42,8 +42,11 @@ import onnx_ir as ir
 
 from onnxgrow.atomic import start_flush
 
-#: Output bytes produced per block when a grown tensor is written.
-BLOCK_BYTES = 16 * 1024**2
+#: Output bytes produced per block when a grown tensor is written. A block of float32 rows
+#: also needs its float64 product: about three blocks in memory at once. Measured on a
+#: 616 MB producer and its contractor: 4 MB blocks peak 24 MB lower than 16 MB blocks and
+#: are no slower (docs/benchmarks.md).
+BLOCK_BYTES = 4 * 1024**2
 #: Runs of unchanged rows at least this long are copied by the kernel; shorter ones are read.
 KERNEL_COPY_FROM = 256 * 1024
 
