@@ -305,18 +305,12 @@ def weight_bytes(model: ir.Model) -> int:
 
 
 def wants_external_data(model: ir.Model) -> bool:
-    """Save externally when the source did, when a weight is external, or when the weights
-    are large (one pass over the initializers, read from metadata only)."""
-    if model.meta.get(SOURCE_EXTERNAL_KEY):
-        return True
-    total = 0
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if isinstance(tensor, ir.ExternalTensor):
-            return True
-        if tensor is not None:
-            total += tensor.nbytes
-    return total > LARGE_MODEL_BYTES
+    """Save externally when the source did, when a weight is external, or when the weights are large."""
+    return (
+        bool(model.meta.get(SOURCE_EXTERNAL_KEY))
+        or any(True for _ in external_tensors(model))
+        or weight_bytes(model) > LARGE_MODEL_BYTES
+    )
 
 
 def files_of(model_path: Path, model: ir.Model | None = None) -> list[Path]:
