@@ -106,3 +106,17 @@ def test_node_with_too_few_inputs_is_refused_at_load(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(onnxgrow.GrowError, match="Conv node 'c' has 1 inputs; its schema wants 2 to 3"):
         onnxgrow.load_model(path)
+
+
+def test_a_torch_export_keeps_its_own_annotations_with_grown_shapes(tmp_path: Path, fixture_copy) -> None:  # type: ignore[no-untyped-def]
+    """The dynamo exporter annotates every weight and activation: widening fc1 keeps
+    exactly those entries, the ones fc1's channels flow through with the grown width and
+    the others as they were."""
+    src = fixture_copy("mnist_cnn_dynamo")
+    out = tmp_path / "wide.onnx"
+    report = onnxgrow.widen_file(src, out, {"fc1": 80})
+    assert report.verification is not None and report.verification.passed
+    before, after = _annotations(src), _annotations(out)
+    grown = {"fc1.weight": [80, 3136], "fc1.bias": [80], "fc2.weight": [10, 80],
+             "linear": ["batch", 80], "relu_2": ["batch", 80]}
+    assert after == {**before, **grown}
