@@ -19,6 +19,8 @@ Rules:
   output name; of two concurrent saves the last one wins whole. On a failure nothing is
   left behind; a failed write (disk full, no permission) is a GrowError. The input model
   and its data files are never written.
+- A saved model annotates (``value_info``) the values its source annotated, with their
+  new shapes, and no others (:func:`_source_annotations_only`).
 - Saving streams: weights that were not changed are copied from their data file to the
   new one by the kernel, never read into memory, so saving costs about what copying
   the files costs, in time and memory, whatever the size (:mod:`onnxgrow.data_files`).
