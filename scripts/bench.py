@@ -152,8 +152,14 @@ def durable_copy(key: str, label: str, script: str, folders: list[Path]) -> Meas
 
 
 def model_files(model: Path) -> list[Path]:
-    """The .onnx file and every external data file beside it named after it."""
-    return [model, *sorted(model.parent.glob(model.name + ".data*"))]
+    """The .onnx file and every external data file its tensors name: the files a copy of
+    the model must copy (onnxgrow's outputs name theirs ``<stem>.<8 hex>.onnx.data``)."""
+    import onnx_ir as ir
+
+    loaded = ir.load(model)
+    locations = {tensor.location for graph in loaded.graphs() for value in graph.initializers.values()
+                 if isinstance(tensor := value.const_value, ir.ExternalTensor)}
+    return [model, *sorted(model.parent / location for location in locations)]
 
 
 def file_bytes(model: Path) -> int:
@@ -356,58 +362,48 @@ def startup_measures(plan: Plan, only: set[str]) -> Measure:
     return floor
 
 
+def widen_group(plan: Plan, s: Subject, size: str, layer: str, width: int, grown: Path, out: Path,
+                floor: Measure) -> list[Measure]:
+    """``onnxgrow widen`` of one layer beside ``cp`` of the input and of the output files
+    (issue 14's baseline: the bytes read plus the bytes written), plain and then synced to
+    the disk as onnxgrow's save is, and beside the naive script where it has the edits.
+    Every command of the group writes into ``out``, emptied before each: one copy at a time."""
+    limit, limit_label = rss_limit()
+    copies = f"mkdir {out / 'in'} {out / 'out'} && cp {quoted(model_files(s.built.path))} {out / 'in'} " \
+             f"&& cp {quoted(model_files(grown))} {out / 'out'}"
+    cp = Measure(f"{s.name}:cp-{size}", f"{s.name}: cp input + cp output files ({layer})",
+                 ["sh", "-c", copies], fresh_dir(out))
+    durable = durable_copy(f"{s.name}:cp-sync-{size}",
+                           f"{s.name}: cp input + cp output files, then sync the copies ({layer})",
+                           f"{copies} && sync {quoted([out / 'in'])}/* {quoted([out / 'out'])}/*", [out])
+    widen = widen_measure(s.name, size, s.built.path, layer, width, out)
+    title = f"{s.name}: widen of a {size} layer ({layer})"
+    plan.comparisons.append(Comparison(title, widen, cp, 1.3, "cp of input + cp of output", floor))
+    plan.comparisons.append(Comparison(f"{title}, beside durable copies", widen, durable, 1.3,
+                                       "cp + sync of input and output", floor))
+    plan.memory_checks.append((title, widen, limit, limit_label))
+    group = [cp, durable, widen]
+    naive = naive_measure(s, size, layer, width, out)
+    if naive is not None:
+        group.append(naive)
+        plan.comparisons.append(Comparison(f"{s.name}: widen of {layer} vs the naive script", widen, naive, 1.0,
+                                           "naive script"))
+    return group
+
+
 def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scratch: Path,
              chains: list[Subject]) -> Plan:
     plan = Plan()
     floor = startup_measures(plan, only)
-    limit, limit_label = rss_limit()
     for s in subjects:
         src = s.built.path
         out = scratch / s.name
         if "widen" in only:
-            # one folder for both, emptied before each: only one copy of the model in scratch at a time
-            cp = Measure(f"{s.name}:cp", f"{s.name}: cp model files",
-                         ["cp", *map(str, model_files(src)), str(out / "x")], fresh_dir(out / "x"))
-            small = widen_measure(s.name, "small", src, s.built.small_layer, s.built.small_width, out / "x")
-            durable = durable_copy(f"{s.name}:cp-sync", f"{s.name}: cp model files, then sync the copies",
-                                   f"cp {quoted(model_files(src))} {out / 'x'} && sync {quoted([out / 'x'])}/*",
-                                   [out / "x"])
-            group = [cp, durable, small]
-            plan.comparisons.append(Comparison(f"{s.name}: widen of a small layer ({s.built.small_layer})",
-                                               small, cp, 1.3, "cp of the model", floor))
-            plan.comparisons.append(Comparison(f"{s.name}: widen of a small layer, beside a durable copy",
-                                               small, durable, 1.3, "cp + sync of the model", floor))
-            plan.memory_checks.append((f"{s.name}: widen of a small layer", small, limit, limit_label))
-            naive = naive_measure(s, "small", s.built.small_layer, s.built.small_width, out / "n")
-            if naive is not None:
-                group.append(naive)
-                plan.comparisons.append(Comparison(f"{s.name}: widen of {s.built.small_layer} vs the naive script",
-                                                   small, naive, 1.0, "naive script"))
-            plan.measures.append(group)
+            widenings = [("small", s.built.small_layer, s.built.small_width, s.small_out)]
             if s.built.large_layer and s.large_out is not None:
-                both, grown = quoted(model_files(src)), quoted(model_files(s.large_out))
-                copies = f"cp {both} {out / 'cp'} && cp {grown} {out / 'cp2'}"
-                cp2 = Measure(f"{s.name}:cp-in-out", f"{s.name}: cp input + cp output files",
-                              ["sh", "-c", copies],
-                              lambda o=out: (fresh_dir(o / "cp")(), fresh_dir(o / "cp2")()))
-                durable2 = durable_copy(f"{s.name}:cp-in-out-sync",
-                                        f"{s.name}: cp input + cp output files, then sync the copies",
-                                        f"{copies} && sync {quoted([out / 'cp'])}/* {quoted([out / 'cp2'])}/*",
-                                        [out / "cp", out / "cp2"])
-                large = widen_measure(s.name, "large", src, s.built.large_layer, s.built.large_width, out / "w")
-                group = [cp2, durable2, large]
-                plan.comparisons.append(Comparison(f"{s.name}: widen of a large layer ({s.built.large_layer})",
-                                                   large, cp2, 1.3, "cp of input + cp of output", floor))
-                plan.comparisons.append(Comparison(f"{s.name}: widen of a large layer, beside durable copies",
-                                                   large, durable2, 1.3, "cp + sync of input and output", floor))
-                plan.memory_checks.append((f"{s.name}: widen of a large layer", large, limit, limit_label))
-                naive = naive_measure(s, "large", s.built.large_layer, s.built.large_width, out / "n")
-                if naive is not None:
-                    group.append(naive)
-                    plan.comparisons.append(Comparison(
-                        f"{s.name}: widen of {s.built.large_layer} vs the naive script", large, naive, 1.0,
-                        "naive script"))
-                plan.measures.append(group)
+                widenings.append(("large", s.built.large_layer, s.built.large_width, s.large_out))
+            for size, layer, width, grown in widenings:
+                plan.measures.append(widen_group(plan, s, size, layer, width, grown, out / "x", floor))
         if "inspect" in only:
             inspect = Measure(f"{s.name}:inspect", f"{s.name}: onnxgrow inspect", [*ONNXGROW, "inspect", str(src)])
             plan.measures.append([inspect])
