@@ -40,6 +40,7 @@ from typing import BinaryIO
 import numpy as np
 import onnx_ir as ir
 
+from onnxgrow import data_files
 from onnxgrow.atomic import start_flush
 
 #: Output bytes produced per block when a grown tensor is written. A block of float32 rows
@@ -196,9 +197,9 @@ class GrownTensor(ir.LazyTensor):
         return None if below is None else below[self.edit.src]
 
     def tofile(self, file: BinaryIO) -> None:
-        """Write the bytes at the file's position, a block of rows at a time (see the module docstring)."""
-        from onnxgrow.data_files import copy_range
-
+        """Write the bytes at the file's position, a block of rows at a time (see the module
+        docstring); each block, and each :data:`~onnxgrow.data_files.COPY_CHUNK_BYTES` of a
+        kernel copy, is handed to the disk as soon as it is written."""
         rows_total = self.dims[0]
         row_bytes = int(np.prod(self.dims[1:], dtype=np.int64)) * self.source.dtype.itemsize
         step = max(1, BLOCK_BYTES // max(row_bytes, 1))
@@ -210,18 +211,20 @@ class GrownTensor(ir.LazyTensor):
             for start, stop, source_row in _runs(copies):
                 long_run = (stop - start) * row_bytes >= KERNEL_COPY_FROM
                 pieces.append((start, stop, source_row if long_run else None))
-            pieces = _split_computed(pieces, step)
+            pieces = _blocks(pieces, step, max(1, data_files.COPY_CHUNK_BYTES // max(row_bytes, 1)))
         for start, stop, first in pieces:
             since = file.tell()
             if first is not None:  # only pure gathers along axis 0: rows as wide as the source's
-                copy_range(self.source.tensor, first * row_bytes, (stop - start) * row_bytes, file)
+                data_files.copy_range(self.source.tensor, first * row_bytes, (stop - start) * row_bytes, file)
             else:
                 file.write(np.ascontiguousarray(self.take(np.arange(start, stop))).view(np.uint8).data)
             start_flush(file, since)
 
 
-def _split_computed(pieces: list[tuple[int, int, int | None]], step: int) -> list[tuple[int, int, int | None]]:
-    """Merge neighbouring computed pieces and cut them into blocks of at most ``step`` rows."""
+def _blocks(pieces: list[tuple[int, int, int | None]], step: int,
+            copy_step: int) -> list[tuple[int, int, int | None]]:
+    """Merge neighbouring computed pieces and cut them into blocks of at most ``step`` rows;
+    cut copied pieces into copies of at most ``copy_step`` rows."""
     merged: list[tuple[int, int, int | None]] = []
     for piece in pieces:
         if piece[2] is None and merged and merged[-1][2] is None:
@@ -231,7 +234,7 @@ def _split_computed(pieces: list[tuple[int, int, int | None]], step: int) -> lis
     out: list[tuple[int, int, int | None]] = []
     for start, stop, first in merged:
         if first is not None:
-            out.append((start, stop, first))
+            out.extend((a, min(a + copy_step, stop), first + a - start) for a in range(start, stop, copy_step))
         else:
             out.extend((a, min(a + step, stop), None) for a in range(start, stop, step))
     return out

@@ -160,6 +160,34 @@ def test_unchanged_rows_are_copied_by_the_kernel(models, tmp_path: Path, monkeyp
     assert old_rows_bytes in copied
 
 
+def test_kernel_copies_are_cut_into_chunks_each_handed_to_the_disk(  # type: ignore[no-untyped-def]
+        models, tmp_path: Path, monkeypatch) -> None:
+    """The old rows of a grown tensor are copied :data:`data_files.COPY_CHUNK_BYTES` at a time,
+    each chunk flushed as soon as it is copied (one flush of a long copy waits for all of it)."""
+    events: list[tuple[str, int]] = []
+    real_copy, real_flush = data_files.copy_range, atomic.start_flush
+
+    def copy(source, start, length, file):  # type: ignore[no-untyped-def]
+        if source.name == "fc1.weight":  # the grown tensor's copy, not a run of untouched tensors
+            events.append(("copy", length))
+        return real_copy(source, start, length, file)
+
+    def flush(file, since):  # type: ignore[no-untyped-def]
+        real_flush(file, since)
+        events.append(("flush", file.tell() - since))
+
+    monkeypatch.setattr(data_files, "copy_range", copy)
+    monkeypatch.setattr(grown_tensors, "start_flush", flush)
+    monkeypatch.setattr(grown_tensors, "KERNEL_COPY_FROM", 4096)
+    monkeypatch.setattr(data_files, "COPY_CHUNK_BYTES", 5000)  # not a whole number of fc1's 256-byte rows
+    widen_file(models["cnn"], tmp_path / "m.onnx", {"fc1": 96}, options=GrowOptions(verify=None))
+    copies = [i for i, (kind, _) in enumerate(events) if kind == "copy"]
+    old_rows_bytes = 64 * 64 * 4  # fc1.weight [64, 64] float32: its 64 old rows, 19 rows a chunk
+    assert [events[i][1] for i in copies] == [4864, 4864, 4864, 1792]
+    assert all(events[i + 1] == ("flush", events[i][1]) for i in copies)
+    assert sum(events[i][1] for i in copies) == old_rows_bytes
+
+
 def test_memory_follows_the_block_not_the_tensor(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Widening fc1 rewrites its contractor fc2 ([2048, 2048] → [2048, 3072] float32, 25 MB)
     with a fraction of that allocated."""
