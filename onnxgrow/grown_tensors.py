@@ -9,7 +9,8 @@ written, and then it is produced a block of leading-axis rows at a time
 (:data:`BLOCK_BYTES`), so memory follows the block, not the tensor:
 
 - an edit along axis 0 reads the source rows ``src[a:b]`` of a block (``pread``, one call
-  per run of consecutive rows) and scales them elementwise: every output value is the
+  per run of consecutive rows; a source of at most one block, a bias, is read whole once)
+  and scales them elementwise: every output value is the
   same operation on the same operands as the whole-array edit, hence the same bits. A
   contraction of fp16/bf16 rows then moves each old row's rounding error onto its copy of
   smallest share, as the whole-array edit does: that copy's value depends on the old row
@@ -89,8 +90,19 @@ class _Rows:
         self.dtype = tensor.dtype.numpy()
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
+    @functools.cached_property
+    def _whole(self) -> np.ndarray:
+        return self._read(np.arange(self.shape[0]))
+
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """The rows ``rows`` (any order, repeats allowed), read with one ``pread`` per run."""
+        """The rows ``rows`` (any order, repeats allowed), read with one ``pread`` per run; a
+        tensor of at most :data:`BLOCK_BYTES` (a bias: thousands of 4-byte runs) is read whole,
+        once, and indexed."""
+        if self.row_bytes * self.shape[0] <= BLOCK_BYTES:
+            return self._whole[rows]
+        return self._read(rows)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
         view = out.reshape(-1).view(np.uint8).data
         base = self.tensor.offset or 0

@@ -9,6 +9,7 @@ being computed a block at a time).
 
 from __future__ import annotations
 
+import os
 import re
 import tracemalloc
 from pathlib import Path
@@ -107,8 +108,12 @@ def test_block_path_writes_the_bytes_of_the_whole_array_path(  # type: ignore[no
     assert written(tmp_path / "blocks") == written(tmp_path / "whole")
 
 
-def test_grown_tensor_values_match_the_edit_for_every_row_order(tmp_path: Path) -> None:
-    """``numpy()``, ``take`` of any rows and ``tofile`` agree with the whole-array edit, stacked edits too."""
+@pytest.mark.parametrize("block_bytes", [100, grown_tensors.BLOCK_BYTES], ids=["read-by-runs", "read-whole"])
+def test_grown_tensor_values_match_the_edit_for_every_row_order(  # type: ignore[no-untyped-def]
+        tmp_path: Path, monkeypatch, block_bytes: int) -> None:
+    """``numpy()``, ``take`` of any rows and ``tofile`` agree with the whole-array edit, stacked
+    edits too, whether the source's rows are read run by run or the (small) source whole."""
+    monkeypatch.setattr(grown_tensors, "BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(0)
     array = rng.standard_normal((37, 5, 3)).astype(np.float32)
     data = tmp_path / "w.data"
@@ -141,6 +146,30 @@ def test_grown_tensor_values_match_the_edit_for_every_row_order(tmp_path: Path) 
             f.write(b"head")
             tensor.tofile(f)
         assert out.read_bytes() == b"head" + want.tobytes()
+
+
+def test_a_source_within_a_block_is_read_once_however_scattered_the_rows(  # type: ignore[no-untyped-def]
+        tmp_path: Path, monkeypatch) -> None:
+    """A bias's gathered copy (each new unit a 4-byte run elsewhere) costs one read, not one per run."""
+    import onnx_ir as ir
+
+    array = np.arange(4096, dtype=np.float32)
+    (tmp_path / "b.data").write_bytes(array.tobytes())
+    source = ir.ExternalTensor("b.data", 0, array.nbytes, ir.DataType.FLOAT, shape=ir.Shape([4096]),
+                               name="b", base_dir=str(tmp_path))
+    src = np.r_[np.arange(4096), np.random.default_rng(0).integers(0, 4096, 2048)]
+    grown = grown_tensors.GrownTensor(source, grown_tensors.AxisEdit(0, src, None, lambda a: a[src]), "b")
+    reads: list[int] = []
+    real = os.preadv
+
+    def spy(fd, buffers, offset):  # type: ignore[no-untyped-def]
+        reads.append(offset)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", spy)
+    assert np.array_equal(grown.numpy(), array[src])
+    assert np.array_equal(grown.take(np.arange(4096, 6144)), array[src[4096:]])
+    assert len(reads) == 1
 
 
 def test_unchanged_rows_are_copied_by_the_kernel(models, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
