@@ -19,10 +19,10 @@ Measurements (``--only`` picks groups):
 
 - ``startup``: the import floor every Python ONNX tool pays (``python -c "import
   onnx_ir"``), ``onnxgrow --version``, ``onnxgrow --help`` and ``onnxgrow widen --help``.
-- ``widen``: ``cp`` of the model files vs ``onnxgrow widen --no-verify`` of a small
-  layer; for the CNN also a large layer (``fc1``) vs ``cp`` of the input and of the
-  output files, and vs a naive script (``onnx.load`` + numpy Net2WiderNet +
-  ``onnx.save``, ``scripts/bench_baselines.py``).
+- ``widen``: ``onnxgrow widen --no-verify`` of a small layer, and for the CNN of a large
+  layer (``fc1``), each beside ``cp`` of the input and of the output files (plain, and
+  then synced to the disk) and, where it has the edits, a naive script (``onnx.load`` +
+  numpy Net2WiderNet + ``onnx.save``, ``scripts/bench_baselines.py``).
 - ``inspect``: ``onnxgrow inspect`` of each model.
 - ``verify``: ``onnxgrow verify`` of the model and its widened copy vs a script that
   opens the two in plain onnxruntime sessions (default options) and vs Polygraphy
