@@ -271,8 +271,6 @@ def prepare_subject(name: str, workdir: Path, layers: int, rebuild: bool, verify
     subject.rewritten_small = rewritten_bytes(path, subject.small_out)
     if verify and not subject.inputs_npz.exists():
         write_inputs(path, subject.inputs_npz)
-    if not verify:  # nothing verifies or diffs it: free the disk
-        shutil.rmtree(subject.small_out.parent, ignore_errors=True)
     return subject
 
 
@@ -716,7 +714,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clean", action="store_true", help="delete --workdir at the end")
     parser.add_argument("--huge", action="store_true",
                         help=f"also a {HUGE_LAYERS}-block transformer (~10 GB of external data; widen, inspect; "
-                             "deleted at the end)")
+                             "deleted at the end; with its widened copy and the copies, ~50 GB of free disk)")
     parser.add_argument("--huge-layers", type=int, default=HUGE_LAYERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     only = {g.strip() for g in args.only.split(",") if g.strip()}
