@@ -481,11 +481,17 @@ def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scra
 
 
 def run_plan(plan: Plan, reps: int, cold: bool) -> None:
-    for rep in range(reps):
-        print(f"repetition {rep + 1}/{reps} (load average {os.getloadavg()[0]:.2f})", flush=True)
-        for group in plan.measures:
-            for m in (group if rep % 2 == 0 else list(reversed(group))):
-                measure_once(m, cold)
+    """Every repetition of the groups, alternating the order within each; the ~10 GB model's
+    groups come after all repetitions of the others, since its copies push every other
+    model out of the page cache (their later repetitions would read the disk)."""
+    evicting = [group for group in plan.measures if group[0].key.startswith("huge:")]
+    warm = [group for group in plan.measures if group not in evicting]
+    for label, groups in (("", warm), ("~10 GB model, ", evicting)):
+        for rep in range(reps if groups else 0):
+            print(f"{label}repetition {rep + 1}/{reps} (load average {os.getloadavg()[0]:.2f})", flush=True)
+            for group in groups:
+                for m in (group if rep % 2 == 0 else list(reversed(group))):
+                    measure_once(m, cold)
 
 
 # --- profile ----------------------------------------------------------------------------
