@@ -120,3 +120,31 @@ def test_a_torch_export_keeps_its_own_annotations_with_grown_shapes(tmp_path: Pa
     grown = {"fc1.weight": [80, 3136], "fc1.bias": [80], "fc2.weight": [10, 80],
              "linear": ["batch", 80], "relu_2": ["batch", 80]}
     assert after == {**before, **grown}
+
+
+def test_initializer_entries_that_only_restate_the_tensor_are_not_parsed(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An initializer's value_info entry with only a type and shape is left out of the parse
+    (the value takes both from its tensor) and written again on save; one with metadata
+    (torch's record of a parameter) is parsed and kept whole."""
+    src = mlp(tmp_path / "mlp.onnx", [3, 5, 4, 2], ["Relu"])
+    proto = onnx.load(str(src))
+    weights = [t for t in proto.graph.initializer if len(t.dims) == 2]
+    plain, tagged = (helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights[:2])
+    helper.set_metadata_props(tagged, {"pkg.torch.export.graph_signature.InputSpec.kind": "PARAMETER"})
+    proto.graph.value_info.extend([plain, tagged])
+    onnx.save(proto, str(src))
+    parsed: list[set[str]] = []
+    real = ir.serde.deserialize_model
+
+    def spy(model_proto):  # type: ignore[no-untyped-def]
+        parsed.append({info.name for info in model_proto.graph.value_info})
+        return real(model_proto)
+
+    monkeypatch.setattr(ir.serde, "deserialize_model", spy)
+    model = onnxgrow.load_model(src)
+    assert parsed == [{tagged.name}]
+    assert model.graph.initializers[plain.name].shape == ir.Shape(list(weights[0].dims))
+    out = save_model(model, tmp_path / "copy.onnx")
+    saved = {info.name: info for info in onnx.load(str(out)).graph.value_info}
+    assert saved.keys() == {plain.name, tagged.name}
+    assert saved[tagged.name] == tagged and saved[plain.name].type == plain.type
