@@ -6,8 +6,9 @@ onnx-ir then, not before), so ``import onnxgrow`` and ``onnxgrow --help`` stay f
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from onnxgrow.lazy_names import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,11 @@ _API = {
     "DeepenReport": "onnxgrow.deepening.api",
     "deepen": "onnxgrow.deepening.api",
     "deepen_file": "onnxgrow.deepening.api",
+    "BlockInit": "onnxgrow.deepening.block_plan",
+    "DeepenBlockOp": "onnxgrow.deepening.block_op",
+    "DeepenBlockReport": "onnxgrow.deepening.block_op",
+    "deepen_block": "onnxgrow.deepening.block_op",
+    "deepen_block_file": "onnxgrow.deepening.block_op",
     "diff_models": "onnxgrow.diff",
     "GrowError": "onnxgrow.errors",
     "NotEquivalentError": "onnxgrow.errors",
@@ -33,6 +39,8 @@ _API = {
     "VerifyOptions": "onnxgrow.options",
     "VerifyScope": "onnxgrow.options",
     "GrowthOp": "onnxgrow.pipeline",
+    "GrowthReport": "onnxgrow.pipeline",
+    "growth": "onnxgrow.growths",
     "grow": "onnxgrow.pipeline",
     "grow_file": "onnxgrow.pipeline",
     "VerifyReport": "onnxgrow.verification",
@@ -40,6 +48,11 @@ _API = {
     "Init": "onnxgrow.widening.channel_map",
     "WidenOp": "onnxgrow.widening.api",
     "WidenReport": "onnxgrow.widening.api",
+    "NewOutputsOp": "onnxgrow.widening.new_outputs_op",
+    "NewOutputsReport": "onnxgrow.widening.new_outputs_op",
+    "HeadsOp": "onnxgrow.widening.heads_op",
+    "HeadsReport": "onnxgrow.widening.heads_op",
+    "VocabularyReport": "onnxgrow.widening.vocabulary",
     "widen": "onnxgrow.widening.functions",
     "widen_file": "onnxgrow.widening.functions",
     "VocabularyOp": "onnxgrow.widening.vocabulary",
@@ -50,22 +63,33 @@ _API = {
 }
 
 __all__ = [
+    "BlockInit",
+    "DeepenBlockOp",
+    "DeepenBlockReport",
     "DeepenOp",
     "DeepenReport",
     "GrowError",
     "GrowOptions",
     "GrowthMap",
     "GrowthOp",
+    "GrowthReport",
+    "HeadsOp",
+    "HeadsReport",
     "Init",
+    "NewOutputsOp",
+    "NewOutputsReport",
     "NotEquivalentError",
     "RefusedError",
     "VerifyOptions",
     "VerifyReport",
     "VerifyScope",
     "VocabularyOp",
+    "VocabularyReport",
     "WidenOp",
     "WidenReport",
     "deepen",
+    "deepen_block",
+    "deepen_block_file",
     "deepen_file",
     "apply_growth_map",
     "diff_models",
@@ -75,6 +99,7 @@ __all__ = [
     "grow_file",
     "grow_vocabulary",
     "grow_vocabulary_file",
+    "growth",
     "inspect_model",
     "load_model",
     "save_model",
@@ -88,34 +113,26 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public name ``name`` from its module on first use."""
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'onnxgrow' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _API, __all__)
 
 
 if TYPE_CHECKING:
-    from onnxgrow.deepening.api import DeepenOp, DeepenReport, deepen, deepen_file  # noqa: I001 (state_dict needs its own line for the ignore below)
+    from onnxgrow.deepening.api import DeepenOp, DeepenReport, deepen, deepen_file  # noqa: I001
+    from onnxgrow.deepening.block_op import DeepenBlockOp, DeepenBlockReport, deepen_block, deepen_block_file
+    from onnxgrow.deepening.block_plan import BlockInit
     from onnxgrow.diff import diff_models
     from onnxgrow.errors import GrowError, NotEquivalentError, RefusedError
-    from onnxgrow.export import export_model, export_state_dict, to_keras, to_torch
-    # the function shares its name with the module onnxgrow.export.state_dict, which mypy counts as a first binding
-    from onnxgrow.export import state_dict  # type: ignore[no-redef]
+    from onnxgrow.export import export_model, export_state_dict, state_dict, to_keras, to_torch
     from onnxgrow.growth_map import GrowthMap, apply_growth_map
     from onnxgrow.inspect import inspect_model
     from onnxgrow.model_io import load_model, save_model
     from onnxgrow.options import GrowOptions, VerifyOptions, VerifyScope
-    from onnxgrow.pipeline import GrowthOp, grow, grow_file
+    from onnxgrow.growths import growth
+    from onnxgrow.pipeline import GrowthOp, GrowthReport, grow, grow_file
     from onnxgrow.verification import VerifyReport, verify
     from onnxgrow.widening.api import WidenOp, WidenReport
+    from onnxgrow.widening.heads_op import HeadsOp, HeadsReport
+    from onnxgrow.widening.new_outputs_op import NewOutputsOp, NewOutputsReport
     from onnxgrow.widening.functions import widen, widen_file
     from onnxgrow.widening.channel_map import Init
-    from onnxgrow.widening.vocabulary import VocabularyOp, grow_vocabulary, grow_vocabulary_file
+    from onnxgrow.widening.vocabulary import VocabularyOp, VocabularyReport, grow_vocabulary, grow_vocabulary_file

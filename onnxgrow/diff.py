@@ -27,12 +27,11 @@ passed). :meth:`DiffReport.to_dict` follows ``onnxgrow/schemas/diff.schema.json`
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +39,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow import __version__
+from onnxgrow.errors import GrowError
 from onnxgrow.lineage import HISTORY_KEY, describe, read_history
 from onnxgrow.model_io import load_model
 from onnxgrow.options import VerifyOptions
@@ -382,44 +382,79 @@ def compare_tensors(
 ) -> tuple[int, float | None]:
     """(values that differ, max abs difference) of two tensors of one dtype and shape.
 
-    Reads ``chunk`` elements of each at a time from their (memory-mapped) data; NaN at
-    the same place is equal. The max abs difference is None when it is not finite
-    (NaN or infinity on one side only) or the dtype has no distance (strings).
-    External tensors are released (unmapped) afterwards.
+    Compares ``chunk`` elements of each at a time (:func:`tensor_blocks`: an external
+    tensor's file is read block by block, never mapped whole, so memory stays a few blocks
+    whatever the tensor's size or rank); NaN at the same place is equal. Two external
+    tensors that are the same bytes of the same file are equal unread. The max abs
+    difference is None when it is not finite (NaN or infinity on one side only) or the
+    dtype has no distance (strings).
     """
-    try:
-        return _compare_arrays(old.numpy(), new.numpy(), old.dtype.is_floating_point(), chunk)
-    finally:
-        for tensor in (old, new):
-            if isinstance(tensor, ir.ExternalTensor):
-                with contextlib.suppress(BufferError):  # a view outlived an error; GC unmaps it
-                    tensor.release()
-
-
-@np.errstate(invalid="ignore", over="ignore")
-def _compare_arrays(
-    old: np.ndarray, new: np.ndarray, floating: bool, chunk: int
-) -> tuple[int, float | None]:
-    a, b = old.reshape(-1), new.reshape(-1)
-    numeric = a.dtype.kind not in "OSU"
-    differ = 0
-    max_abs = 0.0
-    for start in range(0, a.size, chunk):
-        x, y = a[start:start + chunk], b[start:start + chunk]
-        if floating:  # NaN/Inf payloads of damaged weights compare as values, without warnings
-            x, y = x.astype(np.float64), y.astype(np.float64)
-            same = (x == y) | (np.isnan(x) & np.isnan(y))
-        else:
-            same = x == y
-        n = int(same.size - np.count_nonzero(same))
-        if n and numeric:
-            gap = float(np.abs(x[~same].astype(np.float64) - y[~same].astype(np.float64)).max())
-            if math.isnan(gap) or gap > max_abs:  # a NaN stays: nothing compares above it
-                max_abs = gap
+    if _same_stored_bytes(old, new):
+        return 0, 0.0
+    floating = old.dtype.is_floating_point()
+    differ, max_abs, numeric = 0, 0.0, True
+    for x, y in zip(tensor_blocks(old, chunk), tensor_blocks(new, chunk)):
+        n, gap, numeric = _compare_block(x, y, floating)
         differ += n
+        if math.isnan(gap) or gap > max_abs:  # a NaN stays: nothing compares above it
+            max_abs = gap
     if not numeric or not math.isfinite(max_abs):
         return differ, None
     return differ, max_abs
+
+
+def tensor_blocks(tensor: ir.TensorProtocol, elements: int) -> Iterator[np.ndarray]:
+    """The values of ``tensor``, flat, ``elements`` at a time: read from an external tensor's
+    file with plain reads (a memory map would keep every page read resident), taken from the
+    serialized bytes of a parsed one (whatever its rank: numpy arrays have at most 64 axes),
+    or sliced from an in-memory array. Sub-byte and string tensors come whole."""
+    dtype = tensor.dtype
+    if dtype == ir.DataType.STRING or dtype.bitwidth < 8:  # a string has no bitwidth
+        yield tensor.numpy().reshape(-1)
+        return
+    item = np.dtype(dtype.numpy()).newbyteorder("<")
+    size = math.prod(tensor.shape.numpy())
+    if isinstance(tensor, ir.ExternalTensor):
+        with open(tensor.path, "rb") as file:
+            file.seek(tensor.offset or 0)
+            for start in range(0, size, elements):
+                count = min(elements, size - start)
+                block = np.frombuffer(file.read(count * item.itemsize), item)
+                if block.size != count:
+                    raise GrowError(f"{tensor.path}: external data of tensor {tensor.name!r} ends early")
+                yield block
+        return
+    flat = np.frombuffer(tensor.tobytes(), item) if isinstance(tensor, ir.serde.TensorProtoTensor) else \
+        tensor.numpy().reshape(-1)
+    for start in range(0, size, elements):
+        yield flat[start:start + elements]
+
+
+def _same_stored_bytes(old: ir.TensorProtocol, new: ir.TensorProtocol) -> bool:
+    """Whether both are external tensors stored at one offset of one file (``diff M M``)."""
+    if not (isinstance(old, ir.ExternalTensor) and isinstance(new, ir.ExternalTensor)):
+        return False
+    try:
+        return (old.offset or 0) == (new.offset or 0) and os.path.samefile(old.path, new.path)
+    except OSError:
+        return False
+
+
+@np.errstate(invalid="ignore", over="ignore")
+def _compare_block(x: np.ndarray, y: np.ndarray, floating: bool) -> tuple[int, float, bool]:
+    """(values that differ, max abs difference (0 if none, NaN if not finite), whether the
+    dtype has a distance) of two blocks."""
+    numeric = x.dtype.kind not in "OSU"
+    if floating:  # NaN/Inf payloads of damaged weights compare as values, without warnings
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        same = (x == y) | (np.isnan(x) & np.isnan(y))
+    else:
+        same = x == y
+    n = int(same.size - np.count_nonzero(same))
+    gap = 0.0
+    if n and numeric:
+        gap = float(np.abs(x[~same].astype(np.float64) - y[~same].astype(np.float64)).max())
+    return n, gap, numeric
 
 
 def _initializer_diff(old: Mapping[str, ir.Value], new: Mapping[str, ir.Value]) -> Json:

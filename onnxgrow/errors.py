@@ -25,3 +25,7 @@ class NotEquivalentError(Exception):
     def __init__(self, message: str, report: object | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class OnnxgrowWarning(UserWarning):
+    """Something the user should know that does not stop the command (one ``warning:`` line on the CLI)."""

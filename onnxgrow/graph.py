@@ -11,7 +11,7 @@ from collections.abc import Collection
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
-from onnxgrow.names import generated_name, keras_layer_of
+from onnxgrow.names import NamingContext, NodeNames, generated_name, keras_layer_of, names_of, weight_prefix
 
 #: Elementwise ops of one tensor input (extra inputs are scalars: Clip's bounds).
 UNARY_OPS = (
@@ -39,19 +39,49 @@ def node_label(node: ir.Node) -> str:
     return f"unnamed {node.op_type} node" + (f" {generated!r}" if generated else "")
 
 
-def subgraph_owner(graph: ir.Graph, subgraph: ir.Graph) -> ir.Node | None:
-    """The node of ``graph`` (If, Loop, Scan...) holding ``subgraph`` in an attribute, at any depth."""
-    for node in graph:
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                inner = [attr.as_graph()]
-            elif attr.type == ir.AttributeType.GRAPHS:
-                inner = list(attr.as_graphs())
-            else:
-                continue
-            if any(g is subgraph or subgraph_owner(g, subgraph) is not None for g in inner):
-                return node
-    return None
+#: Ops of the default domain that hold subgraphs (If branches, Loop and Scan bodies).
+CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
+
+
+def subgraphs_of(node: ir.Node) -> list[tuple[str, ir.Graph]]:
+    """The subgraphs ``node`` holds in its attributes, with the attribute's name."""
+    found: list[tuple[str, ir.Graph]] = []
+    for name, attr in node.attributes.items():
+        if attr.type == ir.AttributeType.GRAPH:
+            found.append((name, attr.as_graph()))
+        elif attr.type == ir.AttributeType.GRAPHS:
+            found += [(name, g) for g in attr.as_graphs()]
+    return found
+
+
+#: Key in a subgraph's ``meta``: the node holding it (:func:`mark_holders`, when a model is loaded).
+HOLDER_KEY = "onnxgrow.holder"
+
+
+def mark_holders(graph: ir.Graph) -> None:
+    """Record in every subgraph of ``graph`` (at any depth) the node holding it (:func:`holder_of`)."""
+    for node in graph.all_nodes():
+        for _, subgraph in subgraphs_of(node):
+            subgraph.meta[HOLDER_KEY] = node
+
+
+def holder_of(graph: ir.Graph | None) -> ir.Node | None:
+    """The If/Loop/Scan node holding ``graph`` (None for the main graph, or a model not loaded by
+    :func:`onnxgrow.model_io.load_model`)."""
+    holder = graph.meta.get(HOLDER_KEY) if graph is not None else None
+    return holder if isinstance(holder, ir.Node) else None
+
+
+def subgraph_holders(graph: ir.Graph) -> dict[ir.Value, list[ir.Node]]:
+    """Every input and output of a subgraph of ``graph`` (at any depth), with the nodes holding
+    a subgraph that has it as an input or output (a captured value a branch returns as it is
+    may be the output of several)."""
+    holders: dict[ir.Value, list[ir.Node]] = {}
+    for node in graph.all_nodes():
+        for _, subgraph in subgraphs_of(node):
+            for value in (*subgraph.inputs, *subgraph.outputs):
+                holders.setdefault(value, []).append(node)
+    return holders
 
 
 def rank_of(value: ir.Value | None) -> int | None:
@@ -98,3 +128,20 @@ def const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     if not ref.chain:
         return tuple(ref.tensor.shape.numpy())
     return tuple(ref.array().shape)
+
+
+def weight_names(node: ir.Node) -> list[str | None]:
+    """The parameter names of ``node``: the name its input carries when that is a weight
+    name (exporters that share one deduplicated initializer keep each parameter's own
+    name on an Identity), else the name of the constant behind it."""
+    names = []
+    for value in node.inputs[1:]:
+        ref = find_constant(value)
+        if ref is not None:
+            names.append(value.name if weight_prefix(value.name) else ref.root.name)  # type: ignore[union-attr]
+    return names
+
+
+def node_names(node: ir.Node, generated: str | None = None, context: NamingContext | None = None) -> NodeNames:
+    """The names ``node`` answers to, its weights' names (and generated name) included."""
+    return names_of(node, weight_names(node), generated, context)

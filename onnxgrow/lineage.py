@@ -22,46 +22,142 @@ grown vocabulary accepts, drawn from when the grown model is verified against it
 
 ``max_*_error`` are filled in once verification has measured them (absent with
 --no-verify).
+
+A history is data from a file, which anyone can write: :func:`read_history` checks every
+entry before anything uses it (the keys every entry may carry, :data:`COMMON_KEYS`, and
+those its growth declares, ``entry_keys``), and leaves out an entry with a key of the wrong
+kind, with a :class:`LineageWarning` naming the key. So a malformed entry is never described,
+never narrows a check (``verify_scope``) and never widens the ids drawn (``input_range``).
+Appending keeps the stored entries as they are.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import onnx_ir as ir
 
 from onnxgrow import __version__
+from onnxgrow.errors import OnnxgrowWarning
+from onnxgrow.growths import growth_of
 
 HISTORY_KEY = "onnxgrow.history"
 
+#: A check of one value of a lineage entry, and what it should have been, in words.
+KeyCheck = tuple[Callable[[object], bool], str]
+
+
+class LineageWarning(OnnxgrowWarning):
+    """An ``onnxgrow.history`` entry that is malformed, and so left out."""
+
+
+def _integer(low: int | None = None) -> KeyCheck:
+    def check(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low)
+
+    return check, "an integer" if low is None else f"an integer >= {low}"
+
+
+def _optional(check: KeyCheck) -> KeyCheck:
+    return (lambda value: value is None or check[0](value)), f"{check[1]} or null"
+
+
+TEXT: KeyCheck = (lambda value: isinstance(value, str)), "a string"
+OPTIONAL_TEXT = _optional(TEXT)
+INTEGER = _integer()
+COUNT = _integer(0)
+NUMBER: KeyCheck = (lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)), "a number"
+FLAG: KeyCheck = (lambda value: isinstance(value, bool)), "true or false"
+NAMES: KeyCheck = ((lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value)),
+                   "a list of names")
+INPUT_RANGE: KeyCheck = ((lambda value: isinstance(value, dict)
+                          and all(_integer(1)[0](high) for high in value.values())),
+                         "an object of input names and integers >= 1")
+
+
+def _scope(value: object) -> bool:
+    """A ``verify_scope``: outputs ``{name: [axis, old_size >= 1]}``, input highs ``>= 1``,
+    renormalisations ``softmax``/``log_softmax``, and words."""
+    if not isinstance(value, dict):
+        return False
+    outputs, highs = value.get("outputs", {}), value.get("input_high", {})
+    renormalise, preserved = value.get("renormalise", {}), value.get("preserved", "")
+    return (isinstance(outputs, dict)
+            and all(isinstance(p, list) and len(p) == 2 and INTEGER[0](p[0]) and _integer(1)[0](p[1])
+                    for p in outputs.values())
+            and INPUT_RANGE[0](highs)
+            and isinstance(renormalise, dict) and all(v in ("softmax", "log_softmax") for v in renormalise.values())
+            and isinstance(preserved, str))
+
+
+SCOPE: KeyCheck = _scope, "an object of outputs [axis, old size >= 1], input highs and renormalisations"
+
+#: The keys any entry may carry.
+COMMON_KEYS: Mapping[str, KeyCheck] = {
+    "op": TEXT, "node": TEXT, "seed": COUNT, "group": COUNT, "tool": TEXT, "init": TEXT,
+    "max_abs_error": NUMBER, "max_rel_error": NUMBER, "verified_with": OPTIONAL_TEXT,
+    "verify_scope": SCOPE, "input_range": INPUT_RANGE,
+}
+
+
+def entry_problem(entry: object) -> str | None:
+    """Why a stored history entry cannot be used (naming the key), or None when it can."""
+    if not isinstance(entry, dict):
+        return "it is not an object"
+    if not isinstance(entry.get("op"), str):
+        return "'op' is missing or not a string"
+    found = growth_of(entry)
+    own: Mapping[str, KeyCheck] = getattr(found.operation, "entry_keys", {}) if found is not None else {}
+    for key, value in entry.items():
+        check = own.get(key) or COMMON_KEYS.get(key)
+        if check is not None and not check[0](value):
+            return f"{key!r} is {value!r:.60}, not {check[1]}"
+    return None
+
 
 def parse_history(text: str | None) -> list[dict[str, Any]]:
-    """The history stored as ``text``; empty when absent or unreadable."""
+    """The usable entries of the history stored as ``text`` (empty when absent or unreadable);
+    each entry left out is named in a :class:`LineageWarning`."""
+    usable = []
+    for index, entry in enumerate(_stored(text)):
+        problem = entry_problem(entry)
+        if problem is None:
+            usable.append(entry)
+        else:
+            warnings.warn(f"onnxgrow.history entry {index} left out: {problem}", LineageWarning, stacklevel=2)
+    return usable
+
+
+def _stored(text: str | None) -> list[Any]:
+    """The stored list as it is (``[]`` when absent, unreadable or not a list)."""
     if not text:
         return []
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
+        warnings.warn("onnxgrow.history is not valid JSON; left out", LineageWarning, stacklevel=2)
         return []
-    return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
+    return data if isinstance(data, list) else []
 
 
 def read_history(model: ir.Model) -> list[dict[str, Any]]:
-    """The model's onnxgrow history."""
+    """The model's onnxgrow history: its usable entries (see the module docstring)."""
     return parse_history(model.metadata_props.get(HISTORY_KEY))
 
 
 def append_history(model: ir.Model, entry: dict[str, Any]) -> None:
-    """Append one operation to the model's history."""
-    history = read_history(model)
+    """Append one operation to the model's history, keeping the stored entries as they are."""
+    history = _stored(model.metadata_props.get(HISTORY_KEY))
     history.append({**entry, "tool": f"onnxgrow {__version__}"})
     model.metadata_props[HISTORY_KEY] = json.dumps(history)
 
 
 def with_errors(text: str, count: int, max_abs: float, max_rel: float, provider: str | None) -> str:
     """The history ``text`` with measured errors stored on its last ``count`` entries."""
-    history = parse_history(text)
+    history = _stored(text)
     for entry in history[-count:]:
         entry["max_abs_error"] = max_abs
         entry["max_rel_error"] = max_rel
@@ -70,50 +166,11 @@ def with_errors(text: str, count: int, max_abs: float, max_rel: float, provider:
 
 
 def describe(entry: dict[str, Any]) -> str:
-    """One entry in plain words, e.g. ``fc1 widened 64 → 128, net2wider, seed 0``."""
-    op = entry.get("op")
+    """One entry in plain words, e.g. ``fc1 widened 64 → 128, net2wider, seed 0``: the growth
+    that wrote it says what it did (:mod:`onnxgrow.growths`), then its seed and measured error."""
+    found = growth_of(entry)
+    text = found.describe(entry) if found is not None else f"{entry.get('op')}"
     seed = entry.get("seed")
-    if op == "widen" and entry.get("new_outputs"):
-        text = f"{entry.get('node')} outputs {entry.get('old_width')} → {entry.get('new_width')} classes"
-        text += f", {entry.get('init', 'zero-pad')}"
-        if entry.get("old_probabilities") == "exact":
-            text += ", old probabilities exact (new classes start at probability 0)"
-        elif entry.get("old_probabilities") == "renormalised":
-            text += ", old probabilities renormalised"
-        else:
-            text += ", old logits exact"
-    elif op == "vocabulary":
-        text = f"{entry.get('node')} vocabulary {entry.get('old_rows')} → {entry.get('new_rows')} rows"
-        text += f", {entry.get('init', 'mean')}"
-        if entry.get("head"):
-            text += f", LM head {entry['head']}" + (" (tied)" if entry.get("tied") else "")
-    elif op == "widen":
-        text = f"{entry.get('node')} widened {entry.get('old_width')} → {entry.get('new_width')}"
-        text += f", {entry.get('init', 'net2wider')}"
-        if entry.get("noise"):
-            text += f" (noise {entry['noise']})"
-        together = [n for n in entry.get("together", []) if n != entry.get("node")]
-        if together:
-            text += f", together with {', '.join(together)}"
-    elif op == "widen-heads":
-        text = (f"attention {entry.get('attention') or entry.get('node')}: "
-                f"{entry.get('old_heads')} → {entry.get('new_heads')} heads")
-        old_kv, new_kv = entry.get("old_kv_heads"), entry.get("new_kv_heads")
-        if (old_kv, new_kv) != (entry.get("old_heads"), entry.get("new_heads")):
-            text += f" ({old_kv} → {new_kv} key/value heads)"
-        text += f", {entry.get('init', 'net2wider')}"
-        if entry.get("noise"):
-            text += f" (noise {entry['noise']})"
-        tied = entry.get("tied_attentions") or []
-        if tied:
-            text += f", together with attention {', '.join(tied)}"
-    elif op == "deepen":
-        text = f"layer inserted after {entry.get('after')} ({entry.get('mode')}"
-        if entry.get("width") is not None:
-            text += f", width {entry['width']}"
-        text += ")"
-    else:
-        text = f"{op}"
     if seed is not None:
         text += f", seed {seed}"
     if "max_rel_error" in entry:

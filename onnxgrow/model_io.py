@@ -24,6 +24,15 @@ Rules:
   and its data files are never written.
 - A saved model annotates (``value_info``) the values its source annotated, with their
   new shapes, and no others (:func:`_source_annotations_only`).
+- Weights listed as graph inputs (docs/design.md §10): before IR version 4 every initializer
+  had to be listed as a graph input, and onnxruntime treats them as constants (it lists
+  only the data inputs and refuses a feed for a weight). Loading such a model sets the
+  listing aside, so growth sees constants, and saving lists every initializer again, new
+  and grown ones included, so the file stays a valid model of its IR version
+  (:func:`_weights_listed_as_inputs`). From IR version 4 on, a listed initializer is a
+  default that a caller may override: it stays an input unless the caller asks with
+  ``weights_as_constants=True`` (``--weights-as-constants``) to treat it as a constant;
+  the listing is then set aside and written back the same way.
 - Saving streams: weights that were not changed are copied from their data file to the
   new one by the kernel, never read into memory, so saving costs about what copying
   the files costs, in time and memory, whatever the size (:mod:`onnxgrow.data_files`).
@@ -38,7 +47,8 @@ import functools
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -46,8 +56,11 @@ import onnx_ir as ir
 
 from onnxgrow import collector, data_files
 from onnxgrow import map_types as map_types_
-from onnxgrow.atomic import check_output_folder, commit, temporary_folder, writing
+from onnxgrow.atomic import atomic_output, check_output_folder, commit, named_as, temporary_folder, writing
+from onnxgrow.constants import RESHAPING_OPS, find_constant
 from onnxgrow.errors import GrowError
+from onnxgrow.graph import mark_holders
+from onnxgrow.well_formed import check_well_formed
 
 #: Models whose weights exceed this many bytes are saved with external data even
 #: when the source embedded them (protobuf cannot hold more than 2 GiB).
@@ -63,21 +76,36 @@ SHAPES_INFERRED_KEY = "onnxgrow.shapes_inferred"
 ANNOTATED_KEY = "onnxgrow.annotated_values"
 #: Shape inference runs on the loaded protobuf when its embedded weights are at most this big.
 INFER_ON_PROTO_BYTES = 16 * 1024 * 1024
+#: Key in ``model.meta``: the :class:`ListedWeights` of a model whose initializers listed as
+#: graph inputs were set aside as constants when it was loaded.
+LISTED_WEIGHTS_KEY = "onnxgrow.weights_listed_as_inputs"
 
 
-def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False) -> ir.Model:
+@dataclass(frozen=True)
+class ListedWeights:
+    """How the loaded file listed its initializers as graph inputs: the names of the main
+    graph's inputs in their order, and whether every initializer was among them."""
+
+    order: tuple[str, ...]
+    every: bool
+
+
+def load_model(path: str | os.PathLike[str], *, infer_shapes: bool = False,
+               weights_as_constants: bool = False) -> ir.Model:
     """Load an ONNX model for growth, keeping external weights lazy.
 
     ``infer_shapes`` annotates value shapes where that is cheap (see the module
-    docstring). Raises GrowError with one line naming the file when it is missing,
-    empty, not an ONNX model, or when its external data is missing or truncated.
+    docstring). Initializers listed as graph inputs are constants before IR version 4,
+    and from it on when ``weights_as_constants`` is given (:func:`set_listed_weights_aside`).
+    Raises GrowError with one line naming the file when it is missing, empty, not an ONNX
+    model, or when its external data is missing or truncated.
     The garbage collector is paused meanwhile (:func:`onnxgrow.collector.paused`).
     """
     with collector.paused():
-        return _load(Path(path), infer_shapes)
+        return _load(Path(path), infer_shapes, weights_as_constants)
 
 
-def _load(p: Path, infer_shapes: bool) -> ir.Model:
+def _load(p: Path, infer_shapes: bool, weights_as_constants: bool) -> ir.Model:
     if not p.exists():
         raise GrowError(f"{p}: no such file")
     if p.is_dir():
@@ -86,6 +114,10 @@ def _load(p: Path, infer_shapes: bool) -> ir.Model:
         raise GrowError(f"{p}: empty file, not an ONNX model")
     try:
         proto = onnx.load(p, load_external_data=False)
+    except Exception as exc:  # protobuf raises many kinds on garbage
+        raise GrowError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from None
+    form = check_well_formed(proto, p)
+    try:
         annotated = frozenset(info.name for info in proto.graph.value_info)
         _drop_initializer_annotations(proto.graph)
         inferred = _infer_on_proto(proto) if infer_shapes else None
@@ -107,15 +139,67 @@ def _load(p: Path, infer_shapes: bool) -> ir.Model:
             raise GrowError(f"{p}: not a valid IR version {model.ir_version} model: initializer {loose!r} "
                             "is not a graph input (required before IR version 4)")
     check_node_fields(model, p)
+    if form.unsorted:
+        _sort(model, p)
+    mark_holders(model.graph)
+    if model.ir_version < 4 or weights_as_constants:
+        set_listed_weights_aside(model)
     undefined = next((v for v in (*model.graph.inputs, *model.graph.outputs)
                       if v.dtype == ir.DataType.UNDEFINED), None)
     if undefined is not None:
         raise GrowError(f"{p}: graph input or output {undefined.name!r} has an undefined element type")
     model.meta[SOURCE_EXTERNAL_KEY] = check_external_data(model, p)
     model.meta[ANNOTATED_KEY] = annotated
-    if inferred is not None:
+    if inferred is not None and not _shape_constant_chains(model):
         model.meta[SHAPES_INFERRED_KEY] = True
     return model
+
+
+def _sort(model: ir.Model, model_path: Path) -> None:
+    """Put the nodes of every graph in topological order, as onnxruntime does before running
+    them (docs/design.md §10): growth, the check and the saved model then see them so."""
+    try:
+        model.graph.sort()
+    except ValueError:
+        raise GrowError(f"{model_path}: not a well-formed ONNX model: its nodes form a cycle") from None
+
+
+def _shape_constant_chains(model: ir.Model) -> bool:
+    """Give the constants that a chain reshapes at run time (:data:`onnxgrow.constants.RESHAPING_OPS`)
+    the shape ONNX inference left out, and tell whether any was missing.
+
+    ONNX inference does not follow a target shape through an ``Identity`` (paddle2onnx
+    writes ``Reshape(Constant bias, Identity(Constant [1, -1, 1, 1]))``), so every value after
+    such a bias lost its rank; with these shapes known, the next inference
+    (:func:`onnxgrow.shapes.infer_shapes`) reaches them.
+    """
+    found = False
+    for node in model.graph.all_nodes():
+        if node.op_type not in RESHAPING_OPS or node.domain not in ("", "ai.onnx") or not node.outputs:
+            continue
+        out = node.outputs[0]
+        if out.shape is not None:
+            continue
+        ref = find_constant(out)
+        if ref is not None:
+            array = ref.array()
+            out.shape, out.type = ir.Shape(array.shape), ir.TensorType(ref.dtype)
+            found = True
+    return found
+
+
+def set_listed_weights_aside(model: ir.Model) -> None:
+    """Remove the initializers from the main graph's inputs, so that they are constants, and
+    record the listing (:class:`ListedWeights`) for :func:`_weights_listed_as_inputs`."""
+    graph = model.graph
+    listed = [v for v in graph.inputs if v.is_initializer()]
+    if not listed:
+        return
+    every = len(listed) == len(graph.initializers)
+    model.meta[LISTED_WEIGHTS_KEY] = ListedWeights(tuple(v.name or "" for v in graph.inputs), every)
+    data = [v for v in graph.inputs if not v.is_initializer()]
+    graph.inputs.clear()
+    graph.inputs.extend(data)
 
 
 def check_node_fields(model: ir.Model, model_path: Path) -> None:
@@ -160,6 +244,10 @@ def _require_text(model_path: Path, where: str, fields: list[object]) -> None:
             raise GrowError(f"{model_path}: {where} has a string that is not valid UTF-8 text ({field!r:.60})")
 
 
+#: A formal input or output of an op schema that must be given.
+_SINGLE = onnx.defs.OpSchema.FormalParameterOption.Single
+
+
 @functools.lru_cache(maxsize=1024)
 def _schema(op_type: str, opset: int) -> onnx.defs.OpSchema | None:
     """The ONNX schema of a standard op (None if unknown to onnx: onnxruntime will judge it)."""
@@ -188,6 +276,12 @@ def _check_against_schema(node: ir.Node, opset: int, model_path: Path) -> None:
         if not low <= count <= high:
             raise GrowError(f"{model_path}: {label} has {count} {kind}; its schema wants "
                             f"{low}" + ("" if high == low else f" to {high}"))
+    for kind, values, formal in (("input", node.inputs, schema.inputs), ("output", node.outputs, schema.outputs)):
+        for index, value in enumerate(values):
+            param = formal[min(index, len(formal) - 1)] if formal else None
+            if (value is None or not value.name) and param is not None and param.option == _SINGLE:
+                raise GrowError(f"{model_path}: {label} leaves its {kind} {index} ({param.name}) unnamed; its "
+                                "schema requires it")
 
 
 def _drop_initializer_annotations(graph: onnx.GraphProto) -> None:
@@ -366,6 +460,7 @@ def save_model(
     max_shard_bytes: int | None = None,
     check: Callable[[Path], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    companions: Mapping[Path, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write ``model`` to ``output`` atomically, with external data beside it when wanted.
 
@@ -376,6 +471,11 @@ def save_model(
     The data files get names of this save's own (:func:`versioned_data_stem`) and are
     committed with the model by :func:`onnxgrow.atomic.commit`; :func:`written_files` lists
     what the output holds afterwards.
+
+    ``companions`` (path → writer of that file, e.g. the growth map) are written with the
+    model: each writer fills a temporary file beside its path after the check, before the
+    model is committed, so a companion that cannot be written leaves nothing written; they
+    are renamed into place right after the model.
     """
     out = Path(output)
     check_output_folder(out, ".onnx")
@@ -385,16 +485,20 @@ def save_model(
         wants_external_data(model) if external_data is None else external_data)
     with temporary_folder(out) as tmp:
         tmp_model = tmp / out.name
-        with writing(out), _serializable(out), _source_annotations_only(model):
+        with writing(out), _serializable(out), _weights_listed_as_inputs(model), _source_annotations_only(model):
             if use_external:
                 _save_external(model, tmp_model, tmp / versioned_data_stem(out), max_shard_bytes, progress)
             else:
                 _save_embedded(model, tmp_model)
         if check is not None:
-            check(tmp_model)
+            with named_as(out, tmp_model):
+                check(tmp_model)
         written = sorted(p.name for p in tmp.iterdir() if p != tmp_model)
-        with writing(out):
-            commit(tmp, written, out, stale=lambda path: is_own_data_file(out, path))
+        with contextlib.ExitStack() as staged:
+            for path, write in (companions or {}).items():
+                write(staged.enter_context(atomic_output(path)))
+            with writing(out):
+                commit(tmp, written, out, stale=lambda path: is_own_data_file(out, path))
     return out
 
 
@@ -456,6 +560,49 @@ def _source_annotations_only(model: ir.Model) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _weights_listed_as_inputs(model: ir.Model) -> Iterator[None]:
+    """Within the block, the main graph's inputs list the weights the loaded file listed.
+
+    Rule: the inputs come in the loaded file's order, each listed weight that still exists
+    with its grown shape; when the file listed every initializer (required before IR
+    version 4), the initializers added since (a widened layer's own copy of a shared bias,
+    a deepened layer's weights) are listed after them. A model loaded without a listing
+    set aside (:func:`set_listed_weights_aside`) is saved as it is.
+    """
+    listed: ListedWeights | None = model.meta.get(LISTED_WEIGHTS_KEY)
+    if listed is None:
+        yield
+        return
+    graph = model.graph
+    data = list(graph.inputs)
+    pending = {v.name: v for v in data}
+    inputs: list[ir.Value] = []
+    for name in listed.order:
+        if name in pending:
+            inputs.append(pending.pop(name))
+        elif name in graph.initializers:
+            inputs.append(graph.initializers[name])
+    inputs += pending.values()
+    if listed.every:
+        named = set(listed.order)
+        inputs += [v for name, v in graph.initializers.items() if name not in named]
+    typed = [(v, v.type, v.shape) for v in inputs if v.const_value is not None]
+    for value, _, _ in typed:  # a graph input needs its type and shape: the tensor's
+        tensor = value.const_value
+        assert tensor is not None
+        value.type, value.shape = ir.TensorType(tensor.dtype), ir.Shape(tensor.shape.numpy())
+    graph.inputs.clear()
+    graph.inputs.extend(inputs)
+    try:
+        yield
+    finally:
+        graph.inputs.clear()
+        graph.inputs.extend(data)
+        for value, type_, shape in typed:
+            value.type, value.shape = type_, shape
+
+
+@contextlib.contextmanager
 def _serializable(out: Path) -> Iterator[None]:
     """A model onnx-ir cannot serialize (a malformed attribute, say) is a GrowError, not a traceback."""
     try:
@@ -481,7 +628,7 @@ def _save_external(
     if progress is not None:
         progress(0, sum(t.nbytes for t in tensors))
     written = data_files.write(tensors, data_stem, max_shard_bytes=max_shard_bytes, progress=progress)
-    loaded = ir.external_data.convert_tensors_from_external([t for _, t in inside])
+    loaded = [in_memory(t) for _, t in inside]
     try:
         for (value, _), tensor in [*zip(outside, written), *zip(inside, loaded)]:
             value.const_value = tensor
@@ -494,8 +641,15 @@ def _save_external(
 
 def _save_embedded(model: ir.Model, path: Path) -> None:
     """Save with every tensor inside the .onnx file (loads any external weights into memory)."""
-    if any(True for _ in external_tensors(model)):
-        ir.external_data.load_to_model(model)
+    for _, value, tensor in _external_values(model):
+        value.const_value = in_memory(tensor)
     ir.save(model, path)
     map_types_.put_back(model, path)
+
+
+def in_memory(tensor: ir.ExternalTensor) -> ir.Tensor:
+    """A copy in memory of an external tensor, whose file stays mapped: arrays handed out
+    earlier (an exported Keras or PyTorch model's weights) may still view that mapping, so
+    closing it (as onnx-ir's own conversion does) would fail with a BufferError."""
+    return ir.Tensor(tensor.numpy().copy(), name=tensor.name, dtype=tensor.dtype)
 

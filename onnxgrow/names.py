@@ -5,13 +5,23 @@ one small function each, in display priority):
 
 - ``skl2onnx``: a scikit-learn MLP's ``coefs_[i]`` MatMul (weights ``coefficient``,
   ``coefficient1``...) answers to ``coefs_[i]``, and a hidden one also to ``hidden_i``;
+- ``flax``: a Flax module's path as ``model.tabulate`` prints it (``Dense_0``,
+  ``Block_1/Dense_0``, a named ``head``), from a jax2tf + tf2onnx node
+  name ``jax2tf_<function>_/<Model>/Block_1/Dense_0/einsum/Einsum``: the jax2tf function
+  scope, the top module's class and the op go, and so do the scopes of JAX primitives and
+  TensorFlow ops below the module (``einsum``, ``dot_general``, ``pjit_add_``...);
 - ``keras``: the Keras layer name as ``model.summary()`` prints it, and its path under
   the model (``mnist_cnn/fc1``), from a tf2onnx scope in the node's or its weights' names
   with the converter's additions removed: ``StatefulPartitionedCall/`` prefixes, the op
   tails (``/MatMul``, ``/BiasAdd``, ``/Cast/ReadVariableOp:0``, ``/convolution/merged_input``,
   ``/Conv2D_weights_fused_bn``...) and, in Keras 3 graphs, the ``_1`` Keras 3 adds to
   every scope (``mnist_cnn_1/fc1_1`` → ``fc1``). In a tf2onnx graph, an unscoped node
-  without scoped weights (the fused ``LSTM__33``) takes the scope of the node feeding it;
+  without scoped weights (the fused ``LSTM__33``) takes the scope of the node feeding it.
+  Not for jax2tf names (``flax``), and a Caffe2 device scope (``gpu_0/``) is no layer;
+- ``caffe2``: the layer of a Caffe2 weight blob the node reads, ``[gpu_0/]conv1_w_0`` →
+  ``conv1`` (and ``gpu_0/conv1``): ``_w_0``, ``_b_0``, ``_s_0``, ``_rm_0``, ``_riv_0`` end
+  the blobs of a layer. Read from the node's inputs, so an IR-3 weight (an initializer that
+  is also a graph input) names its layer too;
 - ``weight-prefix``: the prefix of its first weight's name (``fc1.weight`` → ``fc1``);
 - ``dynamo``: its PyTorch module path from the dynamo exporter's node metadata
   ``pkg.torch.onnx.name_scopes``;
@@ -32,12 +42,20 @@ already has as its real name gets ``_unnamed`` appended.
 
 Resolution tries exact names first, then full paths, then short names; an unknown or
 ambiguous name raises a GrowError listing the closest candidates.
+
+A name that no node answers to and that holds ``*``, ``?`` or ``[`` is a *pattern*
+(:func:`is_pattern`, shell-style: ``*`` also crosses dots): ``model.layers.*.mlp.up_proj``,
+``*.self_attn``. It designates every node one of whose names it matches
+(:func:`matches_pattern`). The nodes of one pattern must be of one kind: the part of their
+names after the first index (:func:`block_role`: ``mlp.up_proj`` in every layer) is the same
+(:mod:`onnxgrow.widening.patterns` checks it and lists what a pattern matched).
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -181,13 +199,66 @@ def keras_layer_path(name: str | None, keras3: bool) -> str | None:
     if not name or name.startswith("/") or "/" not in name:
         return None
     parts = name.split(":")[0].split("/")[:-1]
-    while parts and _TF_CALL_SCOPE.match(parts[0]):
+    while parts and (_TF_CALL_SCOPE.match(parts[0]) or _CAFFE2_DEVICE.match(parts[0])):
         parts.pop(0)
     while parts and parts[-1] in _TF_OP_SCOPES:
         parts.pop()
     if keras3:
         parts = [_KERAS3_SCOPE_SUFFIX.sub("", part) for part in parts]
     return "/".join(parts) if parts and all(parts) else None
+
+
+# ----- Flax through jax2tf, Caffe2 -------------------------------------------------------------
+
+#: The scope jax2tf opens around a converted function: ``jax2tf_<function name>_``.
+_JAX2TF_SCOPE = re.compile(r"^jax2tf_\w*_$")
+#: Scopes of JAX primitives and of the TensorFlow ops jax2tf lowers them to, below a module.
+_JAX_OP_SCOPES = frozenset({
+    "einsum", "dot_general", "conv_general_dilated", "convolution", "Tensordot", "BroadcastTo", "Reshape",
+    "reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "Conv2D", "Conv1D", "Conv3D",
+    "MatMul", "BiasAdd",
+})
+_COUNTER = re.compile(r"_\d+$")
+#: A Caffe2 device scope: ``gpu_0/``.
+_CAFFE2_DEVICE = re.compile(r"^(gpu|cpu)_\d+$")
+#: A Caffe2 weight blob, ``[gpu_0/]<layer>_<kind>_0``: weight, bias, BatchNorm scale, running mean, variance.
+_CAFFE2_BLOB = re.compile(r"^(?P<device>(gpu|cpu)_\d+/)?(?P<layer>\w+?)_(w|b|s|rm|riv)_0$")
+
+
+def _without_call_scopes(name: str) -> list[str]:
+    """The ``/`` parts of a TensorFlow name (``:0`` dropped), less the outer call scopes."""
+    parts = name.split(":")[0].split("/")
+    while parts and _TF_CALL_SCOPE.match(parts[0]):
+        parts.pop(0)
+    return parts
+
+
+def is_jax2tf_name(name: str | None) -> bool:
+    """Whether a node name lies in a jax2tf function scope (``jax2tf_predict_/...``)."""
+    parts = _without_call_scopes(name) if name else []
+    return len(parts) > 1 and bool(_JAX2TF_SCOPE.match(parts[0]))
+
+
+def flax_module_path(name: str | None) -> str | None:
+    """The Flax module path in a jax2tf + tf2onnx node name, as ``model.tabulate`` prints it:
+    ``jax2tf_predict_/Net/Block_1/Dense_0/pjit_add_/AddV2`` → ``Block_1/Dense_0``; None
+    outside a module (``jax2tf_predict_/Net/pjit_relu_/Maximum``) or jax2tf."""
+    if not is_jax2tf_name(name):
+        return None
+    parts = _without_call_scopes(name or "")[2:-1]  # less the jax2tf scope, the top module, the op
+    while parts and (parts[-1].startswith(("pjit_", "jit_")) or _COUNTER.sub("", parts[-1]) in _JAX_OP_SCOPES):
+        parts.pop()
+    return "/".join(parts) if parts and all(parts) else None
+
+
+def caffe2_layer(blob: str | None) -> tuple[str, str] | None:
+    """The layer of a Caffe2 weight blob and its device-scoped path: ``gpu_0/conv1_w_0`` →
+    (``conv1``, ``gpu_0/conv1``), ``res_conv1_bn_riv_0`` → (``res_conv1_bn``, same); else None."""
+    match = _CAFFE2_BLOB.match(blob or "")
+    if match is None:
+        return None
+    layer = match.group("layer")
+    return layer, (match.group("device") or "") + layer
 
 
 def is_tf2onnx_graph(graph: ir.Graph) -> bool:
@@ -275,10 +346,19 @@ def _sklearn(source: NameSource) -> Iterable[str | None]:
         yield f"hidden_{index}"
 
 
+@convention("flax")
+def _flax(source: NameSource) -> Iterable[str | None]:
+    """The Flax module path (see :func:`flax_module_path`); its last part is a short name."""
+    yield flax_module_path(source.node.name)
+
+
 @convention("keras")
 def _keras(source: NameSource) -> Iterable[str | None]:
     """The Keras layer name and path (see :func:`keras_layer_path`), from the node's name,
-    else its weights' names, else (unscoped nodes) the node that feeds it."""
+    else its weights' names, else (unscoped nodes) the node that feeds it; nothing for a
+    jax2tf node (its scopes are JAX's, see ``flax``)."""
+    if is_jax2tf_name(source.node.name):
+        return
     keras3 = source.context.keras3
     path = keras_layer_path(source.node.name, keras3)
     for weight in source.weight_names:
@@ -290,6 +370,16 @@ def _keras(source: NameSource) -> Iterable[str | None]:
     if path:
         yield path.rsplit("/", 1)[-1]
         yield path
+
+
+@convention("caffe2")
+def _caffe2(source: NameSource) -> Iterable[str | None]:
+    """The layer of the first Caffe2 weight blob among the node's inputs (see :func:`caffe2_layer`)."""
+    for value in source.node.inputs[1:]:
+        found = caffe2_layer(value.name if value is not None else None)
+        if found is not None:
+            yield from found
+            return
 
 
 @convention("weight-prefix")
@@ -420,6 +510,19 @@ class NameIndex:
         return _pick(name, self.candidates, lambda level: list(self._hits[level].get(name, {}).values()), what)
 
 
+def distinct_display(names: NodeNames, everyone: NameIndex) -> str:
+    """The first of ``names`` (full paths, short names, node name) that designates its node
+    alone among ``everyone``: a name a convention gives many nodes (a shared scope) is passed
+    over for the next one, so every node shows a name of its own that resolves to it."""
+    for candidate in (*names.full, *names.short, *names.exact):
+        try:
+            if everyone.resolve(candidate).node is names.node:
+                return candidate
+        except GrowError:
+            continue
+    return names.exact[0] if names.exact else names.node.op_type
+
+
 def resolve(name: str, candidates: Iterable[NodeNames], what: str = "layer") -> NodeNames:
     """The one candidate ``name`` designates; GrowError when unknown or ambiguous (the rule
     of :meth:`NameIndex.resolve`). One name is found by a scan: no index is built."""
@@ -448,3 +551,27 @@ def _pick(name: str, candidates: list[NodeNames], hits: Callable[[str], list[Nod
         close = sorted({c.display for c in candidates})[:8]
     hint = f"; closest: {', '.join(close)}" if close else f"; the model has no {what}s"
     raise GrowError(f"no {what} named {name!r}{hint}")
+
+
+def is_pattern(name: str) -> bool:
+    """Whether ``name`` holds a pattern's wildcards (``*``, ``?``, ``[``)."""
+    return any(c in name for c in "*?[")
+
+
+def matches_pattern(pattern: str, names: Iterable[str]) -> bool:
+    """Whether one of ``names`` matches the shell-style ``pattern`` (case-sensitive; ``*`` crosses dots)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for name in names)
+
+
+_INDEX_PART = re.compile(r"^(\d+|.*_\d+)$")
+
+
+def block_role(name: str) -> str:
+    """What ``name`` is within its numbered block: the part after its first index
+    (``model.layers.3.mlp.up_proj`` → ``mlp.up_proj``; ``layer2.1.conv1`` → ``conv1``),
+    the whole name when it has none (``lm_head``) or ends there."""
+    parts = re.split(r"[./]", name)
+    for k, part in enumerate(parts[:-1]):
+        if _INDEX_PART.match(part):
+            return ".".join(parts[k + 1:])
+    return name

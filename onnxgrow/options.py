@@ -15,6 +15,7 @@ options and refuse bad ones before any heavy import or model load.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -59,11 +60,17 @@ class VerifyOptions:
     """How onnxruntime compares a candidate with its reference.
 
     - ``atol``/``rtol``: tolerances; ``None`` takes the output dtype's default.
-    - ``samples`` seeded random input samples (seed ``seed + i``), dynamic dimensions
-      sized by ``input_shapes`` (default 2), or ``inputs``: the user's own samples, which
-      fix the shapes and the count, so they exclude ``input_shapes`` and ``samples``.
+    - ``samples`` seeded random input samples (seed ``seed + i``; more where an If's switch
+      input needs one sample per branch), drawn by role with dynamic dimensions sized by
+      ``input_shapes``, else as the roles imply (docs/design.md §6), or ``inputs``: the
+      user's own samples, which fix the shapes and the count, so they exclude
+      ``input_shapes`` and ``samples``.
     - ``providers``: short names (``cpu``, ``cuda``) or onnxruntime's; the report names
       the provider that really ran.
+    - ``max_memory``: the bytes the check may hold (``--max-memory``). A model whose
+      onnxruntime session would not fit is checked segment by segment
+      (docs/design.md §6); ``None``: half of the memory available when the check starts
+      (:func:`onnxgrow.verification.memory.memory_limit`).
 
     Every field is checked on construction; a bad value is a GrowError naming the option.
     """
@@ -75,9 +82,13 @@ class VerifyOptions:
     providers: Sequence[str] = ("cpu",)
     input_shapes: Mapping[str, Sequence[int]] | None = None
     inputs: Sequence[Mapping[str, np.ndarray]] | None = None
+    max_memory: int | None = None
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        if self.max_memory is not None and (isinstance(self.max_memory, bool) or not isinstance(self.max_memory, int)
+                                            or self.max_memory <= 0):
+            raise GrowError(f"--max-memory must be a positive number of bytes, got {self.max_memory!r}")
         for label, tolerance in (("--atol", self.atol), ("--rtol", self.rtol)):
             if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
                                           or not math.isfinite(tolerance) or tolerance < 0):
@@ -161,12 +172,17 @@ class GrowOptions:
 
     ``verify=None`` skips the onnxruntime check (``--no-verify``); ``max_shard_bytes``
     splits the weights over data files of at most that size; ``progress`` follows the
-    save and the check.
+    save and the check; ``map_out`` is where the growth map goes (``--map-out``), written
+    together with the model.
+    save and the check; ``weights_as_constants`` loads initializers that an IR >= 4 model
+    lists as inputs as constants (``--weights-as-constants``, docs/design.md §10).
     """
 
     verify: VerifyOptions | None = field(default_factory=VerifyOptions)
     max_shard_bytes: int | None = None
     progress: Progress | None = None
+    map_out: str | os.PathLike[str] | None = None
+    weights_as_constants: bool = False
 
     def __post_init__(self) -> None:
         if self.max_shard_bytes is not None and (isinstance(self.max_shard_bytes, bool)

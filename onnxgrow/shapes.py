@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxgrow.map_types import without_map_values
 from onnxgrow.model_io import SHAPES_INFERRED_KEY
+
+
+@contextlib.contextmanager
+def shapes_inferred(model: ir.Model) -> Iterator[None]:
+    """Within the block the model's values carry inferred shapes (:func:`infer_shapes`); if
+    the block raises (a refused growth), every value gets back the type and shape it had and
+    the initializers their order (the inference pass lists the large ones last), so a refusal
+    leaves the model as it was, annotations included."""
+    before = {value: (value.type, value.shape) for value in _all_values(model.graph)}
+    order = list(model.graph.initializers.values())
+    infer_shapes(model)
+    try:
+        yield
+    except BaseException:
+        for value in _all_values(model.graph):
+            if value in before:
+                value.type, value.shape = before[value]
+        if list(model.graph.initializers.values()) != order:
+            model.graph.initializers.clear()
+            for value in order:
+                model.graph.initializers.add(value)
+        raise
+
+
+def _all_values(graph: ir.Graph) -> Iterator[ir.Value]:
+    yield from graph.inputs
+    yield from graph.initializers.values()
+    for node in graph.all_nodes():
+        yield from node.outputs
 
 
 def infer_shapes(model: ir.Model) -> None:

@@ -21,8 +21,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a CI job cancelled or timed out), raised so that cleanup code runs."""
 
 
+#: Set once SIGTERM has arrived: an import it interrupted may surface later as another error
+#: (an ImportError of a half-imported package), which must still exit as terminated.
+_received: list[bool] = []
+
+
 def raise_terminated(_signum: int, _frame: object) -> None:
+    _received.append(True)
     raise Terminated
+
+
+def terminated() -> bool:
+    """Whether SIGTERM has arrived in this process."""
+    return bool(_received)
 
 
 def main() -> None:

@@ -7,18 +7,20 @@ import functools
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from onnxgrow.atomic import write_text
-from onnxgrow.errors import GrowError, NotEquivalentError
-from onnxgrow.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, raise_terminated
+from onnxgrow.atomic import atomic_outputs, check_output_folder
+from onnxgrow.errors import GrowError, NotEquivalentError, OnnxgrowWarning
+from onnxgrow.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, raise_terminated, terminated
 from onnxgrow.terminal import printable
 
 if TYPE_CHECKING:
+    from onnxgrow.pipeline import GrowthReport
     from onnxgrow.verification import VerifyReport
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,6 +74,23 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """While a command runs, each distinct onnxgrow warning is one ``warning:`` line on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("once", OnnxgrowWarning)
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
+            if issubclass(category, OnnxgrowWarning):
+                click.echo(f"warning: {printable(str(message))}", err=True)
+            else:
+                shown(message, category, *rest, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
 def user_errors(func: F) -> F:
     """Turn user errors into one line on stderr and the documented exit status, no traceback.
 
@@ -82,52 +101,85 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            with _sigterm_unwinds():
+            with _sigterm_unwinds(), _warnings_as_lines():
                 return func(*args, **kwargs)
         except NotEquivalentError as exc:
-            click.echo(f"error: {one_line(exc)}", err=True)
-            sys.exit(EXIT_CHECK_FAILED)
+            _exit(EXIT_CHECK_FAILED, f"error: {one_line(exc)}")
         except GrowError as exc:
-            click.echo(f"error: {one_line(exc)}", err=True)
-            sys.exit(EXIT_USAGE)
+            _exit(EXIT_USAGE, f"error: {one_line(exc)}")
         except ModuleNotFoundError as exc:
             top = (exc.name or "").split(".")[0]
-            if top not in INSTALL_HINTS:
+            if top not in INSTALL_HINTS and not terminated():
                 raise
-            click.echo(f"error: this needs the optional package {top}, which is not installed: "
-                       f"{INSTALL_HINTS[top]}; nothing written", err=True)
-            sys.exit(EXIT_USAGE)
+            _exit(EXIT_USAGE, f"error: this needs the optional package {top}, which is not installed: "
+                              f"{INSTALL_HINTS.get(top, '')}; nothing written")
         except MemoryError:
-            click.echo("error: out of memory; nothing written (try a smaller width, or a machine "
-                       "with more memory)", err=True)
-            sys.exit(EXIT_USAGE)
+            _exit(EXIT_USAGE, "error: out of memory; nothing written (try a smaller width, or a machine "
+                              "with more memory)")
         except Terminated:
-            click.echo("terminated; nothing written", err=True)
-            sys.exit(EXIT_TERMINATED)
+            _exit(EXIT_TERMINATED, "terminated; nothing written")
         except KeyboardInterrupt:
-            click.echo("interrupted; nothing written", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            _exit(EXIT_INTERRUPTED, "interrupted; nothing written")
 
     return wrapper  # type: ignore[return-value]
 
 
-def write_report(destination: str, text: str) -> None:
-    """Write ``text`` to a file, or to stdout when ``destination`` is ``-``."""
-    if destination == "-":
-        click.echo(text, nl=not text.endswith("\n"))
-        return
-    write_text(destination, text if text.endswith("\n") else text + "\n")
+def _exit(code: int, line: str) -> NoReturn:
+    """Print ``line`` on stderr and exit with ``code``; after a SIGTERM, whatever error it
+    caused (an import it cut short reads as a missing package) exits as terminated."""
+    if terminated():
+        code, line = EXIT_TERMINATED, "terminated; nothing written"
+    click.echo(line, err=True)
+    sys.exit(code)
 
 
-def report_destinations(*destinations: str | None) -> bool:
-    """Check that at most one report goes to stdout; True when one does.
+def write_reports(reports: Mapping[str | None, str]) -> None:
+    """Write each report (destination → text): the files together (all or none, see
+    :func:`onnxgrow.atomic.atomic_outputs`), then the one for stdout (``-``); a None
+    destination is skipped."""
+    files = {Path(d): text for d, text in reports.items() if d is not None and d != "-"}
+    with atomic_outputs(list(files)) as paths:
+        for path, text in zip(paths, files.values()):
+            path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    for destination, text in reports.items():
+        if destination == "-":
+            click.echo(text, nl=not text.endswith("\n"))
 
-    Human-readable text then goes to stderr, so stdout holds only the report.
+
+def report_destinations(*destinations: str | None, inputs: Sequence[str] = ()) -> bool:
+    """Check, before the work, where the reports go; True when one goes to stdout.
+
+    At most one report goes to stdout (``-``): human-readable text then goes to stderr, so
+    stdout holds only the report. A report file must be in an existing folder, not be a
+    folder, not be one of the ``inputs`` models or their data files, and not be another
+    report's file.
     """
     to_stdout = [d for d in destinations if d == "-"]
     if len(to_stdout) > 1:
         raise GrowError("only one report can be written to stdout ('-')")
+    files = [Path(d) for d in destinations if d is not None and d != "-"]
+    if len({f.resolve() for f in files}) < len(files):
+        raise GrowError(f"{files[0]}: two reports name the same file; give each its own")
+    from onnxgrow.model_io import is_own_data_file
+
+    for path in files:
+        check_output_folder(path, path.suffix or ".json")
+        for model in map(Path, inputs):
+            if path.resolve() == model.resolve() or is_own_data_file(model, path):
+                raise GrowError(f"{path}: refusing to overwrite the input {model}; give the report another name")
     return bool(to_stdout)
+
+
+def echo_growth(report: GrowthReport, map_out: str | None = None) -> None:
+    """A growth command's report: what the growth did in its own words, its notes, the
+    verdict, the files written, and the growth map when one was asked for."""
+    for line in report.lines():
+        echo_line(line)
+    for note in report.notes:
+        echo_line(f"note: {note}")
+    echo_verification(report.verification, report.written)
+    if map_out is not None:
+        echo_line(f"wrote growth map {map_out}")
 
 
 def echo_verification(report: VerifyReport | None, written: list[Path]) -> None:

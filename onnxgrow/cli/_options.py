@@ -8,7 +8,7 @@ themselves):
   :class:`~onnxgrow.options.VerifyOptions` of ``verify``, every growth's check,
   ``export`` and ``diff --numeric``;
 - :data:`growth_options` → ``write: WriteArgs`` (``-o``, ``--no-verify``, ``-q``,
-  ``--max-shard-size``), whose ``options()`` builds the
+  ``--max-shard-size``, ``--weights-as-constants``), whose ``options()`` builds the
   :class:`~onnxgrow.options.GrowOptions` of every growth command;
 - :data:`json_option` → ``json_out``: ``--json PATH|-``, the same on every command.
 
@@ -68,6 +68,7 @@ class CheckArgs:
     inputs_file: str | None
     providers: str
     seed: int
+    max_memory: str | None
     given: tuple[str, ...]
 
     def options(self) -> VerifyOptions:
@@ -81,14 +82,16 @@ class CheckArgs:
             inputs = [load_inputs(self.inputs_file)]
         return VerifyOptions(atol=self.atol, rtol=self.rtol, samples=self.samples, seed=self.seed,
                              providers=parse_providers(self.providers),
-                             input_shapes=parse_input_shapes(self.input_shapes) or None, inputs=inputs)
+                             input_shapes=parse_input_shapes(self.input_shapes) or None, inputs=inputs,
+                             max_memory=parse_size(self.max_memory, "--max-memory") if self.max_memory else None)
 
 
 verification_options = _group(
     [
         click.option("--atol", type=float, default=None, help="Absolute tolerance (default by dtype)."),
         click.option("--rtol", type=float, default=None, help="Relative tolerance (default by dtype, 1e-5 for fp32)."),
-        click.option("--samples", type=int, default=1, show_default=True, help="Random input samples to compare."),
+        click.option("--samples", type=int, default=1, show_default=True,
+                     help="Random input samples to compare (at least one per branch an If's input switches)."),
         click.option("--input-shapes", "input_shapes", multiple=True, metavar="NAME:[d,...]",
                      help="Concrete shape for an input with dynamic dimensions (repeatable)."),
         click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None,
@@ -97,11 +100,14 @@ verification_options = _group(
                      help="Comma-separated execution providers: cpu, cuda."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of every random choice: new units, and the check's random inputs."),
+        click.option("--max-memory", "max_memory", default=None, metavar="SIZE",
+                     help="Memory the check may use (e.g. 2G, 500MB); a model that would not fit is checked "
+                          "segment by segment (default: half of the available memory)."),
     ],
     lambda v: CheckArgs(v["atol"], v["rtol"], v["samples"], v["input_shapes"], v["inputs_file"], v["providers"],
-                        v["seed"], v["_given"]),
+                        v["seed"], v["max_memory"], v["_given"]),
     "check",
-    ("atol", "rtol", "samples", "input_shapes", "inputs_file", "providers", "seed"),
+    ("atol", "rtol", "samples", "input_shapes", "inputs_file", "providers", "seed", "max_memory"),
 )
 
 
@@ -135,6 +141,13 @@ def parse_providers(text: str) -> list[str]:
 # --- writing a grown model ----------------------------------------------------------
 
 
+weights_as_constants_option = click.option(
+    "--weights-as-constants", "weights_as_constants", is_flag=True,
+    help="Treat weights the model also lists as inputs (IR >= 4, e.g. torch's keep_initializers_as_inputs) "
+         "as constants; the grown model keeps them listed, with their new shapes. Before IR 4 they are "
+         "constants anyway.")
+
+
 @dataclass(frozen=True)
 class WriteArgs:
     """How a growth command writes its result, as given."""
@@ -143,12 +156,15 @@ class WriteArgs:
     no_verify: bool
     quiet: bool
     max_shard_size: str | None
+    map_out: str | None
+    weights_as_constants: bool = False
 
     def options(self, check: CheckArgs, progress: Progress | None) -> GrowOptions:
-        """The driver's options: the check (unless ``--no-verify``), shards, progress."""
+        """The driver's options: the check (unless ``--no-verify``), shards, progress, the growth
+        map, and whether weights listed as inputs are constants."""
         shard_bytes = parse_size(self.max_shard_size, "--max-shard-size") if self.max_shard_size else None
         return GrowOptions(verify=None if self.no_verify else check.options(), max_shard_bytes=shard_bytes,
-                           progress=progress)
+                           progress=progress, map_out=self.map_out, weights_as_constants=self.weights_as_constants)
 
     def output_path(self, source: Path) -> Path:
         """``-o``, or ``<input stem>.grown.onnx`` beside the input."""
@@ -163,18 +179,25 @@ growth_options = _group(
         click.option("--max-shard-size", "max_shard_size", default=None, metavar="SIZE",
                      help="Split the weights over data files of at most SIZE each (e.g. 2GB, 500MB)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+        click.option("--map-out", "map_out", type=click.Path(dir_okay=False), default=None, metavar="MAP.json",
+                     help="Also write the growth map (where every grown weight's positions come from), "
+                          "together with the model."),
+        weights_as_constants_option,
     ],
-    lambda v: WriteArgs(v["output"], v["no_verify"], v["quiet"], v["max_shard_size"]),
+    lambda v: WriteArgs(v["output"], v["no_verify"], v["quiet"], v["max_shard_size"], v["map_out"],
+                        v["weights_as_constants"]),
     "write",
-    ("output", "no_verify", "quiet", "max_shard_size"),
+    ("output", "no_verify", "quiet", "max_shard_size", "map_out", "weights_as_constants"),
 )
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+               "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
 def parse_size(text: str, option: str) -> int:
-    """``2GB`` → 2·10⁹ bytes, ``512MiB`` → 512·2²⁰, ``1000`` → 1000; positive."""
+    """``2GB`` → 2·10⁹ bytes, ``512MiB`` and ``512M`` → 512·2²⁰ (a bare letter is binary, as
+    in GNU coreutils and Docker), ``1000`` → 1000; positive."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _SIZE_UNITS or float(match.group(1)) <= 0:

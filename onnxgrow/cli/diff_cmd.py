@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from onnxgrow.cli._common import EXIT_CHECK_FAILED, EXIT_OK, epilog, report_destinations, user_errors, write_report
+from onnxgrow.cli._common import EXIT_CHECK_FAILED, EXIT_OK, epilog, report_destinations, user_errors, write_reports
 from onnxgrow.cli._main import main
 from onnxgrow.cli._options import CheckArgs, json_option, verification_options
 from onnxgrow.errors import GrowError
@@ -38,16 +38,14 @@ def diff_command(old: str, new: str, json_out: str | None, markdown_out: str | N
     streamed), metadata and local functions. The JSON schema is
     onnxgrow/schemas/diff.schema.json.
     """
-    text_to_stderr = report_destinations(json_out, markdown_out)
+    text_to_stderr = report_destinations(json_out, markdown_out, inputs=[old, new])
     if not numeric and check.given:
         raise GrowError("verification options (--atol, --inputs, --seed, ...) need --numeric")
     options = check.options() if numeric else None
     from onnxgrow.diff import diff_models
 
     report = diff_models(old, new, options)
+    write_reports({json_out: json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if json_out else "",
+                   markdown_out: report.to_markdown() if markdown_out else ""})
     click.echo(report.to_text(), err=text_to_stderr)
-    if json_out is not None:
-        write_report(json_out, json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-    if markdown_out is not None:
-        write_report(markdown_out, report.to_markdown())
     sys.exit(EXIT_OK if report.identical else EXIT_CHECK_FAILED)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from onnxgrow.cli._common import EXIT_CHECK_FAILED, EXIT_OK, epilog, report_destinations, user_errors, write_report
+from onnxgrow.cli._common import EXIT_CHECK_FAILED, EXIT_OK, epilog, report_destinations, user_errors, write_reports
 from onnxgrow.cli._main import main
 from onnxgrow.cli._options import CheckArgs, json_option, verification_options
 from onnxgrow.cli._progress import ProgressBars
@@ -31,7 +31,7 @@ def verify_command(reference: str, candidate: str, check: CheckArgs, json_out: s
     stay within its table), or one sample from --inputs FILE.npz. Prints PASSED/FAILED
     per output with its errors and the smallest tolerance that would pass.
     """
-    text_to_stderr = report_destinations(json_out)
+    text_to_stderr = report_destinations(json_out, inputs=[reference, candidate])
     options = check.options()
     from onnxgrow.diff import SCHEMA_VERSION
     from onnxgrow.verification import verify
@@ -39,9 +39,9 @@ def verify_command(reference: str, candidate: str, check: CheckArgs, json_out: s
     with ProgressBars(quiet=quiet) as bars:
         report = verify(reference, candidate, options, progress=lambda done, total: bars("verifying", done, total))
     lines = [f"reference: {reference}", f"candidate: {candidate}", *report.lines()]
-    click.echo("\n".join(printable(line) for line in lines), err=text_to_stderr)
     if json_out is not None:
         data = {"schema_version": SCHEMA_VERSION, "reference": reference, "candidate": candidate,
                 **report.to_dict()}
-        write_report(json_out, json.dumps(data, indent=2))
+        write_reports({json_out: json.dumps(data, indent=2)})
+    click.echo("\n".join(printable(line) for line in lines), err=text_to_stderr)
     sys.exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)

@@ -26,9 +26,9 @@ the region because they read other tensors or are not elementwise.
 
 The region is *idempotent* (``a(a(v)) = a(v)``, so an identity layer followed by a
 copy of ``a`` is exact) when it is a chain of clamps: ``Relu``, ``Clip`` (ReLU6,
-HardTanh), ``Max``/``Min`` with a constant, with ``Identity`` or an inference
-``Dropout`` in between. A composition of clamps is a clamp onto an interval (or a
-constant), hence idempotent. Every other region (LeakyRelu, Sigmoid, Tanh, GELU,
+HardTanh), ``Max``/``Min`` with a constant, with ``Identity``, a ``Cast`` to the type
+it has or an inference ``Dropout`` in between. A composition of clamps is a clamp onto an
+interval (or a constant), hence idempotent. Every other region (LeakyRelu, Sigmoid, Tanh, GELU,
 Softplus, PRelu, Softmax ...) is not.
 """
 
@@ -94,7 +94,7 @@ def find_insertion_point(layer_node: ir.Node, positions: Mapping[int, int] | Non
     start = layer_node.outputs[0]
     while True:
         step = _single_consumer(start)
-        if step is None or not (_is_bias_add(step, start) or _is_scale_mul(step, start)
+        if step is None or not (is_bias_add(step, start) or _is_scale_mul(step, start)
                                 or _is_batch_norm(step, start) or _keeps_last_axis(step, start, layer_node)):
             break
         start = step.outputs[0]
@@ -102,7 +102,7 @@ def find_insertion_point(layer_node: ir.Node, positions: Mapping[int, int] | Non
     if found is None:
         return InsertionPoint(start, start)
     nodes, end = found
-    kind = ActivationKind.IDEMPOTENT if _is_clamp_chain(nodes, start) else ActivationKind.OTHER
+    kind = ActivationKind.IDEMPOTENT if is_clamp_chain(nodes, start) else ActivationKind.OTHER
     return InsertionPoint(start, end, nodes, kind)
 
 
@@ -114,7 +114,7 @@ def _single_consumer(value: ir.Value) -> ir.Node | None:
     return node if node.graph is value.graph and node.domain in ("", "ai.onnx") else None
 
 
-def _is_bias_add(node: ir.Node, value: ir.Value) -> bool:
+def is_bias_add(node: ir.Node, value: ir.Value) -> bool:
     """``value + b`` (either order) with ``b`` a constant that keeps the shape."""
     if node.op_type != "Add" or len(node.inputs) != 2:
         return False
@@ -131,7 +131,7 @@ def _is_scale_mul(node: ir.Node, value: ir.Value) -> bool:
     if other is value or find_constant(other) is None or not _keeps_shape(other, value):
         return False
     then = _single_consumer(node.outputs[0])
-    return then is not None and _is_bias_add(then, node.outputs[0])
+    return then is not None and is_bias_add(then, node.outputs[0])
 
 
 def _keeps_last_axis(node: ir.Node, value: ir.Value, layer_node: ir.Node) -> bool:
@@ -208,7 +208,7 @@ def _region(start: ir.Value, positions: Mapping[int, int] | None) -> tuple[list[
     return sorted(best[0], key=lambda n: positions.get(id(n), 0)), best[1]
 
 
-def _is_clamp_chain(nodes: list[ir.Node], start: ir.Value) -> bool:
+def is_clamp_chain(nodes: list[ir.Node], start: ir.Value) -> bool:
     """True when ``nodes`` apply clamps (and pass-throughs) one after the other to ``start``."""
     current = start
     for node in nodes:
@@ -225,9 +225,12 @@ def _is_clamp_chain(nodes: list[ir.Node], start: ir.Value) -> bool:
 
 
 def _passes_through(node: ir.Node) -> bool:
-    """Identity, or a Dropout that is not in training mode."""
+    """Identity, a Cast to the type its input has, or a Dropout that is not in training mode."""
     if node.op_type == "Identity":
         return True
+    if node.op_type == "Cast":
+        source = node.inputs[0] if node.inputs else None
+        return source is not None and source.dtype is not None and node.attributes.get_int("to", 0) == source.dtype
     if node.op_type != "Dropout":
         return False
     training = node.inputs[2] if len(node.inputs) > 2 else None

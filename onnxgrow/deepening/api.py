@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import onnx_ir as ir
@@ -34,11 +34,14 @@ from onnxgrow.deepening.kinds import kind_for
 from onnxgrow.deepening.splice import Splice, fresh_scope
 from onnxgrow.errors import GrowError, RefusedError
 from onnxgrow.graph import node_label
-from onnxgrow.options import GrowOptions, VerifyScope, check_seed, parse_choice
-from onnxgrow.pipeline import grow, grow_file
+from onnxgrow.growth_map import GrowthMap
+from onnxgrow.growths import growth
+from onnxgrow.lineage import COUNT, NAMES, OPTIONAL_TEXT, TEXT
+from onnxgrow.options import GrowOptions, check_seed, parse_choice
+from onnxgrow.pipeline import Report, grow, grow_file
 from onnxgrow.shapes import infer_shapes
-from onnxgrow.verification import VerifyReport
 from onnxgrow.widening import Layer, WidenOp, WidenReport, find_layer, find_layers
+from onnxgrow.widening.api import check_memory
 
 #: Weight dtypes a new layer can be built in.
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
@@ -52,9 +55,10 @@ class Mode(str, enum.Enum):
     RESIDUAL = "residual"
 
 
-@dataclass
-class DeepenReport:
-    """What a deepening did (a :class:`~onnxgrow.pipeline.GrowthReport`)."""
+@dataclass(kw_only=True)
+class DeepenReport(Report):
+    """What a deepening did (a :class:`~onnxgrow.pipeline.GrowthReport`); its growth map is
+    the widening's of the new layer (``width``), else empty: a new layer's weights start fresh."""
 
     after: str
     layer: str
@@ -69,10 +73,29 @@ class DeepenReport:
     new_weights: list[tuple[str, tuple[int, ...]]]
     seed: int
     widened: WidenReport | None = None
-    exact: bool = True
-    verification: VerifyReport | None = None
-    scope: VerifyScope = field(default_factory=VerifyScope)
-    written: list[Path] = field(default_factory=list)
+
+    @property
+    def growth_map(self) -> GrowthMap:
+        return self.widened.growth_map if self.widened is not None else GrowthMap()
+
+    def lines(self) -> list[str]:
+        lines = [f"inserted {self.new_layer} after {self.after}: {self.form()} "
+                 f"({self.layer_width} units, at tensor {self.tensor!r})",
+                 f"  new nodes: {', '.join(self.new_nodes)}",
+                 "  new weights: " + ", ".join(f"{name} {list(shape)}" for name, shape in self.new_weights)]
+        for group in self.widened.groups if self.widened is not None else []:
+            line = f"  widened {group.requested}: {group.old_width} → {group.new_width}"
+            if group.contractors:
+                line += f"; contracting layers adjusted: {', '.join(group.contractors)}"
+            lines.append(line)
+        return lines
+
+    def form(self) -> str:
+        """The inserted function in words: ``identity layer + Relu``, ``residual v + W2·Gelu(W1·v + b1), W2 = 0``."""
+        if self.mode == "identity":
+            return "identity layer" + (f" + {self.activation}" if self.activation else "")
+        inner = f"{self.activation}(W1·v + b1)" if self.activation else "(W1·v + b1)"
+        return f"residual v + W2·{inner}, W2 = 0"
 
 
 def parse_mode(mode: str | Mode) -> Mode:
@@ -94,6 +117,7 @@ def deepen_summary(layer: Layer, point: InsertionPoint | None = None) -> str:
     return f"identity+{point.label}" if point.label else "identity"
 
 
+@growth("deepen")
 class DeepenOp:
     """Insert a new layer after the layer named ``after`` (see the module docstring): a
     :class:`~onnxgrow.pipeline.GrowthOp`.
@@ -103,6 +127,8 @@ class DeepenOp:
     request cannot be exact.
     """
 
+    entry_keys = {"after": TEXT, "layer": TEXT, "mode": TEXT, "activation": OPTIONAL_TEXT, "width": COUNT,
+                  "new_nodes": NAMES}
     infer_shapes = False
 
     def __init__(self, after: str, *, width: int | None = None, mode: str | Mode = Mode.AUTO,
@@ -132,6 +158,14 @@ class DeepenOp:
         if report.widened is not None:
             entries += WidenOp({report.new_layer: report.width}, seed=report.seed).history(report.widened)
         return entries
+
+    @staticmethod
+    def describe(entry: Mapping[str, Any]) -> str:
+        """``layer inserted after fc1 (identity, width 64)``."""
+        text = f"layer inserted after {entry.get('after')} ({entry.get('mode')}"
+        if entry.get("width") is not None:
+            text += f", width {entry['width']}"
+        return text + ")"
 
 
 def deepen(
@@ -163,13 +197,23 @@ class InsertPlan:
 
 def _prepare(model: ir.Model, after: str, width: int | None, mode: Mode) -> InsertPlan:
     """Find the layer and the insertion point, choose the mode, check the width (reads only)."""
-    infer_shapes(model)
     layer = _find_layer(model, after)
     point = find_insertion_point(layer.node)
     chosen = _choose_mode(mode, point, after)
+    dtype = _weight_dtype(layer, after)
+    _check_memory(layer, chosen, dtype, after)
     if width is not None:
         _check_width(width, layer.width, after, chosen, point)
-    return InsertPlan(after, layer, point, chosen, _weight_dtype(layer, after))
+    return InsertPlan(after, layer, point, chosen, dtype)
+
+
+def _check_memory(layer: Layer, mode: Mode, dtype: ir.DataType, after: str) -> None:
+    """Refuse before building when the new layers would not fit in memory: each holds a square
+    weight (``n × n``, times the kernel's taps for a convolution), built in float64 and then
+    cast to the layer's dtype; the residual form has two."""
+    values = (2 if mode is Mode.RESIDUAL else 1) * kind_for(layer.node).weight_values(layer.width)
+    weights = int(values * dtype.itemsize)
+    check_memory(weights + 8 * values, weights, f"deepening after {after!r} ({layer.width} units wide)")
 
 
 def _insert(model: ir.Model, plan: InsertPlan, width: int | None, seed: int) -> DeepenReport:
@@ -180,11 +224,11 @@ def _insert(model: ir.Model, plan: InsertPlan, width: int | None, seed: int) -> 
     new_layers = _build(splice, layer, point, plan.mode, scope)
     widened = _widen_new_layer(model, scope, width, plan.after, seed) if width is not None else None
     return DeepenReport(
-        plan.after, layer.display, plan.mode.value, point.label, layer.width,
-        width if width is not None else layer.width, scope, tensor_name,
-        [node.name or node.op_type for node in splice.nodes], new_layers,
-        [(w.name or "", tuple(w.shape.numpy()) if w.shape is not None else ()) for w in splice.weights],
-        seed, widened,
+        after=plan.after, layer=layer.display, mode=plan.mode.value, activation=point.label,
+        layer_width=layer.width, width=width if width is not None else layer.width, new_layer=scope,
+        tensor=tensor_name, new_nodes=[node.name or node.op_type for node in splice.nodes], new_layers=new_layers,
+        new_weights=[(w.name or "", tuple(w.shape.numpy()) if w.shape is not None else ()) for w in splice.weights],
+        seed=seed, widened=widened,
     )
 
 
@@ -205,16 +249,32 @@ def _build(splice: Splice, layer: Layer, point: InsertionPoint, mode: Mode, scop
 
 
 def _find_layer(model: ir.Model, after: str) -> Layer:
-    """The layer ``after`` names; a non-growable node of a layer op type is refused as such."""
+    """The layer ``after`` names; a non-growable node of a layer op type is refused as such,
+    and a block's name is answered with ``--block``."""
     layers, refused = find_layers(model)
     try:
         return find_layer(model, after, layers, refused)
-    except GrowError:
+    except GrowError as exc:
+        hint = _block_hint(model, after)
         for item in refused:
             if after in item.names.all():
                 raise GrowError(f"cannot deepen after {after!r}: {node_label(item.node)} is not a "
-                                f"growable layer ({item.reason})") from None
+                                f"growable layer ({item.reason}){hint}") from None
+        if hint:
+            raise GrowError(f"{exc}{hint}") from None
         raise
+
+
+def _block_hint(model: ir.Model, name: str) -> str:
+    """``; model.layers.1 is a block: --block model.layers.1 inserts copies of it`` when ``name``
+    names a block (:mod:`onnxgrow.deepening.block_op`), else nothing."""
+    from onnxgrow.structure import find_structure
+
+    try:
+        block = find_structure(model).block(name)
+    except GrowError:
+        return ""
+    return f"; {block.label} is a block: --block {block.label} inserts copies of it"
 
 
 def _choose_mode(mode: Mode, point: InsertionPoint, after: str) -> Mode:
@@ -255,6 +315,7 @@ def _weight_dtype(layer: Layer, after: str) -> ir.DataType:
 def _widen_new_layer(model: ir.Model, scope: str, width: int, after: str, seed: int) -> WidenReport:
     """Widen the inserted layer (its lineage is recorded by :meth:`DeepenOp.history`)."""
     op = WidenOp({scope: width}, seed=seed)
+    infer_shapes(model)  # the new layer's values
     try:
         return op.apply(model, op.plan(model))
     except RefusedError as exc:

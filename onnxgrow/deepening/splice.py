@@ -3,14 +3,16 @@
 Rules:
 - New nodes are inserted one after the other right after the node that produces the
   tensor the new layer reads, in the order they are built (each from values that
-  exist already), so the graph stays topologically sorted.
+  exist already), so the graph stays topologically sorted. That node's graph may be an
+  If branch or a Loop/Scan body: the new nodes go there, their weights into the model's
+  graph (a subgraph reads them from the outer scope).
 - Names derive from the new layer's scope (``fc1_deep``): nodes ``fc1_deep/Gemm``,
   weights ``fc1_deep.weight`` / ``fc1_deep.bias``, so :mod:`onnxgrow.names` resolves
   ``fc1_deep`` (scope and weight prefix) to the new layer. No name already in the
   graph is reused.
 - :meth:`Splice.connect` gives every former consumer of the tensor the new output.
-  When the tensor was a model output, the new output takes over its name and the old
-  tensor is renamed, so the model's interface is unchanged.
+  When the tensor was a model output (or a subgraph's output), the new output takes over
+  its name and the old tensor is renamed, so the interface is unchanged.
 - A copied activation keeps its constants: scalars and ``Constant`` outputs are
   shared with the original; parameter tensors (a PRelu slope) are duplicated, so
   the new layer's parameters are its own and not tied to the original's.
@@ -28,9 +30,9 @@ from onnxgrow.constants import find_constant, make_initializer, unique_name
 
 def fresh_scope(graph: ir.Graph, stem: str) -> str:
     """``stem`` (or ``stem_2``, ``stem_3``, ...) when no node, value or weight name uses it yet."""
-    taken = {n.name for n in graph if n.name}
+    taken = {n.name for n in graph.all_nodes() if n.name}
     taken.update(graph.initializers)
-    taken.update(v.name for node in graph for v in node.outputs if v.name)
+    taken.update(v.name for node in graph.all_nodes() for v in node.outputs if v.name)
     taken.update(v.name for v in graph.inputs if v.name)
 
     def used(scope: str) -> bool:
@@ -50,14 +52,15 @@ class Splice:
         producer = tensor.producer()
         if producer is None:
             raise ValueError(f"tensor {tensor.name!r} has no producing node")
-        self.graph = graph
+        self.graph = graph  # the model's graph: the new weights and value names go there
+        self.home = producer.graph or graph  # the new nodes' graph: an If branch or a loop body, or the main graph
         self.tensor = tensor
         self.dtype = dtype
         self.nodes: list[ir.Node] = []
         self.weights: list[ir.Value] = []
         self._uses = list(tensor.uses())  # the consumers to hand over, before new nodes read it
         self._last = producer
-        self._node_names = {n.name for n in graph if n.name}
+        self._node_names = {n.name for n in graph.all_nodes() if n.name}
 
     def weight(self, name: str, array: np.ndarray, dtype: ir.DataType | None = None) -> ir.Value:
         """A new initializer ``name`` (made unique) holding ``array`` in the layer's dtype."""
@@ -84,7 +87,7 @@ class Splice:
             shape=like.shape.copy() if like.shape is not None else None,
         )
         node = ir.Node(domain, op_type, inputs, attributes, outputs=[output], name=name, version=version)
-        self.graph.insert_after(self._last, node)
+        self.home.insert_after(self._last, node)
         self._last = node
         self.nodes.append(node)
         return output
@@ -114,15 +117,7 @@ class Splice:
 
     def connect(self, output: ir.Value, scope: str) -> None:
         """Hand every former consumer of the tensor (and its model-output slot) ``output``."""
-        for use in self._uses:
-            use.node.replace_input_with(use.idx, output)
-        if self.tensor.is_graph_output():
-            name = self.tensor.name
-            self.tensor.name = unique_name(self.graph, f"{scope}_input")
-            output.name = name
-            for i, value in enumerate(self.graph.outputs):
-                if value is self.tensor:
-                    self.graph.outputs[i] = output
+        hand_over(self.graph, self.home, self.tensor, self._uses, output, scope)
 
     def _fresh_node_name(self, name: str) -> str:
         candidate, k = name, 0
@@ -131,3 +126,19 @@ class Splice:
             candidate = f"{name}_{k}"
         self._node_names.add(candidate)
         return candidate
+
+
+def hand_over(graph: ir.Graph, home: ir.Graph, tensor: ir.Value, uses: Sequence[tuple[ir.Node, int]], output: ir.Value,
+              scope: str) -> None:
+    """Give the readers ``uses`` of ``tensor`` (in ``home``, the main graph or a subgraph of
+    ``graph``) ``output`` instead; when ``tensor`` is an output of ``home``, ``output`` takes
+    over its name and its slot (the tensor is renamed after ``scope``), so the interface is unchanged."""
+    for node, index in uses:
+        node.replace_input_with(index, output)
+    if tensor.is_graph_output():
+        name = tensor.name
+        tensor.name = unique_name(graph, f"{scope}_input")
+        output.name = name
+        for i, value in enumerate(home.outputs):
+            if value is tensor:
+                home.outputs[i] = output

@@ -1,5 +1,5 @@
 """The Keras layers behind an ONNX graph's weights, each with its variables in Keras
-layout and order (the Keras twin of :mod:`onnxgrow.export.naming`).
+layout and order (the Keras twin of :mod:`onnxgrow.parameter_names`).
 
 One rule per ONNX op (:data:`KERAS_LAYOUT_RULES`), reading the array the node sees:
 
@@ -39,8 +39,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
-from onnxgrow.export.naming import constant_ref
 from onnxgrow.names import is_keras3_graph, keras_layer_path
+from onnxgrow.parameter_names import constant_ref
 
 #: Keras' BatchNormalization epsilon, for the layers tf2onnx rewrote or folded.
 KERAS_NORM_EPSILON = 1e-3
@@ -67,7 +67,9 @@ def keras_layer_name(name: str | None, keras3: bool) -> str | None:
 
 @dataclass
 class KerasLayer:
-    """One Keras layer's variables (Keras layout), keyed by Keras variable name in order."""
+    """One Keras layer's variables (Keras layout), keyed by Keras variable name in order. A
+    variable taken from a weight as it is or transposed is a view of the weight (of the
+    memory-mapped file, for external data), not a copy."""
 
     name: str
     kind: str
@@ -179,13 +181,18 @@ def _gemm(node: ir.Node, context: _Context) -> None:
     b = _const(node.inputs[1])
     if b is None or bool(node.attributes.get_int("transA", 0)):
         return
-    kernel = (b.T if node.attributes.get_int("transB", 0) else b) * np.asarray(
-        node.attributes.get_float("alpha", 1.0), b.dtype)
+    kernel = _scaled(b.T if node.attributes.get_int("transB", 0) else b, node.attributes.get_float("alpha", 1.0))
     c = _const(node.inputs[2]) if len(node.inputs) > 2 else None
     bias = _per_channel(c, kernel.shape[1])
     if bias is not None:
-        bias = bias * np.asarray(node.attributes.get_float("beta", 1.0), bias.dtype)
-    _dense(node, np.ascontiguousarray(kernel), bias, context, node.outputs[0])
+        bias = _scaled(bias, node.attributes.get_float("beta", 1.0))
+    _dense(node, kernel, bias, context, node.outputs[0])
+
+
+def _scaled(array: np.ndarray, factor: float) -> np.ndarray:
+    """``array * factor`` in its dtype; ``array`` itself (a view of the weights, not a copy)
+    when the factor is 1, which changes no value."""
+    return array if factor == 1.0 else array * np.asarray(factor, array.dtype)
 
 
 def norm_layer_of(name: str | None, keras3: bool) -> str | None:
@@ -212,7 +219,7 @@ def _conv(node: ir.Node, context: _Context) -> None:
     else:
         kind = f"Conv{rank}D"
         kernel = np.transpose(w, (*range(2, rank + 2), 1, 0))
-    layer = context.add(node, kind, conv_name, {"kernel": np.ascontiguousarray(kernel)})
+    layer = context.add(node, kind, conv_name, {"kernel": kernel})
     folded = (norm_layer_of(node.name, context.keras3) or norm_layer_of(node.outputs[0].name, context.keras3)
               or norm_layer_of(bias_value.name if bias_value is not None else None, context.keras3))
     if folded is not None and folded != conv_name:

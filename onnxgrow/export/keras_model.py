@@ -29,10 +29,10 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
-from onnxgrow.export.naming import ParameterTable, parameter_table
 from onnxgrow.export.program import FixedRef, ParameterRef, Program, Ref, Step, ValueRef, build_program
 from onnxgrow.model_io import load_model
 from onnxgrow.names import is_keras3_graph, is_tf2onnx_graph
+from onnxgrow.parameter_names import ParameterTable, parameter_table
 
 KERAS_SUFFIX = ".keras"
 _BACKENDS = ("tensorflow", "jax", "torch")

@@ -12,20 +12,25 @@ them (the layers and layouts are found by :mod:`onnxgrow.export.keras_layout`).
   ``bn/moving_mean``), loaded by name whatever the order:
   ``for v in model.weights: v.assign(weights[v.path])`` with ``weights = numpy.load(path)``.
 
-Written atomically: on any error no file (not even a partial one) is left.
+Both are written one variable at a time, a block of rows at a time, from the memory-mapped
+weights (:mod:`onnxgrow.export.array_blocks`): peak memory is about the largest variable,
+not the model. Written atomically: on any error no file (not even a partial one) is left.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.atomic import atomic_output
+from onnxgrow.atomic import atomic_output, start_flush
 from onnxgrow.errors import GrowError
+from onnxgrow.export.array_blocks import blocks, write_array
 from onnxgrow.export.keras_layout import KerasWeights, keras_weights
+from onnxgrow.export.stored_names import renamed_notes, storable, storable_names
 from onnxgrow.model_io import load_model
 
 H5_SUFFIX = ".weights.h5"
@@ -45,18 +50,35 @@ def check_keras_weights_output(output: Path) -> None:
                         f"or {NPZ_SUFFIX}")
 
 
+def stored_layer_names(weights: KerasWeights) -> dict[str, str]:
+    """Each layer's name as the files store it (:mod:`onnxgrow.export.stored_names`: the
+    ``.npz`` member folder, the ``.weights.h5`` name attribute); GrowError, before anything
+    is written, when two layers would be stored under one name."""
+    return storable_names((layer.name for layer in weights.layers), "Keras layers")
+
+
+def storage_notes(weights: KerasWeights) -> list[str]:
+    """The layers stored under another name than their own (checked for collisions)."""
+    return renamed_notes(stored_layer_names(weights), "Keras layer")
+
+
 def variable_paths(weights: KerasWeights) -> dict[str, np.ndarray]:
-    """Every variable under its Keras path ``<layer>/<variable>``."""
-    return {f"{layer.name}/{name}": np.ascontiguousarray(array)
+    """Every variable under its Keras path ``<layer>/<variable>``, the layer's name stored as
+    :func:`stored_layer_names` says (views of the weights where the layout allows: nothing is
+    read until written)."""
+    stored = stored_layer_names(weights)
+    return {f"{stored[layer.name]}/{storable(name)}": array
             for layer in weights.layers for name, array in layer.variables.items()}
 
 
 def _write_h5(weights: KerasWeights, path: Path, model_name: str) -> None:
+    """Keras' weights file; each variable a contiguous dataset, written a block at a time."""
     try:
         import h5py
     except ImportError:
         raise GrowError("writing .weights.h5 needs h5py (pip install 'onnxgrow[keras]'); or write .npz") from None
     counts: dict[str, int] = {}
+    stored = stored_layer_names(weights)
     with h5py.File(path, "w") as file:
         layers = file.create_group("layers")
         for layer in weights.layers:
@@ -64,23 +86,44 @@ def _write_h5(weights: KerasWeights, path: Path, model_name: str) -> None:
             k = counts.get(base, 0)
             counts[base] = k + 1
             group = layers.create_group(base if k == 0 else f"{base}_{k}").create_group("vars")
-            group.attrs["name"] = layer.name
+            group.attrs["name"] = stored[layer.name]
             for i, array in enumerate(layer.ordered()):
-                group.create_dataset(str(i), data=np.ascontiguousarray(array))
-        file.create_group("vars").attrs["name"] = model_name
+                dataset = group.create_dataset(str(i), shape=array.shape, dtype=array.dtype)
+                for index, block in blocks(array):
+                    dataset[index] = block
+        file.create_group("vars").attrs["name"] = storable(model_name)
 
 
-def save_keras_weights(weights: KerasWeights, output: str | os.PathLike[str], model_name: str = "functional") -> Path:
+def _write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """What ``numpy.savez(path, **arrays)`` writes (a zip of ``<key>.npy`` members, stored,
+    each forced to ZIP64), each array's data in C order a block at a time."""
+    with open(path, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as npz:
+        for key, array in arrays.items():
+            since = raw.tell()
+            with npz.open(key + ".npy", "w", force_zip64=True) as member:
+                header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                          "shape": array.shape}
+                np.lib.format.write_array_header_1_0(member, header)
+                write_array(member, array)
+            start_flush(raw, since)
+
+
+def save_keras_weights(weights: KerasWeights, output: str | os.PathLike[str], model_name: str | None = None) -> Path:
     """Write ``weights`` to ``output`` (``.weights.h5`` or ``.npz``, see the module docstring)."""
     out = Path(output)
     check_keras_weights_output(out)
     with atomic_output(out) as tmp:
-        if out.suffix == NPZ_SUFFIX:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **variable_paths(weights))  # type: ignore[arg-type]
-        else:
-            _write_h5(weights, tmp, model_name)
+        write_keras_weights(weights, tmp, model_name)
     return out
+
+
+def write_keras_weights(weights: KerasWeights, path: Path, model_name: str | None) -> None:
+    """Write ``weights`` to ``path``: ``.npz`` by suffix, else Keras' ``.weights.h5`` (whose
+    model group is named ``model_name``, Keras' ``functional`` when None or empty)."""
+    if path.suffix == NPZ_SUFFIX:
+        _write_npz(variable_paths(weights), path)
+    else:
+        _write_h5(weights, path, model_name or "functional")
 
 
 def export_keras_weights(model: ir.Model | str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -90,5 +133,6 @@ def export_keras_weights(model: ir.Model | str | os.PathLike[str], output: str |
     if not isinstance(model, ir.Model):
         model = load_model(model)
     weights = keras_weights(model, bias_before_norm=bias_before_norm)
-    save_keras_weights(weights, output, model.graph.name or "functional")
+    weights.notes += storage_notes(weights)
+    save_keras_weights(weights, output, model.graph.name)
     return weights

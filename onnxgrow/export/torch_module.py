@@ -2,7 +2,7 @@
 
 :func:`to_torch` turns a model into an :class:`OnnxModule`:
 
-- every weight (see :mod:`onnxgrow.export.naming`) is an ``nn.Parameter`` registered
+- every weight (see :mod:`onnxgrow.parameter_names`) is an ``nn.Parameter`` registered
   under its framework name (``fc1.weight`` lives at ``module.fc1.weight``), in PyTorch
   layout; BatchNorm running statistics and ``num_batches_tracked`` are buffers. So
   ``module.state_dict()`` has the same keys and layouts as ``onnxgrow export --to
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import ml_dtypes
@@ -31,10 +32,11 @@ import torch
 from torch import nn
 
 from onnxgrow.errors import GrowError
-from onnxgrow.export.naming import ParameterTable, parameter_table
-from onnxgrow.export.program import FixedRef, ParameterRef, Program, Ref, ValueRef, build_program
+from onnxgrow.export.program import Branch, FixedRef, ParameterRef, Program, Ref, Step, ValueRef, build_program
 from onnxgrow.export.torch_ops import TORCH_OPS, Inputs, OpCall
 from onnxgrow.model_io import load_model
+from onnxgrow.parameter_names import ParameterTable, parameter_table
+from onnxgrow.verification import first_line
 
 #: op type → number of outputs its PyTorch function computes.
 SUPPORTED_OPS = {op: entry.outputs for op, entry in TORCH_OPS.items()}
@@ -116,21 +118,44 @@ class OnnxModule(nn.Module):
             raise TypeError(f"this module takes {len(program.inputs)} input(s) "
                             f"({', '.join(self.input_names)}), got {len(inputs)}")
         env = {spec.name: torch.as_tensor(x) for spec, x in zip(program.inputs, inputs)}
-        for step in program.steps:
-            call = OpCall(step.attrs, program.opset, self.training, step.node, step.op_type, len(step.outputs))
-            result = TORCH_OPS[step.op_type].function(call, Inputs(call, [self._fetch(r, env) for r in step.inputs]))
-            results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
+        self._run(program.steps, env)
+        outputs = tuple(self._fetch(ref, env) for _, ref in program.outputs)
+        return outputs[0] if len(outputs) == 1 else outputs  # type: ignore[return-value]
+
+    def _run(self, steps: list[Step], env: dict[str, torch.Tensor]) -> None:
+        """Run ``steps`` in order, adding their outputs to ``env``."""
+        for step in steps:
+            branches = {name: partial(self._run_branch, branch, env) for name, branch in step.branches.items()}
+            call = OpCall(step.attrs, self._onnx_program.opset, self.training, step.node, step.op_type,
+                          len(step.outputs), branches)
+            results = _run_step(call, [self._fetch(r, env) for r in step.inputs])
             for name, value in zip(step.outputs, results):
                 if name:
                     env[name] = value
-        outputs = tuple(self._fetch(ref, env) for _, ref in program.outputs)
-        return outputs[0] if len(outputs) == 1 else outputs  # type: ignore[return-value]
+
+    def _run_branch(self, branch: Branch, env: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """A subgraph's outputs: it reads ``env``, and its own values stay in a scope of its own."""
+        scope = dict(env)
+        self._run(branch.steps, scope)
+        return tuple(self._fetch(ref, scope) for ref in branch.outputs)  # type: ignore[misc]
 
     def extra_repr(self) -> str:
         program = self._onnx_program
         ops = sorted({step.op_type for step in program.steps})
         return (f"inputs={self.input_names}, outputs={self.output_names}, "
                 f"{len(program.steps)} nodes ({', '.join(ops)}), opset {program.opset}")
+
+
+def _run_step(call: OpCall, values: list[torch.Tensor | None]) -> tuple[torch.Tensor, ...]:
+    """The outputs of one node's function; any failure inside it becomes a GrowError naming
+    the node and its op, so a module that cannot run a model says where, not how deep."""
+    try:
+        result = TORCH_OPS[call.op_type].function(call, Inputs(call, values))
+    except GrowError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, TypeError, IndexError...
+        raise call.refuse(first_line(exc)) from exc
+    return (result,) if isinstance(result, torch.Tensor) else tuple(result)
 
 
 def to_torch(model: ir.Model | str | os.PathLike[str]) -> OnnxModule:

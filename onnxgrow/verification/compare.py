@@ -82,7 +82,8 @@ def _compare_one(
     nan_mismatch = int(np.count_nonzero(nan_a != nan_b))
     both = nan_a | nan_b
     same_inf = np.isinf(a) & (a == b)
-    diff = np.where(both | same_inf, 0.0, np.abs(a - b))
+    with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity: masked next
+        diff = np.where(both | same_inf, 0.0, np.abs(a - b))
     max_abs = float(diff.max()) if diff.size else 0.0
     finite_ref = np.where(np.isfinite(a), np.abs(a), 0.0)
     ref_max = float(finite_ref.max()) if finite_ref.size else 0.0
@@ -187,11 +188,14 @@ def restrict(outputs: Mapping[str, Any], grown: Mapping[str, tuple[int, int]],
     """The candidate's ``outputs`` with each output in ``grown`` cut to its first ``old_size``
     entries along its axis: the part a growth that adds classes or tokens preserves. An
     output in ``renormalise`` is then renormalised over those entries (``"softmax"``:
-    divided by their sum; ``"log_softmax"``: their logsumexp subtracted)."""
+    divided by their sum; ``"log_softmax"``: their logsumexp subtracted). A claim the output
+    cannot hold (no such axis, or fewer entries there than ``old_size``: a damaged lineage) is
+    not applied: the whole output is compared."""
     cut = dict(outputs)
     for name, (axis, size) in grown.items():
-        if name in cut and isinstance(cut[name], np.ndarray):
-            part = np.take(cut[name], np.arange(size), axis=axis)
+        array = cut.get(name)
+        if isinstance(array, np.ndarray) and -array.ndim <= axis < array.ndim and 1 <= size <= array.shape[axis]:
+            part = np.take(array, np.arange(size), axis=axis)
             how = (renormalise or {}).get(name)
             if how == "softmax":
                 part = part / part.sum(axis=axis, keepdims=True, dtype=np.float64)

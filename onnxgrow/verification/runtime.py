@@ -26,6 +26,10 @@ from onnxgrow.errors import GrowError
 from onnxgrow.model_io import load_model, save_model
 from onnxgrow.options import PROVIDER_NAMES
 
+#: onnxruntime's log severity: fatal only. Its coloured warning and error lines (an allocation
+#: that failed while a session opened, say) must not precede or double our one error line; the
+#: error itself comes back as an exception.
+ORT_QUIET = 4
 #: Runs a model on one sample of feeds and returns its outputs by name.
 Runner = Callable[[Mapping[str, np.ndarray]], dict[str, Any]]
 
@@ -38,7 +42,7 @@ def _import_onnxruntime() -> Any:
             "onnxruntime is not installed: install it with `pip install 'onnxgrow[cpu]'` "
             "(or `[gpu]` for onnxruntime-gpu), or skip verification with --no-verify"
         ) from None
-    onnxruntime.set_default_logger_severity(3)  # its coloured warnings must not precede our error lines
+    onnxruntime.set_default_logger_severity(ORT_QUIET)
     return onnxruntime
 
 
@@ -73,9 +77,22 @@ class Session:
         return dict(zip(names, values))
 
 
-def open_session(path: Path, providers: Sequence[str], optimize: bool = False) -> Session:
-    """Open ``path`` in onnxruntime as written (no graph optimisations, no weight
-    prepacking: see the module docstring), or with every optimisation when ``optimize``."""
+#: The onnxruntime release that reads the data files of a model opened from memory from a
+#: folder it is given (``session.model_external_initializers_file_folder_path``).
+EXTERNAL_FOLDER_SINCE = (1, 21)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``1.21.0`` → ``(1, 21)``: the release's major and minor numbers."""
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+
+def open_session(model: Path | bytes, providers: Sequence[str], optimize: bool = False, *,
+                 external_folder: str | None = None, label: str = "") -> Session:
+    """Open ``model`` (a path, or a serialised model whose external data lies under
+    ``external_folder``) in onnxruntime as written (no graph optimisations, no weight
+    prepacking: see the module docstring), or with every optimisation when ``optimize``.
+    ``label`` names the model in errors (default: its path)."""
     ort = _import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = (
@@ -83,19 +100,26 @@ def open_session(path: Path, providers: Sequence[str], optimize: bool = False) -
         if optimize
         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    options.log_severity_level = 3
+    options.log_severity_level = ORT_QUIET
     if not optimize:
         options.add_session_config_entry("session.disable_prepacking", "1")
+    if external_folder is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", external_folder)
+    what = label or str(model)
+    if external_folder is not None and _version(ort.__version__) < EXTERNAL_FOLDER_SINCE:
+        raise GrowError(f"{what}: opening a model from memory with its weights in data files needs onnxruntime "
+                        f"{'.'.join(map(str, EXTERNAL_FOLDER_SINCE))} or later (this is {ort.__version__})")
     try:
-        sess = ort.InferenceSession(str(path), options, providers=list(providers))
+        sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                    providers=list(providers))
     except Exception as exc:
-        raise GrowError(f"{path}: onnxruntime cannot load this model: {first_line(exc)}") from None
+        raise GrowError(f"{what}: onnxruntime cannot load this model: {first_line(exc)}") from None
     used = list(sess.get_providers())
     for wanted in providers:
         if wanted not in used:
             raise GrowError(
                 f"{wanted} was requested but onnxruntime fell back to {', '.join(used)} "
-                f"for {path}"
+                f"for {what}"
             )
     return Session(sess, used)
 
@@ -140,15 +164,16 @@ class Runs:
 
 
 class Steps:
-    """``progress(done, total)`` over a check: the two model loads and every run."""
+    """``progress(done, total)`` over a check: every session opened (two models, or every
+    segment of each) and every run in it."""
 
-    def __init__(self, samples: int, progress: Callable[[int, int], None] | None) -> None:
-        self.done, self.total, self.progress = 0, 2 * (1 + samples), progress
+    def __init__(self, samples: int, progress: Callable[[int, int], None] | None, sessions: int = 2) -> None:
+        self.done, self.total, self.progress = 0, sessions * (1 + samples), progress
         if progress is not None:
             progress(0, self.total)
 
-    def __call__(self) -> None:
-        self.done += 1
+    def __call__(self, count: int = 1) -> None:
+        self.done += count
         if self.progress is not None:
             self.progress(self.done, self.total)
 
@@ -164,11 +189,14 @@ def run_model(path: Path, providers: Sequence[str], feeds_list: Sequence[Mapping
 
 def run_samples(run: Runner, providers: list[str], feeds_list: Sequence[Mapping[str, np.ndarray]],
                 step: Callable[[], None]) -> Runs:
-    """``run`` on every sample; the first exception ends the runs and is kept as their error."""
+    """``run`` on every sample; the first exception ends the runs and is kept as their error,
+    except a GrowError, which a runner raises to refuse the model (it propagates)."""
     outputs = []
     for feeds in feeds_list:
         try:
             outputs.append(run(feeds))
+        except GrowError:
+            raise
         except Exception as exc:  # onnxruntime and the frameworks raise their own kinds
             return Runs(providers, outputs, first_line(exc))
         step()

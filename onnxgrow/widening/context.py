@@ -7,6 +7,20 @@ to record constraints, and, once the channel map is chosen, to rewrite constants
 (:meth:`GroupContext.edit`, which records every axis it grew for the growth map:
 :class:`WeightEdit`). The planner (:mod:`onnxgrow.widening.planner`) closes the
 group by calling every reached node's :class:`Rule`.
+
+A growth that drives a group may also, before the rewrite, give a weight's edit itself
+(:meth:`GroupContext.replace_edit`; :meth:`GroupContext.append_units` for new units: a
+vocabulary's LM head takes the new embedding rows, which the rule's own edit of that weight
+then appends instead; a tied LM head reads the grown table, :mod:`onnxgrow.widening.tied`), and let
+a weight several nodes read grow in place for all of them
+(:meth:`GroupContext.share`: the lookup of a tied table reads the rows appended for its
+head). A group that may reach model outputs carries an
+:class:`~onnxgrow.widening.new_outputs.OutputClasses` (``classes``).
+
+A rule that needs the channels in equal blocks, each widened alike (the groups of a grouped
+convolution, the halves of a Split), asks for them with :meth:`GroupContext.require_blocks`:
+the planner then starts again with the origin's channels cut that much finer
+(docs/design.md §1, block maps).
 """
 
 from __future__ import annotations
@@ -14,19 +28,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import ConstantRef, edit_constant, find_constant, make_initializer, remove_dead
 from onnxgrow.errors import RefusedError
-from onnxgrow.graph import node_label, rank_of
+from onnxgrow.graph import CONTROL_FLOW_OPS, node_label, rank_of, subgraph_holders, subgraphs_of
 from onnxgrow.grown_tensors import AxisEdit
 from onnxgrow.names import generated_name
 from onnxgrow.widening.channel_map import ChannelMap, Init, build_channel_map
 from onnxgrow.widening.layout import AxisIndex, Embedding
+
+if TYPE_CHECKING:  # new_outputs builds on this module
+    from onnxgrow.widening.new_outputs import OutputClasses
 
 #: The tracked inputs and outputs of one node, with the way each carries the channels. Keyed
 #: by ``ir.Value | None`` so a rule may look up any ``node.inputs[i]``: an omitted input is
@@ -52,13 +69,22 @@ class TensorChange:
     node: str
 
 
+def merge_changes(changes: Sequence[TensorChange]) -> list[TensorChange]:
+    """One entry per tensor: first old shape, last new shape."""
+    merged: dict[str, TensorChange] = {}
+    for change in changes:
+        first = merged.get(change.name, change)
+        merged[change.name] = TensorChange(change.name, first.old_shape, change.new_shape, first.node)
+    return list(merged.values())
+
+
 @dataclass(frozen=True)
 class AxisRecord:
     """One axis of a weight grown by an edit: position ``j`` now holds old position
     ``src[j]`` times ``scale[j]``; ``fresh`` marks the positions of new units (a gathered
     per-channel value still copies ``src`` there)."""
 
-    kind: str  # "produce", "contract", "gather" or "fill" (see onnxgrow.widening.rules.common)
+    kind: str  # "produce", "contract", "gather", "fill" or "append" (see onnxgrow.widening.rules.common)
     axis: int  # in the layout the editing node sees
     src: np.ndarray
     scale: np.ndarray
@@ -96,6 +122,15 @@ def chain_axes(ref: ConstantRef, rank: int) -> tuple[int, ...]:
     return tuple(axes)
 
 
+class MoreBlocks(Exception):
+    """Raised by :meth:`GroupContext.require_blocks`: the group's units must be cut ``factor``
+    times finer (at ``node``, for ``reason``); the planner starts again with them."""
+
+    def __init__(self, factor: int, node: ir.Node, reason: str) -> None:
+        super().__init__(reason)
+        self.factor, self.node, self.reason = factor, node, reason
+
+
 def embedding_rank(embedding: Embedding, *values: ir.Value | None) -> int | None:
     """The rank of a tracked tensor: the embedding's, else that of the first of ``values`` with a shape."""
     if embedding.rank is not None:
@@ -119,24 +154,34 @@ class GroupContext:
     graph: ir.Graph
     width: int
     origin: str
+    #: The origin's channels are ``blocks`` blocks of ``width`` units, each widened alike (§1).
+    blocks: int = 1
+    #: The node that asked for the blocks, and why (named when a new width does not divide).
+    blocked_by: tuple[ir.Node, str] | None = None
     tracked: dict[ir.Value, Embedding] = field(default_factory=dict)
     producers: list[ir.Node] = field(default_factory=list)
     contractors: list[ir.Node] = field(default_factory=list)
     uniform_required: dict[str, str] = field(default_factory=dict)
     together_required: list[tuple[ir.Node, list[ir.Node], str]] = field(default_factory=list)
+    closing_checks: list[tuple[ir.Node, Callable[[], str]]] = field(default_factory=list)
     changes: list[TensorChange] = field(default_factory=list)
     cmap: ChannelMap | None = None
-    #: ``--new-outputs``: the group may reach model outputs (grown classes) and normalise over them.
-    new_outputs: bool = False
-    grown_outputs: dict[ir.Value, Embedding] = field(default_factory=dict)
-    normalisers: list[ir.Node] = field(default_factory=list)
+    #: Set when the group may reach model outputs (new classes) and normalise over them.
+    classes: OutputClasses | None = None
     edits: list[WeightEdit] = field(default_factory=list)
     #: The generator rewrite() seeds; planning (every group ``inspect`` closes) never makes one.
     _rng: np.random.Generator | None = None
     _queue: deque[ir.Node] = field(default_factory=deque)
+    _waiting: dict[ir.Node, None] = field(default_factory=dict)
+    _order: dict[ir.Node, int] | None = None
     _propagated: dict[ir.Node, Known] = field(default_factory=dict)
     _rules: dict[ir.Node, Rule] = field(default_factory=dict)
     _indices: dict[ir.Value, AxisIndex] = field(default_factory=dict)
+    _given: dict[tuple[ir.Node, int], Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    _shared: set[ir.Value] = field(default_factory=set)
+    _holders: dict[ir.Value, list[ir.Node]] | None = None
+    #: Dims derived where shape inference left them unknown (rules/known_dims.py), per value.
+    dims_memo: dict[ir.Value, list[int | str | None] | None] = field(default_factory=dict)
 
     @property
     def rng(self) -> np.random.Generator:
@@ -160,15 +205,17 @@ class GroupContext:
             if known.rank is None and embedding.rank is not None:
                 self.tracked[value] = embedding
             return
-        if value.is_graph_output() and not self.new_outputs:
+        model_output = value.is_graph_output() and any(v is value for v in self.graph.outputs)
+        if model_output and self.classes is None:
             self.refuse(
                 via or value.producer(),
                 f"the widened channels reach model output {value.name!r}; widening would change "
                 "the model's interface (to add output classes to the last layer, pass --new-outputs)",
             )
-        if value.is_graph_output():
-            self.grown_outputs[value] = embedding
-        if value.is_graph_input():
+        if model_output:
+            assert self.classes is not None
+            self.classes.outputs[value] = embedding
+        if value.is_graph_input() and any(v is value for v in self.graph.inputs):
             self.refuse(
                 via,
                 f"the channel group reaches model input {value.name!r}; widening would change "
@@ -182,6 +229,15 @@ class GroupContext:
             self._queue.append(producer)
         for consumer in value.consumers():
             self._queue.append(consumer)
+        if value.is_graph_input() or value.is_graph_output():  # of a subgraph: its holder's rule passes it on
+            self._queue.extend(self.holders().get(value, ()))
+
+    def holders(self) -> dict[ir.Value, list[ir.Node]]:
+        """The inputs and outputs of every subgraph, with the If/Loop/Scan nodes holding them
+        (built once per group, when the channels first reach one)."""
+        if self._holders is None:
+            self._holders = subgraph_holders(self.graph)
+        return self._holders
 
     def forward_only(self, node: ir.Node, known: Known, through: str) -> Embedding:
         """The embedding of ``node``'s input 0, for ops the channels cross only from input 0 on.
@@ -236,18 +292,70 @@ class GroupContext:
         """``others`` must be touched by the group too (checked once it is closed)."""
         self.together_required.append((node, others, reason))
 
+    def check_when_closed(self, node: ir.Node, check: Callable[[], str]) -> None:
+        """Once the group is closed, refuse ``node`` for the reason ``check()`` gives ('' when
+        there is none): for a rule whose answer depends on which other values the group
+        tracks (a target shape entry reading the size of a tensor the group may reach later)."""
+        self.closing_checks.append((node, check))
+
     def mark_normaliser(self, node: ir.Node) -> None:
-        """``node`` (Softmax, LogSoftmax) normalises over grown output classes."""
-        if node not in self.normalisers:
-            self.normalisers.append(node)
+        """``node`` (Softmax, LogSoftmax) normalises over grown output classes (``classes`` set)."""
+        assert self.classes is not None, "only a group that grows output classes normalises over them"
+        if node not in self.classes.normalisers:
+            self.classes.normalisers.append(node)
 
     def require_uniform(self, node: ir.Node, reason: str) -> None:
         """The map must copy every unit equally often and add no fresh units."""
         self.uniform_required[node.name or generated_name(node) or node.op_type] = reason
 
+    def require_blocks(self, node: ir.Node, factor: int, reason: str) -> None:
+        """The group's units must come in ``factor`` times as many blocks, each widened alike
+        (copies stay in their block): planning starts again with the origin's channels cut
+        that much finer (:class:`MoreBlocks`). Refused when the units do not divide."""
+        if factor == 1:
+            return
+        if self.width % factor:
+            total = self.width * self.blocks
+            self.refuse(node, f"{reason}; the {total} channels of the layer cannot be cut into "
+                              f"{self.blocks * factor} equal blocks")
+        raise MoreBlocks(factor, node, reason)
+
+    def units(self, q: int) -> int:
+        """The new unit count for the origin's new width ``q``: refused, naming the node that
+        asked for the blocks, when ``q`` is not a multiple of their count."""
+        if q % self.blocks:
+            node, reason = self.blocked_by if self.blocked_by is not None else (None, "")
+            self.refuse(node, f"{reason}, so the new width must be a multiple of {self.blocks} "
+                              f"(copies stay in their block); {q} is not")
+        return q // self.blocks
+
+    def wait_for_others(self, node: ir.Node) -> bool:
+        """Whether ``node`` should wait until the other pending nodes have been propagated
+        (a join whose untracked inputs they may still track): True, and ``node`` comes up
+        again later, while any is queued or an earlier one (in graph order) waits too."""
+        earlier = any(self._position(other) < self._position(node) for other in self._waiting if other is not node)
+        if not self._queue and not earlier:
+            return False
+        self._propagated.pop(node, None)
+        self._waiting[node] = None
+        return True
+
     def next_pending(self) -> ir.Node | None:
-        """A node that a newly tracked value reaches and whose rule has to look at it, or None."""
-        return self._queue.popleft() if self._queue else None
+        """A node that a newly tracked value reaches and whose rule has to look at it, or None.
+        Nodes waiting for the others come last, the earliest in graph order first (it may
+        track inputs of the later ones)."""
+        if self._queue:
+            return self._queue.popleft()
+        if not self._waiting:
+            return None
+        first = min(self._waiting, key=self._position)
+        del self._waiting[first]
+        return first
+
+    def _position(self, node: ir.Node) -> int:
+        if self._order is None:
+            self._order = {n: k for k, n in enumerate(self.graph)}
+        return self._order.get(node, len(self._order))
 
     def propagate(self, node: ir.Node, rule: Rule) -> None:
         """Let ``rule`` (the one for ``node``) propagate the group through ``node``.
@@ -265,44 +373,80 @@ class GroupContext:
         rule.propagate(self, node, known)
 
     def known(self, node: ir.Node) -> dict[ir.Value | None, Embedding]:
-        """The tracked inputs and outputs of ``node``."""
-        return {
-            v: self.tracked[v]
-            for v in (*node.inputs, *node.outputs)
-            if v is not None and v in self.tracked
-        }
+        """The tracked inputs and outputs of ``node`` (for an If, Loop or Scan, also those of
+        its subgraphs)."""
+        values: tuple[ir.Value | None, ...] = (*node.inputs, *node.outputs)
+        if node.op_type in CONTROL_FLOW_OPS:
+            values += tuple(v for _, g in subgraphs_of(node) for v in (*g.inputs, *g.outputs))
+        return {v: self.tracked[v] for v in values if v is not None and v in self.tracked}
 
     def touched_nodes(self) -> list[ir.Node]:
-        """Every node with a tracked input or output, in graph order."""
-        return [node for node in self.graph if self.known(node)]
+        """Every node with a tracked input or output, in graph order (a subgraph's nodes after
+        the node holding it)."""
+        return [node for node in self.graph.all_nodes() if self.known(node)]
+
+    # ----- given edits and shared weights -------------------------------------------
+    def append_units(self, node: ir.Node, input_index: int, edit: Callable[[np.ndarray], np.ndarray]) -> None:
+        """The growth gives the new units of the constant at ``node.inputs[input_index]``
+        itself: ``edit`` is an :func:`~onnxgrow.widening.rules.common.appending` edit, which
+        the growth map records as fresh units (see :meth:`replace_edit`)."""
+        self.replace_edit(node, input_index, edit)
+
+    def replace_edit(self, node: ir.Node, input_index: int, edit: Callable[[np.ndarray], np.ndarray]) -> None:
+        """The growth gives the edit of the constant at ``node.inputs[input_index]`` itself:
+        when the group is rewritten, ``edit`` replaces the rule's edit of that input (the rule
+        must edit it: :meth:`rewrite` fails loudly on a given edit no rule asked for). It runs
+        at that moment, so it may read the channel map (:meth:`index`), the constants edited
+        before it (graph order) and draw from :attr:`rng`; it tells :data:`EDIT_LOG` what it
+        grew, as the edits of :mod:`onnxgrow.widening.rules.common` do."""
+        self._given[(node, input_index)] = edit
+
+    def share(self, root: ir.Value) -> None:
+        """Edits of the constant ``root`` change it in place for every node that reads it.
+
+        Without this, an edit of a constant that other nodes read too gives the edited input a
+        constant of its own. The caller vouches that every other reader accepts the change
+        (appending rows to a table leaves what every old id reads as it was)."""
+        self._shared.add(root)
 
     # ----- rewriting ----------------------------------------------------------------
-    def rewrite(self, q: int, init: Init, noise: float, seed: int, keep: frozenset[ir.Node] = frozenset()) -> None:
-        """Choose the map, check constraints, and let every touched node's rule rewrite it
-        (except the nodes in ``keep``, which the caller rewrites: a vocabulary's tied head)."""
-        self.cmap = build_channel_map(self.width, q, init, noise, seed)
+    def rewrite(self, q: int, init: Init, noise: float, seed: int) -> None:
+        """Choose the map, check constraints, and let every touched node's rule rewrite it.
+        ``q`` is the origin's new width (in :attr:`blocks` blocks)."""
+        self.cmap = build_channel_map(self.width, self.units(q), init, noise, seed)
         self._rng = np.random.default_rng(seed + 1)
         self.check(self.cmap)
         for node in self.touched_nodes():
-            if node in keep:
-                continue
             self._rules[node].rewrite(self, node, self.known(node))
+        if self._given:
+            node, index = next(iter(self._given))
+            raise AssertionError(f"the edit given for input {index} of {node_label(node)} was not used: "
+                                 "no rule edits that input")
         for value, embedding in self.tracked.items():
             self._update_shape(value, embedding)
 
-    def check(self, cmap: ChannelMap) -> None:
-        """Refuse a map that breaks a constraint of the group (uniform duplication, nodes that
-        must change together)."""
+    def check_together(self) -> None:
+        """Refuse the closed group when a node that must change with it lies outside it, or a
+        check left for the closed group fails (:meth:`check_when_closed`)."""
+        for node, check in self.closing_checks:
+            problem = check()
+            if problem:
+                self.refuse(node, problem)
         for node, others, reason in self.together_required:
             outside = [other for other in others if not self.known(other)]
             if outside:
                 self.refuse(node, f"{reason} {node_label(outside[0])}, which the widening does not change")
+
+    def check(self, cmap: ChannelMap) -> None:
+        """Refuse a map that breaks a constraint of the group (uniform duplication, nodes that
+        must change together)."""
+        self.check_together()
         if self.uniform_required and not cmap.uniform:
             where, why = next(iter(self.uniform_required.items()))
             raise RefusedError(
-                f"cannot widen {self.origin} from {self.width} to {cmap.q} with {cmap.init.value}: "
-                f"{why} at {where} is exact only when every unit is copied equally often "
-                f"(net2wider to a multiple of {self.width})",
+                f"cannot widen {self.origin} from {self.width * self.blocks} to {cmap.q * self.blocks} with "
+                f"{cmap.init.value}: {why} at {where} is exact only when every unit is copied equally often "
+                f"(net2wider to a multiple of {self.width * self.blocks})",
                 where,
             )
 
@@ -322,17 +466,21 @@ class GroupContext:
     def edit(
         self, node: ir.Node, input_index: int, fn: Callable[[np.ndarray], np.ndarray]
     ) -> None:
-        """Rewrite the constant at ``node.inputs[input_index]`` (never another node's view of it)."""
+        """Rewrite the constant at ``node.inputs[input_index]``: in place for every reader when its
+        root is shared (:meth:`share`), else never another node's view of it. An input whose edit
+        the growth gives (:meth:`replace_edit`, :meth:`append_units`) gets that edit instead of ``fn``."""
         before = node.inputs[input_index]
         ref = find_constant(before)
         if ref is None:
             self.refuse(node, f"input {input_index} must be a constant to be rewritten")
+        fn = self._given.pop((node, input_index), fn)
         old_shape = tuple(ref.tensor.shape.numpy())
-        old_view = tuple(old_shape[a] for a in chain_axes(ref, len(old_shape)))  # as the node sees it
+        old_view = tuple(ref.array().shape) if ref.reshaped else \
+            tuple(old_shape[a] for a in chain_axes(ref, len(old_shape)))  # as the node sees it
         log: list[AxisRecord] = []
         token = EDIT_LOG.set(log)
         try:
-            after = edit_constant(self.graph, node, input_index, fn)
+            after = edit_constant(self.graph, node, input_index, fn, shared=ref.root in self._shared)
         finally:
             EDIT_LOG.reset(token)
         if not log and isinstance(fn, AxisEdit) and fn.record is not None:  # computed later, while it is saved
@@ -341,10 +489,17 @@ class GroupContext:
             log.append(record)
         new_ref = find_constant(after)
         assert new_ref is not None
-        root_axes = chain_axes(new_ref, len(old_view))
-        root_old = [0] * len(old_view)
-        for view_axis, root_axis in enumerate(root_axes):
-            root_old[root_axis] = old_view[view_axis]
+        if new_ref.reshaped:  # records move to the root's axes; axes the chain inserted did not grow it
+            view_axes = new_ref.view_axes()
+            log = [replace(r, axis=root) for r in log
+                   if (root := view_axes[r.axis % len(view_axes)]) is not None]
+            root_axes: tuple[int, ...] = tuple(range(len(old_shape)))
+            root_old = list(old_shape)
+        else:
+            root_axes = chain_axes(new_ref, len(old_view))
+            root_old = [0] * len(old_view)
+            for view_axis, root_axis in enumerate(root_axes):
+                root_old[root_axis] = old_view[view_axis]
         self.edits.append(WeightEdit(node, input_index, _root_name(new_ref), root_axes, log, tuple(root_old)))
         self.changes.append(
             TensorChange(_root_name(new_ref), old_shape, tuple(new_ref.tensor.shape.numpy()), node.name or node.op_type)

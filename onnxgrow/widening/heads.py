@@ -1,4 +1,6 @@
-"""Attention heads: finding attention modules and growing their head count.
+"""Attention heads: growing an attention module's head count.
+
+Attention modules are found by :mod:`onnxgrow.structure.attention`.
 
 Heads are a block map over head_dim blocks. A projection whose output ``[.., H·d]`` is
 reshaped to ``[.., H, d]`` (a *head split*) feeds attention heads; growing ``H`` to
@@ -24,71 +26,26 @@ repeated ``r`` times by ``repeat_kv``) has two exact growths:
   values.
 
 Any other ``H2`` is refused with the values that are exact.
+
+With a key/value cache (model inputs concatenated with the keys and values, model outputs
+they become: :meth:`~onnxgrow.structure.Attention.cache`), a growth that changes the
+key/value heads would change those inputs and outputs: refused naming them. Query heads
+still grow within their key/value groups (the repeat makes their keys and values; the cache
+keeps its shape).
+
+:func:`growth_kinds` lists the growths an attention admits (one example each), which
+``inspect`` plans to offer only the counts that close; :func:`exact_counts` words them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass
 
-import onnx_ir as ir
-
-from onnxgrow.errors import GrowError, RefusedError
+from onnxgrow.errors import GrowError
 from onnxgrow.graph import rank_of
-from onnxgrow.names import module_path, weight_prefix
-from onnxgrow.widening.layers import Layer
+from onnxgrow.structure import Attention
 from onnxgrow.widening.layout import AxisLayout, Channel, Embedding
-from onnxgrow.widening.rules.shape_values import Const, constant_ints, entries
-
-#: Ops a projection's output may pass before its head split (bias, casts).
-_BEFORE_SPLIT = frozenset({"Add", "Identity", "Cast"})
-#: Contrib ops that compute attention in one kernel.
-FUSED_ATTENTION_OPS = frozenset({"Attention", "MultiHeadAttention", "GroupQueryAttention",
-                                 "PackedAttention", "PackedMultiHeadAttention", "DecoderMaskedMultiHeadAttention"})
-
-
-@dataclass(frozen=True)
-class HeadSplit:
-    """A projection whose output feeds heads: ``parts`` blocks (3 for fused qkv) of ``heads``
-    heads of ``head_dim`` columns."""
-
-    layer: Layer
-    heads: int
-    head_dim: int
-    parts: int = 1
-
-
-@dataclass
-class Attention:
-    """An attention module: its path (and the other names of it), its projections with head splits."""
-
-    path: str
-    splits: list[HeadSplit] = field(default_factory=list)
-    names: set[str] = field(default_factory=set)
-
-    def answers_to(self, name: str) -> bool:
-        """``name`` is one of the module's paths, or their tail (``layer.0.attention.self``)."""
-        return any(n == name or n.endswith(("." + name, "/" + name)) for n in self.names)
-
-    def lies_below(self, name: str) -> bool:
-        """``name`` is a module above this one (``encoder.layer.0.attention`` above ``...self``)."""
-        return any(f".{n}.".find(f".{name}.") >= 0 or n.startswith(name + "/") for n in self.names)
-
-    @property
-    def query(self) -> HeadSplit:
-        return max(self.splits, key=lambda s: s.heads)
-
-    @property
-    def heads(self) -> int:
-        return self.query.heads
-
-    @property
-    def kv_heads(self) -> int:
-        others = [s.heads for s in self.splits if s is not self.query]
-        return min(others) if others else self.heads
-
-    @property
-    def head_dim(self) -> int:
-        return self.query.head_dim
 
 
 @dataclass(frozen=True)
@@ -117,115 +74,6 @@ class HeadPlan:
     new_kv_heads: int
 
 
-def _parent_paths(layer: Layer) -> list[str]:
-    """The module paths of a projection's parent (node metadata, scopes, weight names), best first."""
-    paths = [module_path(layer.node) or "", *layer.names.full]
-    parents = []
-    for path in paths:
-        if not path or weight_prefix(path) is not None:
-            continue
-        sep = "/" if "/" in path else "."
-        if sep in path and (parent := path.rsplit(sep, 1)[0]) not in parents:
-            parents.append(parent)
-    return parents
-
-
-def _split_of(value: ir.Value, width: int) -> tuple[int, int] | None:
-    """``(heads, head_dim)`` when ``value`` (last axis ``width``) is reshaped to ``[.., heads, head_dim]``."""
-    for use in value.uses():
-        node = use.node
-        if node.op_type != "Reshape" or use.idx != 0 or node.domain not in ("", "ai.onnx"):
-            continue
-        target = entries(node.inputs[1], (node, 1))
-        out_rank = rank_of(node.outputs[0])
-        if target is None or len(target) < 2 or (out_rank is not None and out_rank != len(target)):
-            continue
-        last = target[-1]
-        dims = node.outputs[0].shape.dims if node.outputs[0].shape is not None else None
-        d = last.value if isinstance(last, Const) and last.value > 0 else (
-            dims[-1] if dims is not None and isinstance(dims[-1], int) else None)
-        if not d or width % d or (width == d and len(target) < 4):
-            continue  # one head only counts in a [B, T, 1, d] split (``x.view(-1, d)`` keeps an axis)
-        heads = width // d
-        before = target[-2]
-        annotated = dims[-2] if dims is not None else None
-        if (isinstance(before, Const) and before.value in (heads, -1)) or annotated == heads:
-            return heads, d
-    return None
-
-
-def head_split(layer: Layer) -> HeadSplit | None:
-    """The head split fed by ``layer``'s output, through a bias and a fused-qkv Split."""
-    value = layer.node.outputs[0]
-    width = layer.width
-    for _ in range(8):
-        found = _split_of(value, width)
-        if found is not None:
-            return HeadSplit(layer, found[0], found[1])
-        consumers = value.consumers()
-        if len(consumers) != 1:
-            return None
-        node = consumers[0]
-        if node.op_type == "Split" and node.domain in ("", "ai.onnx"):
-            parts = len(node.outputs)
-            sizes = constant_ints(node, 1) if len(node.inputs) > 1 and node.inputs[1] is not None else None
-            if width % parts or (sizes is not None and any(s * parts != width for s in sizes)):
-                return None
-            found = _split_of(node.outputs[0], width // parts)
-            return None if found is None else HeadSplit(layer, found[0], found[1], parts)
-        if node.op_type not in _BEFORE_SPLIT and not (node.op_type == "Reshape" and _keeps_last(node, width)):
-            return None
-        value = node.outputs[0]
-    return None
-
-
-def _keeps_last(node: ir.Node, width: int) -> bool:
-    """A Reshape that keeps the last axis (GPT-2's Conv1D view back to ``[B, T, width]``)."""
-    dims = node.outputs[0].shape.dims if node.outputs[0].shape is not None else None
-    return dims is not None and len(dims) > 0 and dims[-1] == width
-
-
-def find_attentions(layers: list[Layer]) -> list[Attention]:
-    """Attention modules: projections with head splits grouped by their parent module path."""
-    found: dict[str, Attention] = {}
-    for layer in layers:
-        if layer.op_type not in ("MatMul", "Gemm"):
-            continue
-        split = head_split(layer)
-        parents = _parent_paths(layer)
-        if split is None or not parents:
-            continue
-        attention = found.setdefault(parents[0], Attention(parents[0]))
-        attention.splits.append(split)
-        attention.names.update(parents)
-    return list(found.values())
-
-
-def fused_attention_node(model: ir.Model) -> ir.Node | None:
-    """A contrib attention kernel (com.microsoft Attention, MultiHeadAttention...) in the model."""
-    for node in model.graph.all_nodes():
-        if node.op_type in FUSED_ATTENTION_OPS and node.domain not in ("", "ai.onnx"):
-            return node
-    return None
-
-
-def find_attention(model: ir.Model, layers: list[Layer], name: str) -> Attention:
-    """The attention module ``name`` designates: its path, or a module above it holding one."""
-    attentions = find_attentions(layers)
-    hits = [a for a in attentions if a.answers_to(name)] or [a for a in attentions if a.lies_below(name)]
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1:
-        raise GrowError(f"attention name {name!r} is ambiguous; it matches: {', '.join(a.path for a in hits)}")
-    fused = fused_attention_node(model)
-    if fused is not None:
-        raise RefusedError(f"cannot grow the heads of {name!r}: attention is computed by the {fused.domain} "
-                           f"{fused.op_type} node {fused.name!r}, a fused kernel whose head split onnxgrow "
-                           "cannot rewrite", fused.name)
-    known = ", ".join(a.path for a in attentions) or "none found"
-    raise GrowError(f"no attention module named {name!r} (attention modules: {known})")
-
-
 def plan_heads(attention: Attention, heads: int, kv_heads: int | None = None) -> HeadPlan:
     """The channel-group view of growing ``attention`` to ``heads`` (and ``kv_heads``).
 
@@ -238,7 +86,24 @@ def plan_heads(attention: Attention, heads: int, kv_heads: int | None = None) ->
         raise GrowError(f"cannot grow attention {attention.path!r} from a single {unit}: an axis of size 1 "
                         "cannot be told apart from a broadcast one"
                         + ("; grow the query heads per key/value head instead" if unit != "head" else ""))
+    if plan.new_kv_heads != attention.kv_heads:
+        _check_cache(attention)
     return plan
+
+
+def _check_cache(attention: Attention) -> None:
+    """Refuse a growth of the key/value heads of an attention with a key/value cache."""
+    past, present = attention.cache()
+    if not past and not present:
+        return
+    names = ", ".join(repr(v.name) for v in past)
+    outputs = ", ".join(repr(v.name) for v in present)
+    instead = (f"; with a cache only query heads grow, within their key/value groups (multiples of "
+               f"{attention.kv_heads} with {attention.kv_heads} key/value heads)"
+               if attention.kv_heads != attention.heads else "")
+    raise GrowError(f"cannot grow the key/value heads of attention {attention.path!r}: they fill its key/value cache, "
+                    f"whose model inputs {names or '(none)'} and outputs {outputs or '(none)'} would change shape"
+                    f"{instead}")
 
 
 def _plan(attention: Attention, heads: int, kv_heads: int | None) -> HeadPlan:
@@ -278,20 +143,34 @@ def _plan(attention: Attention, heads: int, kv_heads: int | None) -> HeadPlan:
 
 def query_embedding(attention: Attention, plan: HeadPlan) -> Embedding:
     """Where the planned units sit in the query projection's output."""
-    return Embedding(-1, rank_of(attention.query.layer.node.outputs[0]), plan.layout)
+    return Embedding(-1, rank_of(attention.query.node.outputs[0]), plan.layout)
 
 
-def exact_counts(attention: Attention) -> str:
-    """The head counts ``--heads`` takes exactly, in words."""
+#: The kinds of head growth: all heads (as many key/value heads as query heads), query heads
+#: per key/value head (grouped-query attention, key/value heads kept), key/value heads with
+#: their groups.
+HEADS, PER_GROUP, GROUPS = "heads", "per-group", "groups"
+
+
+def growth_kinds(attention: Attention) -> dict[str, HeadPlan | GrowError]:
+    """Each kind of head growth ``attention`` has, as its smallest example plan (one more head,
+    one more query head per key/value head, one more key/value head with its group), or why
+    that kind is refused before planning (a single key/value head, a key/value cache)."""
     h, k = attention.heads, attention.kv_heads
-    if h == k:
-        return f"any count above {h}"
-    r = h // k
-    return (f"multiples of {k} above {h} (query heads per key/value head grow), or multiples of {r} "
-            f"with --kv-heads COUNT/{r} (key/value heads grow with their groups)")
+    examples = {HEADS: (h + 1, None)} if h == k else {PER_GROUP: (h + k, k), GROUPS: (h + h // k, k + 1)}
+    kinds: dict[str, HeadPlan | GrowError] = {}
+    for kind, (heads, kv_heads) in examples.items():
+        try:
+            kinds[kind] = plan_heads(attention, heads, kv_heads)
+        except GrowError as refused:
+            kinds[kind] = refused
+    return kinds
 
 
-def example_plan(attention: Attention) -> HeadPlan:
-    """The smallest growth of ``attention``'s heads (one more head, or one more per group)."""
-    return plan_heads(attention, attention.heads + attention.kv_heads if attention.kv_heads != attention.heads
-                      else attention.heads + 1)
+def exact_counts(attention: Attention, kinds: Collection[str]) -> str:
+    """The head counts ``--heads`` takes exactly, in words, for the growth ``kinds`` that plan."""
+    h, k = attention.heads, attention.kv_heads
+    words = {HEADS: f"any count above {h}",
+             PER_GROUP: f"multiples of {k} above {h} (query heads per key/value head grow)",
+             GROUPS: f"multiples of {h // k} with --kv-heads COUNT/{h // k} (key/value heads grow with their groups)"}
+    return ", or ".join(words[kind] for kind in (HEADS, PER_GROUP, GROUPS) if kind in kinds)

@@ -1,7 +1,8 @@
 """The growable layers of a model: producers with constant weights, and their names.
 
 A layer is a node some registered producer rule accepts (Gemm, MatMul with a constant
-weight, Conv with group 1, Gather from a constant embedding table). Nodes of those op
+weight, Conv or ConvTranspose that is not depthwise, Gather from a constant embedding table), in the
+main graph or inside an If branch or a Loop/Scan body. Nodes of those op
 types that are not growable are listed with the reason (nodes that are no candidate at
 all, like a Gather reading a shape, are skipped), and so are the recurrent and loop ops
 that carry weights no rule can grow (:data:`UNGROWABLE_OPS`: tf2onnx's LSTM and GRU).
@@ -15,17 +16,15 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from onnxgrow.constants import find_constant
 from onnxgrow.errors import GrowError
+from onnxgrow.graph import holder_of, node_names, subgraphs_of
 from onnxgrow.names import (
     NameIndex,
-    NamingContext,
     NodeNames,
+    distinct_display,
     generated_names,
-    names_of,
     naming_context,
     resolve,
-    weight_prefix,
 )
 from onnxgrow.widening.rules import PRODUCERS, Producer
 
@@ -34,7 +33,8 @@ ACTIVATIONS = frozenset({
     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Elu", "Selu", "Celu", "Gelu",
     "HardSigmoid", "HardSwish", "Mish", "ThresholdedRelu", "Clip", "PRelu", "Softmax", "LogSoftmax",
 })
-#: Ops that hold a layer's weights but that no rule grows, and why.
+#: Ops that hold a layer's weights but that no rule grows, and why (a Loop or Scan only when no
+#: layer inside its body can grow: then it is a recurrent layer, like tf2onnx's ``tf.while_loop``).
 UNGROWABLE_OPS = {
     "LSTM": "a recurrent LSTM has no widening or deepening rule",
     "GRU": "a recurrent GRU has no widening or deepening rule",
@@ -78,18 +78,6 @@ class NotGrowable:
     reason: str
 
 
-def _weight_names(node: ir.Node) -> list[str | None]:
-    """The parameter names of ``node``: the name its input carries when that is a weight
-    name (exporters that share one deduplicated initializer keep each parameter's own
-    name on an Identity), else the name of the constant behind it."""
-    names = []
-    for value in node.inputs[1:]:
-        ref = find_constant(value)
-        if ref is not None:
-            names.append(value.name if weight_prefix(value.name) else ref.root.name)  # type: ignore[union-attr]
-    return names
-
-
 def activation_after(value: ir.Value) -> ir.Node | None:
     """The activation applied to ``value``, looking through a bias Add, a BatchNorm (a Mul
     counts when an Add follows it), a Reshape."""
@@ -110,18 +98,27 @@ def activation_after(value: ir.Value) -> ir.Node | None:
     return None
 
 
-def node_names(node: ir.Node, generated: str | None = None, context: NamingContext | None = None) -> NodeNames:
-    """The names ``node`` answers to, its weights' names (and generated name) included."""
-    return names_of(node, _weight_names(node), generated, context)
+def all_generated_names(graph: ir.Graph) -> dict[ir.Node, str]:
+    """The generated name of every unnamed node of ``graph`` and of its subgraphs: the graph's
+    own (:func:`onnxgrow.names.generated_names`), and inside a subgraph the holding node's
+    name, the attribute's and the subgraph's own generated name (``If_0/then_branch/Conv_0``)."""
+    names = dict(generated_names(graph))
+    for node in graph:
+        for attribute, subgraph in subgraphs_of(node):
+            holder = node.name or names[node]
+            for inner, name in all_generated_names(subgraph).items():
+                names[inner] = f"{holder}/{attribute}/{name}"
+    return names
 
 
 def find_layers(model: ir.Model) -> tuple[list[Layer], list[NotGrowable]]:
-    """All growable layers of the main graph, and producer-type nodes that are not."""
+    """All growable layers of the model, inside If/Loop/Scan subgraphs too (in graph order, a
+    subgraph's after the node holding it), and producer-type nodes that are not."""
     layers: list[Layer] = []
     refused: list[NotGrowable] = []
-    generated = generated_names(model.graph)
+    generated = all_generated_names(model.graph)
     context = naming_context(model.graph)
-    for node in model.graph:
+    for node in model.graph.all_nodes():
         standard = node.domain in ("", "ai.onnx")
         describe = PRODUCERS.get(node.op_type) if standard else None
         if describe is None:
@@ -137,20 +134,23 @@ def find_layers(model: ir.Model) -> tuple[list[Layer], list[NotGrowable]]:
             refused.append(NotGrowable(node, names, found))
         else:
             layers.append(Layer(found, names, "", activation_after(node.outputs[0])))
+    inside = {id(node) for layer in layers for node in _holders_of(layer.node)}
+    refused = [item for item in refused  # a loop whose body has growable layers is no layer itself
+               if item.node.op_type not in ("Loop", "Scan") or id(item.node) not in inside]
     index = NameIndex(layer.names for layer in layers)
     for layer in layers:
-        layer.display = _unique_display(layer.names, index)
+        layer.display = distinct_display(layer.names, index)
     return layers, refused
 
 
-def _unique_display(names: NodeNames, everyone: NameIndex) -> str:
-    for candidate in (*names.full, *names.short, *names.exact):
-        try:
-            if everyone.resolve(candidate).node is names.node:
-                return candidate
-        except GrowError:
-            continue
-    return names.exact[0] if names.exact else names.node.op_type
+def _holders_of(node: ir.Node) -> list[ir.Node]:
+    """The If/Loop/Scan nodes holding ``node``, innermost first (for a loaded model, see
+    :func:`onnxgrow.graph.holder_of`)."""
+    holders = []
+    while (holder := holder_of(node.graph)) is not None:
+        holders.append(holder)
+        node = holder
+    return holders
 
 
 def find_layer(model: ir.Model, name: str, layers: list[Layer] | None = None,
@@ -167,11 +167,14 @@ def find_layer(model: ir.Model, name: str, layers: list[Layer] | None = None,
                 node_name = item.names.exact[0] if item.names.exact else ""
                 raise GrowError(f"{name!r} ({item.node.op_type} node {node_name!r}) cannot be "
                                 f"widened: {item.reason}") from None
-        generated = generated_names(model.graph)
+        generated = all_generated_names(model.graph)
         context = naming_context(model.graph)
-        other = [names for n in model.graph if name in (names := node_names(n, generated.get(n), context)).all()]
+        other = [names for n in model.graph.all_nodes()
+                 if name in (names := node_names(n, generated.get(n), context)).all()]
+        layer_nodes = {id(layer.node) for layer in layers}
+        other = [names for names in other if id(names.node) not in layer_nodes]  # layers: the name is ambiguous
         if other:
             node = other[0].node
             raise GrowError(f"{name!r} is a {node.op_type} node, not a growable layer "
-                            "(Gemm, MatMul with a constant weight, Conv, embedding Gather)") from None
+                            "(Gemm, MatMul with a constant weight, Conv, ConvTranspose, embedding Gather)") from None
         raise not_a_layer

@@ -11,6 +11,12 @@ of segments:
   ``Channel(1, H·W)``; NHWC flattened is ``Channel(H·W, 1)``; a depthwise conv with
   multiplier ``m`` makes ``Channel(1, m)``.
 
+An axis may also hold a dynamic size merged in front of the segments
+(:attr:`AxisLayout.outer`): decomposed attention reshapes ``[B, H, T, d]`` to
+``[B·H, T, d]``, so the batch repeats the heads along one axis of size ``B·H``. Position
+``b·size + p`` is position ``p`` of the segments in batch ``b``; no constant spans such an
+axis, so only ops that move it (Transpose, Reshape, batched MatMul, elementwise ops) carry it.
+
 Given the group's :class:`ChannelMap`, :meth:`AxisLayout.expand` turns this into
 per-position arrays for the widened axis: the old position each new position copies,
 its share for contracting ops, and whether it is a fresh unit.
@@ -69,20 +75,28 @@ class AxisIndex:
 
 @dataclass(frozen=True)
 class AxisLayout:
-    """The segments of one axis, in order."""
+    """The segments of one axis, in order, and the dynamic size merged in front of them
+    (``outer``: a symbol or product of symbols such as ``batch``; None when there is none)."""
 
     segments: tuple[Segment, ...] = (Channel(),)
+    outer: str | None = None
 
     def old_size(self, n: int) -> int:
+        """The size of the segments (per ``outer`` repeat) before widening."""
         return sum(s.old_size(n) for s in self.segments)
 
     def new_size(self, q: int) -> int:
         return sum(s.new_size(q) for s in self.segments)
 
+    def old_dim(self, n: int) -> int | str:
+        """The axis' size before widening: an int, or ``size*outer`` as a product of symbols."""
+        size = self.old_size(n)
+        return size if self.outer is None else f"{size}*{self.outer}"
+
     @property
     def is_plain(self) -> bool:
         """A bare channel axis: ``Channel(1, 1)`` alone."""
-        return self.segments == (Channel(),)
+        return self.segments == (Channel(),) and self.outer is None
 
     def scaled(self, inner: int) -> AxisLayout:
         """The layout after merging this axis with ``inner`` positions after it."""
@@ -90,20 +104,30 @@ class AxisLayout:
             tuple(
                 Fixed(s.length * inner) if isinstance(s, Fixed) else Channel(s.outer, s.inner * inner)
                 for s in self.segments
-            )
+            ),
+            self.outer,
         )
 
-    def repeated(self, outer: int) -> AxisLayout | None:
-        """The layout after merging ``outer`` positions before this axis; None if not expressible."""
+    def repeated(self, outer: int | str) -> AxisLayout | None:
+        """The layout after merging ``outer`` positions before this axis (a dynamic size: a
+        symbol, kept as :attr:`outer`); None if not expressible."""
         if outer == 1:
             return self
-        if len(self.segments) == 1 and isinstance(self.segments[0], Channel):
+        if isinstance(outer, str):
+            return AxisLayout(self.segments, outer if self.outer is None else f"{outer}*{self.outer}")
+        if self.outer is None and len(self.segments) == 1 and isinstance(self.segments[0], Channel):
             s = self.segments[0]
             return AxisLayout((Channel(s.outer * outer, s.inner),))
         return None
 
+    def without_outer(self) -> AxisLayout:
+        return AxisLayout(self.segments)
+
     def expand(self, cmap: ChannelMap) -> AxisIndex:
-        """Index arrays of the widened axis under ``cmap``."""
+        """Index arrays of the widened axis under ``cmap`` (not for an axis with a dynamic
+        ``outer``: no constant spans one)."""
+        if self.outer is not None:
+            raise ValueError(f"an axis holding a dynamic size ({self.outer}) has no index arrays")
         srcs, coefs, freshes = [], [], []
         offset = 0
         for seg in self.segments:

@@ -27,7 +27,7 @@ choices (:class:`OldProbabilities`):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -39,6 +39,7 @@ from onnxgrow.graph import node_label
 from onnxgrow.options import parse_choice
 from onnxgrow.widening.channel_map import Init
 from onnxgrow.widening.context import GroupContext
+from onnxgrow.widening.layout import Embedding
 from onnxgrow.widening.rules.common import fill
 
 #: The bias that keeps the old probabilities exact: exp(-1e4) is 0 in every float type.
@@ -46,6 +47,16 @@ NEW_CLASS_BIAS = -1.0e4
 #: Ops that only reshape, looked through between a bias and the Softmax.
 _RESHAPES = frozenset({"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze"})
 _NORMALISED = {"Softmax": "softmax", "LogSoftmax": "log_softmax"}
+
+
+@dataclass
+class OutputClasses:
+    """What a group that grows output classes found while it was closed: the model outputs
+    it reaches (with the way each carries the classes) and the Softmax/LogSoftmax nodes
+    that normalise over them (:attr:`GroupContext.classes <onnxgrow.widening.context.GroupContext.classes>`)."""
+
+    outputs: dict[ir.Value, Embedding] = field(default_factory=dict)
+    normalisers: list[ir.Node] = field(default_factory=list)
 
 
 class OldProbabilities(str, Enum):
@@ -66,14 +77,20 @@ def check_init(init: Init) -> None:
                            "random-pad (random weight rows), not net2wider", None)
 
 
+def classes_of(ctx: GroupContext) -> OutputClasses:
+    """The output classes of a group planned with them."""
+    assert ctx.classes is not None, "the group was planned without output classes"
+    return ctx.classes
+
+
 def check_last_layer(ctx: GroupContext, name: str) -> None:
     """Refuse a layer that feeds another layer, or whose classes are not the outputs' last axis."""
     if ctx.contractors:
         ctx.refuse(ctx.contractors[0], f"--new-outputs grows the last layer only, and {name} is not the "
                                        "last layer: its outputs feed this layer")
-    if not ctx.grown_outputs:
+    if not classes_of(ctx).outputs:
         ctx.refuse(None, "--new-outputs needs a layer whose outputs are model outputs")
-    for value, embedding in ctx.grown_outputs.items():
+    for value, embedding in classes_of(ctx).outputs.items():
         if embedding.axis != -1 or not embedding.layout.is_plain:
             ctx.refuse(value.producer(), f"the classes reach model output {value.name!r} on another axis "
                                          "than its last one; --new-outputs grows the last axis")
@@ -88,16 +105,13 @@ class GrownOutputs:
     words: str
 
 
-def finish(ctx: GroupContext, init: Init, old: OldProbabilities, name: str,
-           keep: frozenset[ir.Node] = frozenset()) -> GrownOutputs:
+def finish(ctx: GroupContext, init: Init, old: OldProbabilities, name: str) -> GrownOutputs:
     """After the group's rewrite: start the new classes (zero rows, the Softmax bias) and say
     what is preserved. Call :func:`plan_probabilities` before rewriting to refuse early.
-    The weights of the nodes in ``keep`` (a tied LM head: its rows are the new embedding
-    rows) are left as they are."""
+    Units the growth gave itself (``append`` edits: a vocabulary head's new rows) stay."""
+    found = classes_of(ctx)
     if init is Init.ZERO_PAD:
         for edit in list(ctx.edits):
-            if edit.node in keep and edit.input_index == 1:
-                continue
             for axis_edit in edit.axes:
                 if axis_edit.kind in ("produce", "gather") and axis_edit.fresh.any():
                     ctx.edit(edit.node, edit.input_index, _filler(axis_edit.axis, axis_edit.fresh, 0.0))
@@ -105,15 +119,15 @@ def finish(ctx: GroupContext, init: Init, old: OldProbabilities, name: str,
         for node, index in plan_probabilities(ctx, old).values():
             ctx.edit(node, index, _filler(-1, _fresh_along(ctx, node, index), NEW_CLASS_BIAS))
     n, q = ctx.width, ctx.cmap.q if ctx.cmap is not None else ctx.width
-    outputs = {value.name or "": (-1, n) for value in ctx.grown_outputs}
+    outputs = {value.name or "": (-1, n) for value in found.outputs}
     renormalise: dict[str, str] = {}
-    if ctx.normalisers and old is OldProbabilities.RENORMALISED:
-        for value in ctx.grown_outputs:
+    if found.normalisers and old is OldProbabilities.RENORMALISED:
+        for value in found.outputs:
             normaliser = _normaliser_of(value)
             if normaliser is not None:
                 renormalise[value.name or ""] = _NORMALISED[normaliser.op_type]
     names = ", ".join(outputs)
-    if not ctx.normalisers:
+    if not found.normalisers:
         kept = "old logits exact"
     elif old is OldProbabilities.EXACT:
         kept = "old probabilities exact (new classes start at probability 0)"
@@ -131,9 +145,9 @@ def plan_probabilities(ctx: GroupContext, old: OldProbabilities) -> dict[ir.Node
     probabilities exact; refuses when there is none (or, renormalised, when the Softmax is not
     what the model outputs)."""
     found: dict[ir.Node, tuple[ir.Node, int]] = {}
-    for softmax in ctx.normalisers:
+    for softmax in classes_of(ctx).normalisers:
         if old is OldProbabilities.RENORMALISED:
-            if not any(_normaliser_of(v) is softmax for v in ctx.grown_outputs):
+            if not any(_normaliser_of(v) is softmax for v in classes_of(ctx).outputs):
                 ctx.refuse(softmax, "its probabilities are not a model output, so they cannot be renormalised "
                                     "for the check; use --old-probabilities exact")
             continue

@@ -8,6 +8,7 @@ filter ``c`` on input channel ``c`` and 0 elsewhere; stride 1, dilation 1, pads
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,9 @@ class ConvKind:
             ir.AttrInt64("group", 1),
         ]
         return splice.node("Conv", [x, weight, bias], f"{scope}/Conv", like=x, attributes=attributes)
+
+    def weight_values(self, n: int) -> int:
+        return n * n * math.prod(self.kernel)
 
 
 @kind("Conv")

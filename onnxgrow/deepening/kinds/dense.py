@@ -32,6 +32,9 @@ class GemmKind:
         return splice.node("Gemm", [x, weight, bias], f"{scope}/Gemm", like=x,
                            attributes=[ir.AttrInt64("transB", self.trans_b)])
 
+    def weight_values(self, n: int) -> int:
+        return n * n
+
 
 @dataclass(frozen=True)
 class MatMulKind:
@@ -40,6 +43,9 @@ class MatMulKind:
         product = splice.node("MatMul", [x, weight], f"{scope}/MatMul", like=x)
         bias = splice.weight(f"{scope}.bias", np.zeros(n))
         return splice.node("Add", [product, bias], f"{scope}/Add", like=x)
+
+    def weight_values(self, n: int) -> int:
+        return n * n
 
 
 @kind("Gemm")

@@ -4,7 +4,8 @@ A kind is registered per op type of the layer deepened after (``@kind("Gemm")``)
 factory reads what the new layer must share with that layer (Gemm's ``transB``, the
 conv's kernel rank and size) and returns a :class:`LayerKind`, whose ``emit`` builds a
 square layer ``n → n`` reading ``x``: identity weights (``identity=True``) or zeros, and
-a zero bias, named after ``scope``.
+a zero bias, named after ``scope``; ``weight_values(n)`` says how many values that weight
+holds, for the memory check before anything is built.
 
 Adding a layer type is one module under ``onnxgrow/deepening/kinds/`` plus a test.
 """
@@ -24,6 +25,8 @@ class LayerKind(Protocol):
     """Builds new square layers of one kind."""
 
     def emit(self, splice: Splice, x: ir.Value, n: int, scope: str, *, identity: bool) -> ir.Value: ...
+
+    def weight_values(self, n: int) -> int: ...
 
 
 KINDS: dict[str, Callable[[ir.Node], LayerKind]] = {}

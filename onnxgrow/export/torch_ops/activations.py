@@ -1,4 +1,4 @@
-"""Activations and other unary ops, Softmax/LogSoftmax, Clip, PRelu."""
+"""Activations and other unary ops (IsNaN and IsInf among them), Softmax/LogSoftmax, Clip, PRelu."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ _UNARY: dict[str, Callable[[Tensor], Tensor]] = {
     "Exp": torch.exp, "Log": torch.log, "Sqrt": torch.sqrt, "Abs": torch.abs, "Neg": torch.neg,
     "Reciprocal": torch.reciprocal, "Floor": torch.floor, "Ceil": torch.ceil, "Round": torch.round,
     "Sin": torch.sin, "Cos": torch.cos, "Sign": torch.sign, "Not": torch.logical_not,
-    "Softsign": F.softsign, "HardSwish": F.hardswish, "Mish": F.mish,
+    "Softsign": F.softsign, "HardSwish": F.hardswish, "Mish": F.mish, "IsNaN": torch.isnan,
 }
 
 
@@ -24,6 +24,15 @@ def _unary(call: OpCall, inputs: Inputs) -> Tensor:
 
 
 torch_op(*_UNARY)(_unary)
+
+
+@torch_op("IsInf")
+def is_inf(call: OpCall, inputs: Inputs) -> Tensor:
+    """True at +inf unless ``detect_positive=0``, at -inf unless ``detect_negative=0``."""
+    x = inputs[0]
+    positive = torch.isposinf(x) if call.attr("detect_positive", 1) else torch.zeros_like(x, dtype=torch.bool)
+    negative = torch.isneginf(x) if call.attr("detect_negative", 1) else torch.zeros_like(x, dtype=torch.bool)
+    return positive | negative
 
 
 @torch_op("LeakyRelu")

@@ -1,4 +1,4 @@
-"""BatchNormalization, LayerNormalization, InstanceNormalization, GroupNormalization.
+"""BatchNormalization, LayerNormalization, InstanceNormalization, GroupNormalization, LRN.
 
 BatchNormalization follows the module's mode like ``nn.BatchNorm``: in eval it uses the
 running statistics (the ONNX inference semantics); in training it normalises with the
@@ -56,3 +56,17 @@ def group_norm(call: OpCall, inputs: Inputs) -> Tensor:
         scale = torch.repeat_interleave(scale, channels // groups)
         bias = torch.repeat_interleave(bias, channels // groups)
     return F.group_norm(x, groups, scale, bias, call.attr("epsilon", 1e-5))
+
+
+@torch_op("LRN")
+def local_response_norm(call: OpCall, inputs: Inputs) -> Tensor:
+    """``x / (bias + alpha/size · Σ x²)^beta``, the sum over the ``size`` channels from
+    ``c - ⌊(size-1)/2⌋`` to ``c + ⌈(size-1)/2⌉`` (zeros past the edges). For an even
+    size the window leans the other way from ``F.local_response_norm``'s, so the sum is
+    pooled here."""
+    x = inputs[0]
+    size = call.attr("size")
+    squares = (x * x).reshape(x.shape[0], 1, x.shape[1], -1)
+    squares = F.pad(squares, (0, 0, (size - 1) // 2, size // 2))
+    mean = F.avg_pool2d(squares, (size, 1), stride=1).reshape(x.shape)
+    return x / (call.attr("bias", 1.0) + call.attr("alpha", 1e-4) * mean) ** call.attr("beta", 0.75)

@@ -1,5 +1,5 @@
 """Reductions (ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL1/L2,
-ReduceSumSquare, ReduceLogSumExp) and ArgMax/ArgMin.
+ReduceSumSquare, ReduceLogSumExp), ArgMax/ArgMin and the running sum CumSum.
 
 Axes are the ``axes`` attribute before opset 18 (13 for ReduceSum) and an input after;
 no axes reduce everything, unless ``noop_with_empty_axes`` makes that the identity.
@@ -64,3 +64,19 @@ def arg_max(call: OpCall, inputs: Inputs) -> Tensor:
 @torch_op("ArgMin")
 def arg_min(call: OpCall, inputs: Inputs) -> Tensor:
     return _arg(call, inputs, torch.argmin)
+
+
+@torch_op("CumSum")
+def cum_sum(call: OpCall, inputs: Inputs) -> Tensor:
+    """Running sums along the axis given as input 1, in the input's dtype; ``reverse``
+    sums from the end, ``exclusive`` leaves each element out of its own sum (the sums
+    shifted by one, a zero first)."""
+    x = inputs[0]
+    axis = normalize_axis(inputs.ints(1)[0], x.dim())
+    if call.attr("reverse", 0):
+        x = torch.flip(x, dims=[axis])
+    sums = torch.cumsum(x, dim=axis, dtype=x.dtype)
+    if call.attr("exclusive", 0):
+        zero = torch.zeros_like(x.narrow(axis, 0, min(1, x.shape[axis])))
+        sums = torch.cat([zero, sums.narrow(axis, 0, x.shape[axis] - zero.shape[axis])], dim=axis)
+    return torch.flip(sums, dims=[axis]) if call.attr("reverse", 0) else sums

@@ -1,10 +1,11 @@
 """The PyTorch op registry: one function per ONNX op type, computing the op's ONNX semantics.
 
 An op function receives an :class:`OpCall` (the node's attributes as Python values, the
-model's opset, whether the module is training, the node's name for messages) and the
-node's inputs as tensors (``None`` for an omitted optional input), and returns the
-node's output tensor or a tuple of them. Weights arrive as the module's
-``nn.Parameter``\\ s (in the layout the ONNX node expects), so gradients flow into them.
+model's opset, whether the module is training, the node's name for messages, and its
+subgraphs as functions that run them) and the node's inputs as tensors (``None`` for an
+omitted optional input), and returns the node's output tensor or a tuple of them. Weights
+arrive as the module's ``nn.Parameter``\\ s (in the layout the ONNX node expects), so
+gradients flow into them.
 
 Adding an op is one ``@torch_op("OpType")`` function in a module of this package, plus
 a test comparing it with onnxruntime.
@@ -13,7 +14,7 @@ a test comparing it with onnxruntime.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ class OpCall:
     node: str
     op_type: str
     outputs: int = 1  # how many outputs the node has
+    #: subgraph attribute name (an If's then_branch, else_branch) → runs it, returns its outputs
+    branches: Mapping[str, Callable[[], tuple[Tensor, ...]]] = field(default_factory=dict)
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)

@@ -1,5 +1,5 @@
 """Ops that move, select or describe data: Flatten, Reshape, Transpose, Concat, Split,
-Slice, Squeeze, Unsqueeze, Shape, Size, Gather, Expand, Tile, Pad, Range,
+Slice, Squeeze, Unsqueeze, Shape, Size, Expand, Tile, Pad, Range, Trilu,
 ConstantOfShape, Identity, Dropout."""
 
 from __future__ import annotations
@@ -127,17 +127,6 @@ def shape(call: OpCall, inputs: Inputs) -> Tensor:
 @torch_op("Size")
 def size(call: OpCall, inputs: Inputs) -> Tensor:
     return torch.tensor(inputs[0].numel(), dtype=torch.int64, device=inputs[0].device)
-
-
-@torch_op("Gather")
-def gather(call: OpCall, inputs: Inputs) -> Tensor:
-    """``out[..., idx..., ...]``: negative indices count from the end of ``axis``."""
-    data, indices = inputs[0], inputs[1]
-    axis = normalize_axis(call.attr("axis", 0), data.dim())
-    indices = indices.long()
-    indices = torch.where(indices < 0, indices + data.shape[axis], indices)
-    picked = torch.index_select(data, axis, indices.reshape(-1))
-    return picked.reshape(*data.shape[:axis], *indices.shape, *data.shape[axis + 1:])
 
 
 @torch_op("Expand")

@@ -8,7 +8,9 @@ The edits, for a weight axis that the widened channels index:
   are 0, or random for random-pad);
 - *gather*: per-channel parameters (bias, BatchNorm statistics, a per-channel constant)
   copy position ``src[j]``;
-- *fill*: chosen positions set to one value (new classes' zero rows, their bias).
+- *fill*: chosen positions set to one value (new classes' zero rows, their bias);
+- *append*: new units the growth gives itself appended (a vocabulary's new rows:
+  :meth:`~onnxgrow.widening.context.GroupContext.append_units`).
 
 Each edit also tells :data:`~onnxgrow.widening.context.EDIT_LOG`, when one is open (see
 :meth:`~onnxgrow.widening.context.GroupContext.edit`), which axis it grew and how: the
@@ -23,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxgrow.constants import PASS_THROUGH_OPS, find_constant
-from onnxgrow.graph import const_shape, model_input_behind
+from onnxgrow.graph import const_shape, holder_of, model_input_behind, node_label
 from onnxgrow.grown_tensors import AxisEdit
 from onnxgrow.widening.channel_map import Init
 from onnxgrow.widening.context import EDIT_LOG, AxisRecord, GroupContext
@@ -35,15 +37,23 @@ def weight_problem(value: ir.Value | None, what: str) -> str:
     """Why the weight ``value`` cannot be rewritten ('' when it is a constant).
 
     An initializer that is also a graph input is no constant: callers may feed another
-    value at run time, so onnxgrow leaves it alone. A computed weight is reported with
-    the node computing it (through Identity/Transpose); a DequantizeLinear there means a
-    quantized weight.
+    value at run time, so onnxgrow leaves it alone unless the model was loaded with
+    ``weights_as_constants`` (before IR version 4 they are constants anyway, docs/design.md
+    §10). A computed weight is reported with the node computing it (through
+    Identity/Transpose); a DequantizeLinear there means a quantized weight.
     """
     if value is None or find_constant(value) is not None:
         return ""
     root = model_input_behind(value)
+    holder = holder_of(root.graph) if root is not None else None
+    if root is not None and holder is not None:
+        passed = {"Loop": "a loop-carried value", "Scan": "a state or scanned input"}.get(holder.op_type, "an input")
+        return f"its {what} {root.name!r} is {passed} of {node_label(holder)}, not a constant"
     if root is not None:
-        return f"its {what} {root.name!r} is a model input (callers may replace it at run time), not a constant"
+        reason = f"its {what} {root.name!r} is a model input (callers may replace it at run time), not a constant"
+        if root.const_value is not None:  # an initializer listed as an input (IR >= 4)
+            reason += "; --weights-as-constants treats the weights listed as inputs as constants"
+        return reason
     node = computing_node(value)
     if node is None:
         return f"its {what} is computed at run time, not a constant"
@@ -128,6 +138,24 @@ def fill(array: np.ndarray, axis: int, where: np.ndarray, value: float) -> np.nd
     out = np.array(array, copy=True)
     np.moveaxis(out, axis, 0)[np.asarray(where, dtype=bool)] = value
     return out
+
+
+def append(array: np.ndarray, axis: int, block: np.ndarray) -> np.ndarray:
+    """``array`` with ``block`` appended along ``axis`` (in ``array``'s dtype); the new
+    positions are fresh units."""
+    axis %= array.ndim
+    out = np.concatenate([array, block.astype(array.dtype, copy=False)], axis=axis)
+    log = EDIT_LOG.get()
+    if log is not None:
+        old, new = array.shape[axis], out.shape[axis]
+        fresh = np.arange(new) >= old
+        log.append(AxisRecord("append", axis, np.where(fresh, 0, np.arange(new)), np.ones(new), fresh))
+    return out
+
+
+def appending(axis: int, new_units: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`append` as an edit: ``new_units(old)`` gives the block to append."""
+    return lambda array: append(array, axis, new_units(array))
 
 
 def _spread(array: np.ndarray) -> float:

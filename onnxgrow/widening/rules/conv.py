@@ -1,11 +1,21 @@
-"""Conv (1-D/2-D/3-D): ``W [M, C/group, k...]``, bias ``[M]``.
+"""Conv and ConvTranspose (1-D/2-D/3-D).
 
-- group 1, producer: output channels M gathered (filters and bias).
-- group 1, contractor: input channels C of the filters gathered and scaled by the shares.
-- depthwise (group = C, M = m·C): each output channel reads one input channel, so the op
-  *carries* the channels: output channel ``c·m + r`` follows input channel ``c``; filters
-  and bias are gathered with the output's map and ``group`` becomes the new C.
-- other grouped convs mix channels within groups: refused.
+Conv: ``W [M, C/group, k...]``; ConvTranspose: ``W [C, M/group, k...]``; bias ``[M]``.
+
+- Producer: output channels M gathered (filters and bias).
+- Contractor: input channels C of the filters gathered and scaled by the shares.
+- Grouped (``group = G``, not depthwise): group ``g`` reads input channels
+  ``[g·C/G, (g+1)·C/G)`` and writes output channels ``[g·M/G, (g+1)·M/G)``. Its channels are
+  a block map (docs/design.md §1): as a producer, the output's layout is cut into its G groups
+  (:func:`cuts.cut`), which must be alike, so each group grows alike and copies stay in their
+  unit's group; as a contractor, the input's layout likewise, and each group's filter rows
+  are divided within the group. A layout that is not yet in blocks of the groups asks for
+  finer blocks; a new width the group count does not divide is then refused, naming the node.
+  ``group`` stays G.
+- Depthwise (``G = C``, one input channel per group, ``m`` outputs each): each output channel
+  reads one input channel, so the op *carries* the channels: output channel ``c·m + r``
+  follows input channel ``c``; filters and bias are gathered with the output's map and
+  ``group`` becomes the new C.
 
 The bias may also be a scalar broadcast at run time to the number of filters (the dynamo
 exporter without its optimizer writes ``Expand(CastLike(0.0, x), Shape(W)[:1])`` for
@@ -21,8 +31,9 @@ from onnxgrow.constants import find_constant
 from onnxgrow.graph import const_shape
 from onnxgrow.names import weight_prefix
 from onnxgrow.widening.context import GroupContext, Known
-from onnxgrow.widening.layout import AxisIndex, Embedding
+from onnxgrow.widening.layout import AxisIndex, AxisLayout, Embedding
 from onnxgrow.widening.rules.common import contracting, gathering, producing, uniform_fill, weight_problem
+from onnxgrow.widening.rules.cuts import cut
 from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
@@ -42,12 +53,23 @@ def _bias_problem(node: ir.Node) -> str:
     return weight_problem(bias, "bias")
 
 
-def _is_depthwise(node: ir.Node, w: tuple[int, ...]) -> bool:
-    group = node.attributes.get_int("group", 1)
-    return group > 1 and w[1] == 1 and w[0] % group == 0
+class _Shape:
+    """The channel counts of a Conv or ConvTranspose and the axes of its filters."""
+
+    def __init__(self, node: ir.Node, w: tuple[int, ...]) -> None:
+        self.group = node.attributes.get_int("group", 1)
+        self.transposed = node.op_type == "ConvTranspose"
+        self.out_axis, self.in_axis = (1, 0) if self.transposed else (0, 1)
+        self.inputs = w[0] if self.transposed else w[1] * self.group
+        self.outputs = w[1] * self.group if self.transposed else w[0]
+
+    @property
+    def depthwise(self) -> bool:
+        """One input channel per group (and a whole number of outputs per group)."""
+        return self.group > 1 and self.inputs == self.group and self.outputs % self.group == 0
 
 
-@producer("Conv")
+@producer("Conv", "ConvTranspose")
 def describe_conv(node: ir.Node) -> Producer | str:
     w = _weight_shape(node)
     if w is None:
@@ -56,17 +78,34 @@ def describe_conv(node: ir.Node) -> Producer | str:
     problem = _bias_problem(node)
     if problem:
         return problem
-    group = node.attributes.get_int("group", 1)
-    if group != 1:
-        kind = "depthwise" if _is_depthwise(node, w) else "grouped"
-        return (f"{kind} convolution (group={group}) ties its output channels to its input "
+    shape = _Shape(node, w)
+    if shape.depthwise:
+        return (f"depthwise convolution (group={shape.group}) ties its output channels to its input "
                 "channels; widen the layer that feeds it")
-    return Producer(node, w[0], _channel_embedding(len(w)), node.inputs[1], bias)  # type: ignore[arg-type]
+    return Producer(node, shape.outputs, _channel_embedding(len(w)), node.inputs[1], bias)  # type: ignore[arg-type]
 
 
-@rule("Conv")
+def _groups(ctx: GroupContext, node: ir.Node, layout: AxisLayout, group: int, what: str) -> AxisLayout:
+    """The layout of one of the ``group`` groups of a grouped conv's ``what`` channels (all
+    alike); asks for finer blocks or refuses when they are not."""
+    size = layout.old_size(ctx.width) // group
+    parts = cut(layout, ctx.width, [size] * group)
+    reason = (f"grouped convolution (group={group}) {what} in {group} groups of {size} channels, "
+              "and a copy must stay in its unit's group")
+    if isinstance(parts, int):
+        ctx.require_blocks(node, parts, reason)
+    if isinstance(parts, str):
+        ctx.refuse(node, f"{reason}: {parts}")
+    assert isinstance(parts, list)
+    if len(set(parts)) > 1:
+        ctx.refuse(node, f"{reason}: the widened channels would make its groups unequal")
+    return parts[0]
+
+
+@rule("Conv", "ConvTranspose")
 class ConvRule:
-    """Conv produces and contracts channels (group 1) or carries them (depthwise)."""
+    """Conv and ConvTranspose produce and contract channels (in blocks when grouped) or carry
+    them (depthwise)."""
 
     def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
@@ -80,19 +119,26 @@ class ConvRule:
         channel = _channel_embedding(len(w))
         for v in (x, y):
             if v in known and known[v].axis != channel.axis:
-                ctx.refuse(node, "the channels reach a spatial or batch axis of Conv")
-        group = node.attributes.get_int("group", 1)
-        if group == 1:
-            if y in known:
-                if not known[y].layout.is_plain or w[0] != ctx.width:
-                    ctx.refuse(node, "output channels do not match the group")
-                ctx.mark_producer(node)
-            if x in known:
-                ctx.mark_contractor(node)
+                ctx.refuse(node, f"the channels reach a spatial or batch axis of {node.op_type}")
+        shape = _Shape(node, w)
+        if shape.depthwise:
+            self._carry(ctx, node, known, shape, channel)
             return
-        if not _is_depthwise(node, w):
-            ctx.refuse(node, f"grouped convolution (group={group}) mixes channels within groups")
-        multiplier = w[0] // group
+        if y in known:
+            if known[y].layout.old_size(ctx.width) != shape.outputs:
+                ctx.refuse(node, "output channels do not match the group")
+            if shape.group > 1:
+                _groups(ctx, node, known[y].layout, shape.group, "writes its output")
+            ctx.mark_producer(node)
+        if x in known:
+            if shape.group > 1:
+                _groups(ctx, node, known[x].layout, shape.group, "reads its input")
+            ctx.mark_contractor(node)
+
+    @staticmethod
+    def _carry(ctx: GroupContext, node: ir.Node, known: Known, shape: _Shape, channel: Embedding) -> None:
+        x, y = node.inputs[0], node.outputs[0]
+        multiplier = shape.outputs // shape.group
         if x in known:
             ctx.track(y, channel.with_layout(known[x].layout.scaled(multiplier)), node)
         elif y in known:
@@ -103,19 +149,26 @@ class ConvRule:
 
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        if node.attributes.get_int("group", 1) == 1:
-            if y in known:
-                idx = ctx.index(y)
-                _rewrite_bias(ctx, node, idx)
-                ctx.edit(node, 1, producing(0, idx, ctx.rng))
-            if x in known:
-                idx = ctx.index(x)
-                ctx.edit(node, 1, contracting(1, idx, ctx.channel_map.init, ctx.rng))
+        w = _weight_shape(node)
+        assert w is not None
+        shape = _Shape(node, w)
+        if shape.depthwise:
+            idx = ctx.index(y)
+            _rewrite_bias(ctx, node, idx)
+            ctx.edit(node, 1, gathering(0, ctx.index(x) if shape.transposed else idx))
+            node.attributes["group"] = ir.AttrInt64("group", len(ctx.index(x)))
             return
-        idx = ctx.index(y)
-        _rewrite_bias(ctx, node, idx)
-        ctx.edit(node, 1, gathering(0, idx))
-        node.attributes["group"] = ir.AttrInt64("group", len(ctx.index(x)))
+        if y in known:
+            idx = ctx.index(y)
+            _rewrite_bias(ctx, node, idx)
+            if shape.transposed and shape.group > 1:  # W's output axis is one group's
+                idx = _groups(ctx, node, known[y].layout, shape.group, "writes its output").expand(ctx.channel_map)
+            ctx.edit(node, 1, producing(shape.out_axis, idx, ctx.rng))
+        if x in known:
+            idx = ctx.index(x)
+            if not shape.transposed and shape.group > 1:  # W's input axis is one group's
+                idx = _groups(ctx, node, known[x].layout, shape.group, "reads its input").expand(ctx.channel_map)
+            ctx.edit(node, 1, contracting(shape.in_axis, idx, ctx.channel_map.init, ctx.rng))
 
 
 def _rewrite_bias(ctx: GroupContext, node: ir.Node, idx: AxisIndex) -> None:

@@ -17,27 +17,28 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxgrow.graph import BINARY_OPS, UNARY_OPS, const_shape, dim_at, rank_of
+from onnxgrow.graph import BINARY_OPS, UNARY_OPS, const_shape, rank_of
 from onnxgrow.widening.context import GroupContext, Known, any_embedding
 from onnxgrow.widening.rules.common import broadcast_axis, constant_through_casts, gather_per_channel
+from onnxgrow.widening.rules.known_dims import known_dim, known_rank
 from onnxgrow.widening.rules.registry import rule
 
 #: Ops whose output keeps the rank of input 0 and can only shrink its axes.
 _SHRINKING = frozenset({"Slice", "Cast", "Not", "Identity"})
 
 
-def _size_along(value: ir.Value, axis: int) -> int | str | None:
-    """``value``'s size along negative ``axis``; when shape inference left it unknown (or a
-    symbol), 1 if ``value`` is a slice (or cast) of a tensor of size 1 there (a causal mask
-    cut to the sequence length: ``bias[:, :, :t, :t]``)."""
-    size = dim_at(value, axis)
+def _size_along(ctx: GroupContext, value: ir.Value, axis: int) -> int | str | None:
+    """``value``'s size along negative ``axis`` (as :mod:`known_dims` derives it); when still
+    unknown (or a symbol), 1 if ``value`` is a slice (or cast) of a tensor of size 1 there (a
+    causal mask cut to the sequence length: ``bias[:, :, :t, :t]``)."""
+    size = known_dim(value, axis, ctx.dims_memo)
     node = value.producer()
     while (not isinstance(size, int) and node is not None and node.op_type in _SHRINKING
            and node.domain in ("", "ai.onnx")):
         source = node.inputs[0]
         if source is None or rank_of(source) != rank_of(value):
             return size
-        before = dim_at(source, axis)
+        before = known_dim(source, axis, ctx.dims_memo)
         if isinstance(before, int):
             return 1 if before == 1 else size
         node = source.producer()
@@ -79,7 +80,7 @@ class BroadcastRule:
                     ctx.refuse(node, f"constant {operand.name!r} of shape {list(shape)} does not "
                                      f"broadcast over {old} channels")
                 continue
-            size, rank = _size_along(operand, axis), rank_of(operand)
+            size, rank = _size_along(ctx, operand, axis), known_rank(operand, ctx.dims_memo)
             broadcasts = size == 1 or (rank is not None and rank < -axis)
             if not broadcasts:
                 ctx.carry(node, embedding, (operand,))

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxgrow.graph import const_shape, dim_at, model_input_behind, rank_of
+from onnxgrow.graph import const_shape, model_input_behind, rank_of
 from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import Channel, Embedding
 from onnxgrow.widening.rules.common import computing_node, contracting, is_quantization, producing, weight_problem
+from onnxgrow.widening.rules.known_dims import known_dim, known_rank
 from onnxgrow.widening.rules.registry import Producer, producer, rule
 
 
@@ -76,7 +77,7 @@ def _propagate_batched(ctx: GroupContext, node: ir.Node, known: Known) -> None:
     """``A @ B`` of two computed tensors: channels on a batch axis, A's rows or B's columns."""
     a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
     assert a is not None and b is not None
-    ranks = [rank_of(v) for v in (a, b, y)]
+    ranks = [known_rank(v, ctx.dims_memo) for v in (a, b, y)]
     if any(r is None or r < 2 for r in ranks):
         ctx.refuse(node, "it multiplies two tensors computed at run time whose ranks are unknown")
     value, embedding = next(iter(known.items()))
@@ -84,9 +85,10 @@ def _propagate_batched(ctx: GroupContext, node: ir.Node, known: Known) -> None:
     if axis <= -3:
         old = embedding.layout.old_size(ctx.width)
         for operand in (a, b):
-            broadcasts = (rank_of(operand) or 0) < -axis or (dim_at(operand, axis) == 1 and old != 1)
+            rank = known_rank(operand, ctx.dims_memo)
+            broadcasts = (rank or 0) < -axis or (known_dim(operand, axis, ctx.dims_memo) == 1 and old != 1)
             if not broadcasts:
-                ctx.track(operand, embedding.with_axis(axis, rank_of(operand)), node)
+                ctx.track(operand, embedding.with_axis(axis, rank), node)
         ctx.track(y, embedding.with_axis(axis, ranks[2]), node)
         return
     row = (value is a and axis == -2) or (value is b and axis == -1) or (value is y and axis in (-2, -1))

@@ -6,6 +6,12 @@
   plain carriers. Over the channels: the mean and variance are unchanged only when
   every unit is copied the same number of times (``q = k·n``) and no fresh unit is
   added, so the group requires uniform duplication; scale and bias are gathered.
+- LRN divides channel ``c`` (axis 1) by ``(bias + alpha/size · Σ x²)^beta`` over the ``size``
+  channels around ``c``. Widened channels on axis 1 are refused: a copy appended after the
+  old channels has other neighbours than its unit, and the last old channels gain new
+  neighbours, so copies (net2wider) and new random units (zero-pad) both change the sums
+  of squares. Widened channels on another axis (a spatial one) are carried: LRN acts on
+  each of their positions alike.
 """
 
 from __future__ import annotations
@@ -64,3 +70,22 @@ class LayerNormRule:
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         """Scale and bias that span the channels are gathered with the map."""
         gather_per_channel(ctx, node, node.outputs[0], range(1, len(node.inputs)))
+
+
+@rule("LRN")
+class LocalResponseNormRule:
+    """LRN normalises across axis 1: refused when the channels are there, carried otherwise."""
+
+    def propagate(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        embedding = any_embedding(known)
+        rank = embedding_rank(embedding, node.inputs[0], node.outputs[0])
+        if rank is None or rank + embedding.axis == 1:
+            size = node.attributes.get_int("size", 0)
+            ctx.refuse(node, f"LRN divides each channel by the squares of its {size} neighbouring channels; a "
+                             "copy appended after the old channels has other neighbours than its unit and the "
+                             "last old channels gain new ones, so neither copies (net2wider) nor new random "
+                             "units (zero-pad) keep its output")
+        ctx.carry(node, embedding, (node.inputs[0], node.outputs[0]), rank)
+
+    def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
+        """Nothing to change: the channels lie on an axis LRN acts on elementwise."""

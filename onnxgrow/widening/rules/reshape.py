@@ -31,22 +31,17 @@ import onnx_ir as ir
 from onnxgrow.widening.context import GroupContext, Known
 from onnxgrow.widening.layout import AxisLayout, Channel, Embedding
 from onnxgrow.widening.rules.dims import Dim, product, static_product
+from onnxgrow.widening.rules.known_dims import known_dims, scaled_size
 from onnxgrow.widening.rules.registry import rule
 from onnxgrow.widening.rules.shape_values import (
     Const,
     DimOf,
     Entry,
+    channel_count,
     entries,
-    rewrite_entry,
-    shape_readers,
-    shared_path,
+    rewrite_size_entry,
+    size_entry_problem,
 )
-
-
-def _symbolic_dims(value: ir.Value | None) -> list[Dim] | None:
-    if value is None or value.shape is None:
-        return None
-    return [d if isinstance(d, int) else str(d) for d in value.shape.dims]
 
 
 def _blocks(src: list[Dim], dst: list[Dim]) -> list[tuple[range, range]] | None:
@@ -86,7 +81,11 @@ def _blocks(src: list[Dim], dst: list[Dim]) -> list[tuple[range, range]] | None:
 
 
 def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> Embedding | str:
-    """The embedding of the output of a reshape from ``src`` to ``dst`` dims."""
+    """The embedding of the output of a reshape from ``src`` to ``dst`` dims.
+
+    Axes of dynamic size merged in front of the channels become the layout's ``outer``
+    (``[B, H, T, d]`` → ``[B·H, T, d]`` in decomposed attention); splitting them off again
+    (``[B·H, d, T]`` → ``[B, H, d, T]``) needs output axes whose product is that size."""
     t = len(src) + embedding.axis
     blocks = _blocks(src, dst)
     if blocks is None:
@@ -97,29 +96,51 @@ def _reshaped(embedding: Embedding, n: int, src: list[Dim], dst: list[Dim]) -> E
     ins, outs = next(b for b in blocks if t in b[0])
     if len(ins) == 1 and len(outs) == 1:
         return Embedding(outs[0] - len(dst), len(dst), embedding.layout)
-    outer = static_product(src[k] for k in range(ins.start, t))
+    before = [src[k] for k in range(ins.start, t)]
+    outer: int | str | None = static_product(before)
+    if outer is None:
+        outer = product(before).as_dim()
     inner = static_product(src[k] for k in range(t + 1, ins.stop))
-    sizes = [d for d in (dst[k] for k in outs) if isinstance(d, int)]
-    if outer is None or inner is None or len(sizes) != len(outs):
-        return "it merges the channels with axes of dynamic size"
+    if inner is None:
+        return "it merges the channels with axes of dynamic size after them"
     merged = embedding.layout.scaled(inner).repeated(outer)
     if merged is None:
         return "it merges concatenated channels with other axes"
     if len(outs) == 1:
         return Embedding(outs[0] - len(dst), len(dst), merged)
+    return _split(merged, n, [dst[k] for k in outs], outs, len(dst), src[t])
+
+
+def _split(merged: AxisLayout, n: int, sizes: list[Dim], outs: range, rank: int, size: Dim) -> Embedding | str:
+    """The output axis among ``outs`` (of ``sizes``) that holds the channels of the axis
+    ``merged`` describes, once a dynamic ``outer`` is split off by the leading axes."""
+    first = 0
+    if merged.outer is not None:
+        prefix = [product(sizes[:k]) for k in range(len(sizes) + 1)]
+        first = next((k for k, p in enumerate(prefix) if p == product([merged.outer])), -1)
+        if first < 0:
+            return (f"it splits the axis {size} that merges {merged.outer} with the channels into "
+                    f"{_show(sizes)}, not back into the two")
+        merged = merged.without_outer()
+    rest = sizes[first:]
+    static = [d for d in rest if isinstance(d, int)]
     if len(merged.segments) != 1:
         return "it splits concatenated channels across axes"
+    if len(static) != len(rest):
+        return "it splits the channels into axes of dynamic size"
+    if len(rest) == 1:
+        return Embedding(outs[first] - rank, rank, merged)
     seg = merged.segments[0]
     assert isinstance(seg, Channel)
     before = 1
-    for k, o in enumerate(outs):
-        after = math.prod(sizes[k + 1:])
-        size = sizes[k]
+    for k, o in enumerate(outs[first:]):
+        after = math.prod(static[k + 1:])
+        size_k = static[k]
         if (seg.outer % before == 0 and seg.inner % after == 0
-                and size == (seg.outer // before) * n * (seg.inner // after) and (size != 1 or n == 1)):
-            return Embedding(o - len(dst), len(dst), AxisLayout((Channel(seg.outer // before, seg.inner // after),)))
-        before *= size
-    return (f"it splits the widened axis ({src[t]}) into several axes {_show(sizes)} "
+                and size_k == (seg.outer // before) * n * (seg.inner // after) and (size_k != 1 or n == 1)):
+            return Embedding(o - rank, rank, AxisLayout((Channel(seg.outer // before, seg.inner // after),)))
+        before *= size_k
+    return (f"it splits the widened axis ({size}) into several axes {_show(static)} "
             "(attention heads, for instance); the channels cannot be widened across them")
 
 
@@ -145,11 +166,11 @@ def _show(dims: Sequence[Dim]) -> str:
 
 
 def _input_dims(ctx: GroupContext, x: ir.Value, embedding: Embedding) -> list[Dim] | None:
-    dims = _symbolic_dims(x)
+    dims = known_dims(x, ctx.dims_memo)
     if dims is None:
         return None
     t = len(dims) + embedding.axis
-    dims[t] = embedding.layout.old_size(ctx.width)
+    dims[t] = embedding.layout.old_dim(ctx.width)
     return dims
 
 
@@ -187,9 +208,11 @@ def _resolve_minus_one(dims: list[Dim], src: list[Dim]) -> Dim | None:
     return (total / known).as_dim() if known.divides(total) else None
 
 
-def _output_dims(node: ir.Node, x: ir.Value, src: list[Dim], target: list[Entry]) -> list[Dim] | None:
-    """Output dims from the target entries (0 copies, -1 is inferred), else the annotation."""
-    annotated = _symbolic_dims(node.outputs[0])
+def _output_dims(ctx: GroupContext, node: ir.Node, x: ir.Value, src: list[Dim],
+                 target: list[Entry]) -> list[Dim] | None:
+    """Output dims from the target entries (0 copies, -1 is inferred, a read of the input's own
+    size is ``src``'s), else as known (:mod:`known_dims`) of the output."""
+    annotated = known_dims(node.outputs[0], ctx.dims_memo)
     if annotated is not None and len(annotated) != len(target):
         annotated = None
     allowzero = node.attributes.get_int("allowzero", 0)
@@ -200,12 +223,12 @@ def _output_dims(node: ir.Node, x: ir.Value, src: list[Dim], target: list[Entry]
             if copies and k >= len(src):
                 return None
             dims.append(src[k] if copies else entry.value)
-        elif isinstance(entry, DimOf) and entry.value is x:
-            dims.append(src[len(src) + entry.axis])
-        elif annotated is not None:
-            dims.append(annotated[k])
-        else:
+            continue
+        size = scaled_size(src[len(src) + entry.axis], entry.factor, entry.divisor) \
+            if isinstance(entry, DimOf) and entry.value is x else None
+        if size is None and annotated is None:
             return None
+        dims.append(size if size is not None else annotated[k])  # type: ignore[index]
     if -1 in dims:
         inferred = _resolve_minus_one(dims, src)
         if inferred is None:
@@ -216,34 +239,23 @@ def _output_dims(node: ir.Node, x: ir.Value, src: list[Dim], target: list[Entry]
     return dims
 
 
-def _target_problem(ctx: GroupContext, node: ir.Node, target: list[Entry], out_t: int, x: ir.Value,
-                    embedding: Embedding, result: Embedding, src: list[Dim], allowzero: int) -> str:
-    """Why the target shape would not follow the widening ('' when it does or is rewritten).
-
-    A constant entry stored where other Reshapes/Expands read it too is rewritten once
-    for all of them, which the group then requires to hold them all."""
-    channel = DimOf(x, embedding.axis)
+def _target_problem(ctx: GroupContext, target: list[Entry], out_t: int, embedding: Embedding, result: Embedding,
+                    src: list[Dim], allowzero: int) -> str:
+    """Why the target shape would not follow the widening ('' when it does or is rewritten:
+    :func:`~onnxgrow.widening.rules.shape_values.size_entry_problem`; ``-1`` follows, ``0``
+    when it copies the channel axis unchanged). Asked once the group is closed: an entry may
+    read the size of a tensor the group reaches later."""
     for k, entry in enumerate(target):
-        if entry == channel and k != out_t:
+        if k != out_t and isinstance(entry, DimOf) and channel_count(ctx, entry) is not None:
             return f"entry {k} of its target shape is the channel count read at run time"
     entry = target[out_t]
-    if isinstance(entry, Const):
-        if entry.value != 0 or allowzero:
-            if entry.value not in (-1, 0) and shared_path(entry):
-                readers = shape_readers(entry, node)
-                if readers is None:
-                    return "its target shape is computed by nodes that other nodes use as well"
-                ctx.require_together(node, readers, "its target shape is shared with")
-            return ""
+    if isinstance(entry, Const) and entry.value == 0 and not allowzero:
         if len(src) + embedding.axis == out_t and embedding.layout == result.layout:
             return ""
         return "its target shape copies (0) an axis that changes size differently"
-    if entry == channel and embedding.layout == result.layout:
+    if isinstance(entry, Const) and entry.value == -1:
         return ""
-    if isinstance(entry, DimOf):
-        return (f"the channel entry of its target shape is the run-time size of {entry.value.name!r} "
-                f"(axis {entry.axis}), which would not follow the widening")
-    return "the channel entry of its target shape is computed at run time"
+    return size_entry_problem(ctx, entry, result.layout, "its target shape")
 
 
 @rule("Reshape")
@@ -262,16 +274,15 @@ class ReshapeRule:
             return
         embedding = known[x]
         src = _input_dims(ctx, x, embedding)
-        dst = None if src is None else _output_dims(node, x, src, target)
+        dst = None if src is None else _output_dims(ctx, node, x, src, target)
         if src is None or dst is None:
             ctx.refuse(node, "its input or output shape is unknown")
         result = _reshaped(embedding, ctx.width, src, dst)
         if isinstance(result, str):
             ctx.refuse(node, result)
-        problem = _target_problem(ctx, node, target, len(dst) + result.axis, x, embedding, result, src,
-                                  node.attributes.get_int("allowzero", 0))
-        if problem:
-            ctx.refuse(node, problem)
+        allowzero = node.attributes.get_int("allowzero", 0)
+        ctx.check_when_closed(node, lambda: _target_problem(ctx, target, len(dst) + result.axis, embedding,
+                                                            result, src, allowzero))
         ctx.track(y, result, node)
 
     @staticmethod
@@ -280,11 +291,11 @@ class ReshapeRule:
         tracked, then checks the target shape and that both directions agree."""
         x = node.inputs[0]
         assert x is not None
-        src = _symbolic_dims(x)
-        dst = None if src is None else _output_dims(node, x, src, target)
+        src = known_dims(x, ctx.dims_memo)
+        dst = None if src is None else _output_dims(ctx, node, x, src, target)
         if src is None or dst is None:
             ctx.refuse(node, "its input or output shape is unknown")
-        dst[len(dst) + out.axis] = out.layout.old_size(ctx.width)
+        dst[len(dst) + out.axis] = out.layout.old_dim(ctx.width)
         result = _reshaped(out, ctx.width, dst, src)
         if isinstance(result, str):
             ctx.refuse(node, result)
@@ -293,7 +304,7 @@ class ReshapeRule:
     def rewrite(self, ctx: GroupContext, node: ir.Node, known: Known) -> None:
         target = entries(node.inputs[1], (node, 1))
         assert target is not None
-        entry = target[len(target) + known[node.outputs[0]].axis]
-        new = known[node.outputs[0]].layout.new_size(ctx.channel_map.q)
-        if isinstance(entry, Const) and entry.value not in (0, -1, new):  # a shared store may be new already
-            rewrite_entry(ctx, entry, new)
+        out = known[node.outputs[0]]
+        entry = target[len(target) + out.axis]
+        if not (isinstance(entry, Const) and entry.value in (0, -1)):
+            rewrite_size_entry(ctx, entry, out.layout, node)

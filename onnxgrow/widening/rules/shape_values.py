@@ -1,213 +1,145 @@
-"""Small integer vectors that exporters compute at run time: Reshape targets, axes, sizes.
+"""The shape vectors widening rules rewrite: the readers of :mod:`onnxgrow.shape_values`,
+:func:`rewrite_entry`, which stores a new value in place of a known entry, and
+:func:`follows`, whether a size read at run time grows as an axis of the group does.
 
-Exporters rarely hand a Reshape a plain constant. ``x.view(x.size(0), -1)`` becomes
-``Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])``; with constant folding off the
-pieces are ``Unsqueeze(Constant)``; the dynamo exporter without its optimizer builds
-axes as ``Reshape(Constant, [-1])``. :func:`entries` follows such a vector back through
-the index ops (Shape, Gather, Slice, Unsqueeze, Squeeze, Concat, Reshape, Cast,
-Identity) and says what each entry is:
-
-- :class:`Const`: a known integer, with the node input that holds it (to rewrite it);
-- :class:`DimOf`: the run-time size of an axis of a tensor (read by ``Shape``);
-- ``None``: anything else.
-
-:func:`readers_of_dim` answers the opposite question: where does a size read by
-``Shape`` end up once the index ops have moved it around.
+Exporters compute one target shape for many nodes: the dynamo exporter builds
+``[batch, seq, heads, head_dim]`` once for every attention's query, key and value views, and
+GPT-2's ``[batch, seq, 4·hidden]`` once for both FFNs. A widening rewrites the entry only for
+the node it widens: when the index ops between the stored constant and that node feed other
+nodes too, the node first gets its own copy of them (:func:`rewrite_entry` with ``reader``),
+so the others read what they did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import numpy as np
 import onnx_ir as ir
 
-from onnxgrow.constants import find_constant
-from onnxgrow.graph import rank_of
+from onnxgrow.constants import unique_name
+from onnxgrow.shape_values import (
+    Const,
+    DimOf,
+    Entry,
+    constant_ints,
+    entries,
+    readers_of_dim,
+    shared_path,
+)
 from onnxgrow.widening.context import GroupContext
+from onnxgrow.widening.layout import AxisLayout, Embedding
+from onnxgrow.widening.rules.known_dims import known_dim
 
-#: ops that move vector entries around; the data input of each, by op type.
-_DATA_INPUT = {
-    "Gather": (0,), "Slice": (0,), "Unsqueeze": (0,), "Squeeze": (0,), "Reshape": (0,),
-    "Cast": (0,), "CastLike": (0,), "Identity": (0,), "Concat": None,  # None: every input
-}
-_MAX_DEPTH = 32
+__all__ = ["Const", "DimOf", "Entry", "channel_count", "constant_ints", "entries", "follows", "layout_sizes",
+           "readers_of_dim", "rewrite_entry", "rewrite_size_entry", "shared_path", "size_entry_problem"]
 
 
-@dataclass(frozen=True)
-class Const:
-    """A known entry; ``holder`` is the node input whose constant stores it, at ``position``."""
-
-    value: int
-    holder: tuple[ir.Node, int] | None
-    position: int
-    path: tuple[ir.Node, ...] = ()  # index ops between the holder and the vector asked about
-
-
-@dataclass(frozen=True)
-class DimOf:
-    """The run-time size of ``value``'s axis ``axis`` (counted from the end)."""
-
-    value: ir.Value
-    axis: int
-
-
-Entry = Const | DimOf | None
-
-
-def entries(value: ir.Value | None, holder: tuple[ir.Node, int] | None = None) -> list[Entry] | None:
-    """The entries of a 0-D or 1-D integer ``value`` (``holder``: the node input it feeds).
-
-    None when not even the number of entries can be known.
-    """
-    return _entries(value, holder, 0)
-
-
-def constant_ints(node: ir.Node, index: int) -> list[int] | None:
-    """``node.inputs[index]`` as a list of integers when every entry is a known constant."""
-    if len(node.inputs) <= index:
-        return None
-    found = entries(node.inputs[index], (node, index))
-    consts = [e for e in found or [] if isinstance(e, Const)]
-    if found is None or len(consts) != len(found):
-        return None
-    return [e.value for e in consts]
-
-
-def shared_path(entry: Const) -> bool:
-    """True when a node between the stored constant and the vector also feeds other nodes."""
-    return any(len(node.outputs[0].uses()) > 1 for node in entry.path)
-
-
-def shape_readers(entry: Const, node: ir.Node) -> list[ir.Node] | None:
-    """The other nodes reading the store of ``entry`` (reached through its path), when each
-    reads it as the target shape of a Reshape or an Expand, like ``node``; None otherwise.
-
-    The key and value heads of an attention share one target shape; they change together,
-    so the shared store may be rewritten once for all when every reader is in the group.
-    """
-    readers: list[ir.Node] = []
-    on_path = {id(n) for n in entry.path}
-    for value in (n.outputs[0] for n in entry.path):  # the stored constant itself is edited per reader
-        for use in value.uses():
-            if id(use.node) in on_path or use.node is node:
-                continue
-            if use.node.op_type not in ("Reshape", "Expand") or use.idx != 1:
-                return None
-            readers.append(use.node)
-    return readers
-
-
-def rewrite_entry(ctx: GroupContext, entry: Const, value: int) -> None:
-    """Store ``value`` in place of ``entry``; only the node input holding it changes."""
+def rewrite_entry(ctx: GroupContext, entry: Const, value: int, reader: ir.Node | None = None,
+                  index: int = 1) -> None:
+    """Store ``value`` in place of ``entry``; only the node input holding it changes. With
+    ``reader`` (the node reading the vector at its input ``index``), index ops on the entry's
+    path that other nodes read as well are first copied for ``reader`` alone."""
     assert entry.holder is not None
+    if reader is not None and shared_path(entry):
+        entry = _private_path(ctx, entry, reader, index)
+
+    holder = entry.holder
+    assert holder is not None
 
     def put(array: np.ndarray, position: int = entry.position) -> np.ndarray:
         array = array.copy()
         array.reshape(-1)[position] = value
         return array
 
-    ctx.edit(entry.holder[0], entry.holder[1], put)
+    ctx.edit(holder[0], holder[1], put)
 
 
-def _entries(value: ir.Value | None, holder: tuple[ir.Node, int] | None, depth: int) -> list[Entry] | None:
-    if value is None or depth > _MAX_DEPTH:
-        return None
-    ref = find_constant(value)
-    if ref is not None:
-        array = ref.array()
-        if array.ndim > 1 or array.dtype.kind not in "iu":
-            return None
-        return [Const(int(v), holder, k) for k, v in enumerate(array.reshape(-1))]
-    node = value.producer()
-    if node is not None and node.domain in ("", "ai.onnx") and node.op_type == "Shape":
-        return _shape_entries(node) or _unknown(value)
-    if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in _DATA_INPUT:
-        return _unknown(value)
-    parts = [_entries(node.inputs[i], (node, i), depth + 1) for i in _data_indices(node)]
-    known_parts = [p for p in parts if p is not None]
-    if len(known_parts) != len(parts):
-        return _unknown(value)
-    found = [_via(e, node) for p in known_parts for e in p]
-    result: list[Entry] | None = found
-    if node.op_type == "Gather":
-        result = _gathered(node, found)
-    elif node.op_type == "Slice":
-        result = _sliced(node, found)
-    return result if result is not None else _unknown(value)
+def channel_count(ctx: GroupContext, entry: DimOf) -> Embedding | None:
+    """The embedding of the tensor whose channel count ``entry`` reads (None: it reads another size)."""
+    embedding = ctx.tracked.get(entry.value)
+    return embedding if embedding is not None and embedding.axis == entry.axis else None
 
 
-def _unknown(value: ir.Value) -> list[Entry] | None:
-    """Unknown entries, as many as the value's static length (None if that is unknown too)."""
-    dims = value.shape.dims if value.shape is not None else None
-    if dims is None or len(dims) > 1:
-        return None
-    if not dims:
-        return [None]
-    length = dims[0]
-    return [None] * length if isinstance(length, int) else None
+def layout_sizes(layout: AxisLayout) -> tuple[int, int]:
+    """A layout's fixed positions and positions per unit."""
+    return layout.old_size(0), layout.old_size(1) - layout.old_size(0)
 
 
-def _data_indices(node: ir.Node) -> range | tuple[int, ...]:
-    fixed = _DATA_INPUT[node.op_type]
-    return range(len(node.inputs)) if fixed is None else fixed
+def follows(ctx: GroupContext, entry: DimOf, layout: AxisLayout) -> bool:
+    """Whether the channel count ``entry`` reads at run time, times its factor over its
+    divisor, is the size of an axis laid out as ``layout`` for every widening: both layouts
+    grow by the same positions per unit (and repeat the same dynamic size)."""
+    read = channel_count(ctx, entry)
+    if read is None or read.layout.outer != layout.outer:
+        return False
+    fixed, per_unit = layout_sizes(read.layout)
+    return (entry.factor * fixed, entry.factor * per_unit) == tuple(entry.divisor * size
+                                                                    for size in layout_sizes(layout))
 
 
-def _via(entry: Entry, node: ir.Node) -> Entry:
+def _private_path(ctx: GroupContext, entry: Const, reader: ir.Node, index: int) -> Const:
+    """Copy the index ops of ``entry``'s path (stored constant → ``reader``'s input ``index``) for
+    ``reader``: the copies read what the originals read, each the previous copy instead of
+    the previous original; ``reader`` reads the last. Returns the entry in the copies."""
+    graph = reader.graph or ctx.graph
+    taken = {n.name for n in graph.all_nodes() if n.name}
+    copies: list[ir.Node] = []
+    for node in entry.path:
+        inputs = [copies[-1].outputs[0] if copies and v is entry.path[len(copies) - 1].outputs[0] else v
+                  for v in node.inputs]
+        attributes = [ir.Attr(a.name, a.type, a.value, a.ref_attr_name, doc_string=a.doc_string)
+                      for a in node.attributes.values()]
+        original = node.outputs[0]
+        output = ir.Value(name=unique_name(ctx.graph, f"{original.name}_{reader.name or 'reader'}"),
+                          type=original.type, shape=original.shape.copy() if original.shape is not None else None)
+        name = f"{node.name or node.op_type}_{reader.name or 'reader'}"
+        k = 1
+        while name in taken:
+            name, k = f"{node.name or node.op_type}_{reader.name or 'reader'}_{k}", k + 1
+        taken.add(name)
+        copy = ir.Node(node.domain, node.op_type, inputs, attributes, outputs=[output], name=name,
+                       version=node.version)
+        graph.insert_before(reader, copy)
+        copies.append(copy)
+    assert entry.path[-1].outputs[0] is reader.inputs[index], "the entry's path ends at the reader's vector"
+    reader.replace_input_with(index, copies[-1].outputs[0])
+    assert entry.holder is not None
+    return Const(entry.value, (copies[0], entry.holder[1]), entry.position, tuple(copies))
+
+
+def size_entry_problem(ctx: GroupContext, entry: Entry, layout: AxisLayout, what: str) -> str:
+    """Why the entry of a shape vector (``what``: "its target shape") that gives the size of
+    an axis laid out as ``layout`` would not give its widened size; '' when it does by itself
+    (a size read at run time that :func:`follows`) or is rewritten by :func:`rewrite_size_entry`:
+    a constant of the old size, or a size read outside the group times a constant (the read size
+    must then divide the positions of every unit)."""
     if isinstance(entry, Const):
-        return Const(entry.value, entry.holder, entry.position, (*entry.path, node))
-    return entry
+        if layout.outer is not None:
+            return f"a constant entry of {what} stands for a size that grows with the batch"
+        if entry.holder is None:
+            return f"the channel entry of {what} is computed from constants at run time"
+        return ""
+    if isinstance(entry, DimOf) and follows(ctx, entry, layout):
+        return ""
+    if isinstance(entry, DimOf) and channel_count(ctx, entry) is None and entry.multiplier is not None:
+        read = known_dim(entry.value, entry.axis, ctx.dims_memo)
+        fixed, per_unit = layout_sizes(layout)
+        if isinstance(read, int) and layout.outer is None and not fixed % read and not per_unit % read:
+            return ""
+        return (f"the channel entry of {what} is the run-time size of {entry.value.name!r} (axis {entry.axis}) "
+                f"times {entry.factor}, which cannot become the new size")
+    if isinstance(entry, DimOf):
+        return (f"the channel entry of {what} is the run-time size of {entry.value.name!r} (axis {entry.axis}), "
+                "which would not follow the widening")
+    return f"the channel entry of {what} is computed at run time"
 
 
-def _shape_entries(node: ir.Node) -> list[Entry] | None:
-    """``DimOf`` entries for the axes ``Shape`` reads (None when the input rank is unknown)."""
-    x = node.inputs[0]
-    rank = rank_of(x)
-    if x is None or rank is None:
-        return None
-    start = node.attributes.get_int("start", 0)
-    end = node.attributes.get_int("end", rank)
-    return [DimOf(x, k - rank) for k in range(rank)[slice(start, end)]]
-
-
-def _gathered(node: ir.Node, found: list[Entry]) -> list[Entry] | None:
-    picks = constant_ints(node, 1)
-    if picks is None or node.attributes.get_int("axis", 0) != 0 or (rank_of(node.inputs[0]) or 1) > 1:
-        return None
-    return [found[i] if -len(found) <= i < len(found) else None for i in picks]
-
-
-def _sliced(node: ir.Node, found: list[Entry]) -> list[Entry] | None:
-    starts, ends = constant_ints(node, 1), constant_ints(node, 2)
-    axes = constant_ints(node, 3) if len(node.inputs) > 3 and node.inputs[3] is not None else [0]
-    steps = constant_ints(node, 4) if len(node.inputs) > 4 and node.inputs[4] is not None else [1]
-    if not (starts and ends and steps and axes in ([0], [-1]) and len(starts) == len(ends) == len(steps) == 1):
-        return None
-    if steps[0] == 0:
-        return None
-    return found[slice(starts[0], ends[0], steps[0])]
-
-
-def readers_of_dim(value: ir.Value, dim: DimOf) -> Iterator[tuple[ir.Node, int]]:
-    """The node inputs that use ``dim`` (an entry of ``value``) other than to move it.
-
-    Index ops that keep the entry are followed; those that drop it end the search.
-    """
-    queue, seen = [value], {id(value)}
-    while queue:
-        current = queue.pop()
-        for use in current.uses():
-            node, index = use.node, use.idx
-            indices = _DATA_INPUT.get(node.op_type, ())
-            moves = node.domain in ("", "ai.onnx") and (indices is None or index in indices)
-            if not moves:
-                yield node, index
-                continue
-            out = node.outputs[0]
-            kept = entries(out)
-            if kept is None:
-                yield node, index
-            elif dim in kept and id(out) not in seen:
-                seen.add(id(out))
-                queue.append(out)
+def rewrite_size_entry(ctx: GroupContext, entry: Entry, layout: AxisLayout, reader: ir.Node, index: int = 1) -> None:
+    """Give the entry that :func:`size_entry_problem` accepted the widened size: a constant is
+    rewritten, or the constant a size read outside the group is multiplied by."""
+    new = layout.new_size(ctx.channel_map.q)
+    if isinstance(entry, Const) and entry.value != new:
+        rewrite_entry(ctx, entry, new, reader, index)
+    elif isinstance(entry, DimOf) and entry.multiplier is not None and channel_count(ctx, entry) is None:
+        read = layout.old_size(ctx.width) // entry.factor  # the size read, outside the group
+        if entry.multiplier.value != new // read:
+            rewrite_entry(ctx, entry.multiplier, new // read, reader, index)

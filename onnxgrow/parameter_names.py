@@ -1,6 +1,7 @@
 """The framework name and layout of every weight of an ONNX model.
 
-Shared by the state-dict, PyTorch and Keras exports. The rules:
+Shared by the exports (state dict, PyTorch, Keras) and the growth map
+(:mod:`onnxgrow.growth_map`), which names grown weights as the exports do. The rules:
 
 - **Parameters** are constant floating-point inputs in a parameter slot of a known op
   (:data:`PARAMETER_SLOTS`: Gemm B/C, MatMul B (2-D), Conv/ConvTranspose W/B,
@@ -115,7 +116,7 @@ _SETTINGS = {"Dropout": frozenset({1, 2}), "Clip": frozenset({1, 2}), "Pad": fro
 _FOLD_TARGETS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _BATCH_NORM_STATE = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
-_IDENTIFIER_PATH = re.compile(r"^[A-Za-z_]\w*(\.\w+)*$")
+_IDENTIFIER_PATH = re.compile(r"[A-Za-z_]\w*(\.\w+)*")  # fullmatch: a trailing newline is no identifier
 _GENERATED = re.compile(
     r"^(_?val_\d+|(c_)?lifted_tensor_\d+|_tensor_constant\d+|_param_constant\d+)$|_output_\d+$"
 )
@@ -139,18 +140,42 @@ def folded_from(value: ir.Value) -> list[str] | None:
 
 def is_framework_name(name: str | None) -> bool:
     """``fc1.weight``, ``layer1.0.conv1.weight``, ``cls_token``: yes; ``onnx::Conv_35``, ``val_0``: no."""
-    return bool(name) and name is not None and bool(_IDENTIFIER_PATH.match(name)) and not _GENERATED.search(name)
+    return bool(name) and name is not None and bool(_IDENTIFIER_PATH.fullmatch(name)) and not _GENERATED.search(name)
 
 
 @dataclass
 class Parameter:
-    """One state-dict entry: framework name, value in framework layout, the inputs that read it."""
+    """One state-dict entry: framework name, where its value is read from, the inputs that read it.
+
+    The value is read when :attr:`array` is asked for, never kept: ``ref`` (the constant an
+    input of a reader sees) brought back to framework layout through ``stored`` (how that
+    input sees the framework layout), or ``value``, an entry the table made itself
+    (``num_batches_tracked``). For a weight in external data the array is a view of the
+    memory-mapped file wherever the layout allows (a transpose is a view), so a table of a
+    large model holds no weights and a writer reads them one at a time.
+    """
 
     name: str
-    array: np.ndarray
+    ref: ConstantRef | None
+    stored: Layout = AS_IS
     buffer: bool = False
     uses: list[tuple[ir.Node, int, Layout]] = field(default_factory=list)
     onnx_name: str = ""
+    value: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        """The value in framework layout (read now; see the class docstring)."""
+        if self.ref is None:
+            assert self.value is not None
+            return self.value
+        return self.stored.to_framework(self.ref.array())
+
+    def same_source(self, ref: ConstantRef, stored: Layout) -> bool:
+        """Whether ``ref`` seen through ``stored`` is this parameter's own source (so the
+        same values, without reading them)."""
+        return (self.ref is not None and self.ref.root is ref.root and self.stored == stored
+                and len(self.ref.chain) == len(ref.chain) and all(a is b for a, b in zip(self.ref.chain, ref.chain)))
 
 
 @dataclass
@@ -220,6 +245,16 @@ class ParameterTable:
     computed: list[Computed] = field(default_factory=list)
     #: (id(node), input index) → parameter: valid while the model the table was made from lives.
     _slots: dict[tuple[int, int], tuple[str, Layout]] = field(default_factory=dict, repr=False)
+
+    def arrays(self, *, aliases: bool = True) -> dict[str, np.ndarray]:
+        """Every entry, and with ``aliases`` every tied name after them (the same array
+        object as its entry), mapped to its array in framework layout
+        (:attr:`Parameter.array`: views of the memory-mapped weights, which hold no memory
+        until they are read)."""
+        arrays = {name: param.array for name, param in self.parameters.items()}
+        if aliases:
+            arrays.update({alias: arrays[name] for alias, name in self.aliases.items()})
+        return arrays
 
     def binding(self, node: ir.Node, index: int) -> tuple[str, Layout] | None:
         """The parameter (name, layout) ``node`` reads at input ``index``, if any."""
@@ -305,12 +340,13 @@ class _Builder:
         self.norm_modules: list[str] = []
         self.folded_reads: list[tuple[ir.Value, ir.Node]] = []
 
-    def add(self, name: str, array: np.ndarray, buffer: bool, node: ir.Node, index: int,
+    def add(self, name: str, ref: ConstantRef, stored: Layout, buffer: bool, node: ir.Node, index: int,
             layout: Layout, source: ir.Value) -> None:
-        """Record that ``node`` input ``index`` reads parameter ``name``."""
+        """Record that ``node`` input ``index`` reads parameter ``name``, whose framework
+        value is ``ref``'s array seen through ``stored``."""
         existing = self.parameters.get(name)
-        if existing is not None and not (existing.array.shape == array.shape
-                                         and np.array_equal(existing.array, array)):
+        if existing is not None and not existing.same_source(ref, stored) \
+                and not _equal(existing.array, stored.to_framework(ref.array())):
             # two different tensors claim one name: keep this one under the node's name
             taken = name
             name = self.unique(f"{_fallback_prefix(node)}.{name.rsplit('.', 1)[-1]}")
@@ -318,7 +354,7 @@ class _Builder:
                                         f"{taken!r} already names a different tensor"))
             existing = None
         if existing is None:
-            self.parameters[name] = Parameter(name, np.ascontiguousarray(array), buffer, [], source.name or "")
+            self.parameters[name] = Parameter(name, ref, stored, buffer, [], source.name or "")
         self.parameters[name].uses.append((node, index, layout))
         self.slots[(id(node), index)] = (name, layout)
 
@@ -341,16 +377,15 @@ class _Builder:
         made_by_optimizer = weight_name is not None and source.name == f"{weight_name}_bias"
         if is_framework_name(source.name) and folded_from(source) is None and not made_by_optimizer \
                 and fold is None:
-            array = constant_ref(source).array()  # type: ignore[union-attr]
-            self.add(source.name, array, spec.buffer, node, spec.index, chain_layout, source)  # type: ignore[arg-type]
+            self.add(source.name, constant_ref(source), AS_IS, spec.buffer, node, spec.index,  # type: ignore[arg-type]
+                     chain_layout, source)
             return
         layout = spec.layout(node)
         if owner is None:
             owner = fallback
             self.unnamed.append(Unnamed(source.name or "", _node_label(node), node.op_type,
                                         f"{owner}.{spec.suffix}"))
-        self.add(f"{owner}.{spec.suffix}", layout.to_framework(ref.array()), spec.buffer, node,
-                 spec.index, layout, source)
+        self.add(f"{owner}.{spec.suffix}", ref, layout, spec.buffer, node, spec.index, layout, source)
 
     def name_node(self, node: ir.Node) -> bool:
         """Name the parameter slots of ``node``; False when its op has none."""
@@ -406,8 +441,8 @@ class _Builder:
             if folded_from(source) is not None:
                 self.folded_reads.append((source, node))
             elif is_framework_name(source.name):
-                array = constant_ref(source).array()  # type: ignore[union-attr]
-                self.add(source.name, array, False, node, index, layout, source)  # type: ignore[arg-type]
+                self.add(source.name, constant_ref(source), AS_IS, False, node, index, layout,  # type: ignore[arg-type]
+                         source)
 
     def tie_aliases(self) -> None:
         """A weight read by a second module (tied embeddings) also gets that module's name."""
@@ -436,9 +471,20 @@ class _Builder:
         for module in dict.fromkeys(self.norm_modules):
             key = f"{module}.num_batches_tracked"
             if key not in self.parameters:
-                self.parameters[key] = Parameter(key, np.array(0, dtype=np.int64), buffer=True)
+                self.parameters[key] = Parameter(key, None, buffer=True, value=np.array(0, dtype=np.int64))
                 generated.append(key)
         return generated
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same shape and values, compared a block of rows at a time (two large tensors are
+    compared without a whole-tensor temporary)."""
+    if a.shape != b.shape:
+        return False
+    if a.ndim == 0:
+        return bool(np.array_equal(a, b))
+    step = max(1, (1 << 22) // max(1, a[:1].nbytes))
+    return all(np.array_equal(a[i:i + step], b[i:i + step]) for i in range(0, len(a), step))
 
 
 def _is_parameter_use(node: ir.Node) -> bool:

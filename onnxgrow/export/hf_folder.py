@@ -1,0 +1,242 @@
+"""A Hugging Face model folder from an ONNX model: what ``onnxgrow export --to hf`` writes.
+
+- **config.json**: the original's with every size the growths changed, read from the
+  weights (:mod:`onnxgrow.export.hf_config`). The original is ``--config DIR|config.json``,
+  else the config.json beside the ONNX file, where ``optimum-cli export onnx`` writes it.
+  The ONNX file itself is no source: neither exporter keeps the config in it (the dynamo
+  exporter and optimum-onnx 0.1.0 write no ``metadata_props``), and the family cannot be
+  told from weight names alone (LLaMA and Mistral share them). Without a config, or
+  with one that names no known ``model_type`` or no ``architectures``, the export is
+  refused in one line naming what is missing.
+- **Weights**: every weight under its framework name, in PyTorch layout
+  (:mod:`onnxgrow.parameter_names`), in ``model.safetensors``, or in shards of at most
+  ``max_shard_size`` bytes (``model-00001-of-00003.safetensors``...) with
+  ``model.safetensors.index.json``. Left out, as ``save_pretrained`` leaves them out: the
+  copy of a tied pair (``lm_head.weight`` when ``tie_word_embeddings``), and the buffers
+  the model class does not save (``rotary_emb.inv_freq``, computed from the config). A
+  tied config over weights that differ is refused, naming both: an untied model is never
+  written under a tied config.
+- **Companion files** of the config's folder, copied when present: the tokenizer's,
+  ``generation_config.json``, the image processor's (:data:`COMPANION_FILES`).
+
+The folder is written whole or not at all (:func:`onnxgrow.atomic.atomic_folder`, through
+the target registry), after the checks, and loaded back with ``from_pretrained`` for the
+check.
+
+:func:`write_weights` takes the tensors one at a time, so that a streaming source can feed
+it; it holds one shard in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxgrow.errors import GrowError
+from onnxgrow.export.hf_config import GrownConfig, architecture, grown_config, shown
+from onnxgrow.lineage import read_history
+from onnxgrow.parameter_names import ParameterTable, parameter_table
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+#: Files of the original's folder that the grown model keeps.
+COMPANION_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+    "chat_template.jinja", "chat_template.json", "generation_config.json", "preprocessor_config.json",
+    "processor_config.json",
+)
+
+
+def config_path(source: Path | None, given: str | os.PathLike[str] | None) -> Path:
+    """The config.json to start from: ``given`` (a folder holding one, or the file), else the
+    one beside the ONNX file ``source``; a GrowError naming what is missing."""
+    if given is not None:
+        path = Path(given)
+        found = path / CONFIG_NAME if path.is_dir() else path
+        if not found.is_file():
+            raise GrowError(f"--config {given}: no such file" if not path.is_dir()
+                            else f"--config {given}: the folder has no {CONFIG_NAME}")
+        return found
+    beside = source.parent / CONFIG_NAME if source is not None else None
+    if beside is None or not beside.is_file():
+        where = f" (there is none beside {source})" if source is not None else ""
+        raise GrowError(f"--to hf starts from the original model's config.json: give it with --config "
+                        f"DIR|config.json{where}")
+    return beside
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A config.json's contents; a GrowError when it is not a JSON object."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GrowError(f"{path}: not a readable config.json ({exc})") from None
+    if not isinstance(config, dict):
+        raise GrowError(f"{path}: not a config.json (a JSON object)")
+    return config
+
+
+@dataclass
+class HFFolder:
+    """What :func:`hf_folder` found: the new config, the weights to write (name → the
+    framework-layout array, in order), the companion files, and the notes of the report."""
+
+    config: dict[str, Any]
+    grown: GrownConfig
+    weights: dict[str, np.ndarray]
+    companions: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        """The weights, one at a time."""
+        yield from self.weights.items()
+
+
+def _same(table: ParameterTable, a: str, b: str, tensors: Mapping[str, np.ndarray]) -> bool:
+    """Whether the weights ``a`` and ``b`` are one tensor (one initializer, or equal values)."""
+    if table.aliases.get(a) == b or table.aliases.get(b) == a:
+        return True
+    x, y = tensors[a], tensors[b]
+    return x.shape == y.shape and bool(np.array_equal(x, y))
+
+
+def _tied_layout(grown: GrownConfig, table: ParameterTable, tensors: dict[str, np.ndarray]) -> list[str]:
+    """Leave out the copy of each tied pair, as ``save_pretrained`` does; refuse a tied
+    config over weights that differ. Returns the notes."""
+    family, config = grown.family, grown.config
+    tie_words = bool(config.get("tie_word_embeddings", family.tie_default))
+    notes = []
+    for tie in family.ties:
+        copy, source = shown(tie.copy, grown.base), shown(tie.source, grown.base)
+        if copy not in tensors or source not in tensors or not (tie.always or tie_words):
+            continue
+        if not _same(table, copy, source, tensors):
+            raise GrowError(f"the config ties {copy} to {source} (tie_word_embeddings), but the model holds them "
+                            "apart with different values: export a model grown with them tied, or give a config "
+                            "with \"tie_word_embeddings\": false to write them apart")
+        del tensors[copy]
+        notes.append(f"{copy}: tied to {source}; written once, as save_pretrained writes a tied model")
+    return notes
+
+
+def _check_against_class(config: dict[str, Any], tensors: dict[str, np.ndarray], what: str,
+                         saved: Callable[[Mapping[str, Any]], tuple[dict[str, tuple[int, ...]], set[str]]],
+                         ) -> list[str]:
+    """Compare the weights with a model built from the new config (``saved``: its saved
+    weights' shapes and unsaved buffers): leave out the buffers it does not save, refuse a
+    weight the model has no place for (a layer ``deepen`` inserted inside a block) or whose
+    shape the config does not give. Returns the notes."""
+    state, unsaved = saved(config)
+    notes = []
+    for name in [n for n in tensors if n in unsaved]:
+        del tensors[name]
+        notes.append(f"{name}: a buffer {what} computes from its config and does not save; left out")
+    if extra := [name for name in tensors if name not in state]:
+        shown_extra = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        raise GrowError(f"a {what} has no place for {shown_extra} (a layer inserted inside a block, or a weight "
+                        "without a framework name): its config cannot describe this model; export --to torch "
+                        "or --to state-dict instead")
+    for name, array in tensors.items():
+        expected = state.get(name)
+        if expected is not None and tuple(array.shape) != expected:
+            raise GrowError(f"{name} has shape {list(array.shape)}, but a {what} built from the new config.json "
+                            f"has {list(expected)}: the config cannot describe this model")
+    return notes
+
+
+def _size_notes(grown: GrownConfig) -> list[str]:
+    notes = []
+    if grown.changes:
+        notes.append("config.json: " + ", ".join(change.describe() for change in grown.changes))
+    vocab = grown.changed("vocab_size")
+    if vocab is not None and isinstance(vocab.old, int) and isinstance(vocab.new, int) and vocab.new > vocab.old:
+        notes.append(f"the vocabulary grew from {vocab.old} to {vocab.new} ids: add {vocab.new - vocab.old} tokens to "
+                     f"the tokenizer (tokenizer.add_tokens) so that ids {vocab.old}..{vocab.new - 1} have text")
+    labels = grown.changed("num_labels")
+    if labels is not None and isinstance(labels.old, int) and isinstance(labels.new, int) and labels.new > labels.old:
+        names = [grown.config["id2label"][str(k)] for k in range(labels.old, labels.new)]
+        notes.append(f"id2label names the new labels {', '.join(names)}: rename them in config.json")
+    return notes
+
+
+def hf_folder(model: ir.Model, config_file: Path,
+              saved: Callable[[Mapping[str, Any]], tuple[dict[str, tuple[int, ...]], set[str]]]) -> HFFolder:
+    """The folder of ``model``, grown from the model ``config_file`` describes (module
+    docstring); ``saved`` builds the config's model class and says which weights it saves
+    (:func:`onnxgrow.export.hf_transformers.saved_weights`). A GrowError when the config
+    cannot describe the weights; nothing is written here."""
+    original = read_config(config_file)
+    table = parameter_table(model)
+    tensors = {name: param.array for name, param in table.parameters.items()}
+    tensors.update({alias: tensors[name] for alias, name in table.aliases.items()})
+    grown = grown_config(original, {name: array.shape for name, array in tensors.items()}, read_history(model))
+    notes = _size_notes(grown)
+    notes += _tied_layout(grown, table, tensors)
+    notes += _check_against_class(grown.config, tensors, architecture(grown.config), saved)
+    notes += [line for line in table.notes() if "the same tensor as" not in line]
+    companions = [config_file.parent / name for name in COMPANION_FILES if (config_file.parent / name).is_file()]
+    if companions:
+        notes.append(f"copied from {config_file.parent}: {', '.join(p.name for p in companions)}")
+    return HFFolder(grown.config, grown, dict(sorted(tensors.items())), companions, notes)
+
+
+def write_weights(folder: Path, tensors: Iterable[tuple[str, np.ndarray]], max_shard_size: int | None = None,
+                  ) -> list[str]:
+    """Write the tensors, taken one at a time, into ``folder`` as ``model.safetensors``;
+    with ``max_shard_size`` (bytes), as shards of at most that size (a bigger tensor alone in
+    its own) named as ``save_pretrained`` names them, and ``model.safetensors.index.json``.
+    Holds one shard in memory. Returns the files written."""
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        raise GrowError("--to hf needs the safetensors package (pip install 'onnxgrow[hf]')") from None
+    parts: list[tuple[Path, list[str]]] = []
+    pending: dict[str, np.ndarray] = {}
+    pending_bytes = total = 0
+
+    def flush() -> None:
+        path = folder / f".shard-{len(parts) + 1}.part"
+        save_file(pending, str(path), metadata={"format": "pt"})
+        parts.append((path, list(pending)))
+        pending.clear()
+
+    for name, array in tensors:
+        if max_shard_size is not None and pending and pending_bytes + array.nbytes > max_shard_size:
+            flush()
+            pending_bytes = 0
+        pending[name] = np.ascontiguousarray(array)
+        pending_bytes += array.nbytes
+        total += array.nbytes
+    if pending or not parts:
+        flush()
+    if len(parts) == 1:
+        parts[0][0].rename(folder / WEIGHTS_NAME)
+        return [WEIGHTS_NAME]
+    weight_map: dict[str, str] = {}
+    files = []
+    for k, (path, names) in enumerate(parts, start=1):
+        file = f"model-{k:05d}-of-{len(parts):05d}.safetensors"
+        path.rename(folder / file)
+        weight_map.update(dict.fromkeys(names, file))
+        files.append(file)
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return [*files, INDEX_NAME]
+
+
+def write_folder(folder: Path, hf: HFFolder, max_shard_size: int | None = None) -> None:
+    """Fill the empty ``folder``: config.json, the weights, the companion files."""
+    (folder / CONFIG_NAME).write_text(json.dumps(hf.config, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    write_weights(folder, hf.tensors(), max_shard_size)
+    for path in hf.companions:
+        shutil.copyfile(path, folder / path.name)
