@@ -1,0 +1,1 @@
+"""What every growth shares: the pipeline, name resolution, model I/O, streamed tensors, scale."""

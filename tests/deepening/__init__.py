@@ -1,0 +1,1 @@
+"""Deepening: inserted identity layers and residual branches."""

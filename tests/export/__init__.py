@@ -1,0 +1,1 @@
+"""Export: state dicts, PyTorch modules and Keras models written from grown graphs."""

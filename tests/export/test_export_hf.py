@@ -1,0 +1,415 @@
+"""``onnxgrow export --to hf`` on real ``transformers`` models (tests/helpers/hf_zoo.py).
+
+Each case grows a real export with the growths this branch has (every layer's FFN, the
+vocabulary with a tied head, classifier labels), writes the folder through the CLI, and
+checks it the way a user would use it: ``from_pretrained`` loads it with no missing or
+unexpected keys, the config is the original's with exactly the grown sizes changed, its
+logits equal onnxruntime's on the grown ONNX (max rel 1e-5) on inputs drawn here, the
+companion files are copied, and a few AdamW steps run on it (finite loss). The expected
+sizes are computed from the original config, not written down.
+
+Bad input: one line, exit 2, nothing written, input untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers.cli import assert_refused, run
+
+pytest.importorskip("transformers")
+
+import onnxruntime as ort
+import torch
+import transformers
+from safetensors.numpy import load_file
+
+from tests.helpers.hf_zoo import MODELS, build_model, export, hf_directory, optimum_available
+
+pytestmark = [pytest.mark.torch, pytest.mark.transformers]
+
+Config = dict[str, Any]
+#: Files a user's original folder has besides config.json; --to hf copies them.
+COMPANIONS = {"generation_config.json": '{"bos_token_id": 0, "eos_token_id": 0}\n',
+              "tokenizer_config.json": '{"model_max_length": 64}\n'}
+
+
+def _ffn(node: str, key: str, default: Callable[[Config], int] | None = None) -> Callable[[Config], list[str]]:
+    """Widen ``node`` (``{i}``: the layer) to twice the config's ``key`` in every layer."""
+    def args(config: Config) -> list[str]:
+        width = 2 * (config.get(key) or (default(config) if default else 0))
+        layers = config.get("num_hidden_layers") or config["n_layer"]
+        return [a for i in range(layers) for a in ("--node", node.format(i=i), "--to", str(width))]
+    return args
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model, its exporter, the ``onnxgrow widen`` commands (each from the config), and the
+    config keys they change (key → the new value, from the original config)."""
+
+    model: str
+    exporter: str
+    growths: tuple[Callable[[Config], list[str]], ...]
+    changed: Callable[[Config], Config]
+    #: the training labels for the model's inputs (default: a language model's own ids)
+    labels: Callable[[Config, dict[str, torch.Tensor]], torch.Tensor] = field(
+        default=lambda config, inputs: inputs["input_ids"])
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.exporter}"
+
+
+def _gpt2_inner(config: Config) -> int:
+    return 4 * int(config["n_embd"])
+
+
+def _one_label_more(config: Config) -> list[str]:
+    return ["--node", "classifier", "--new-outputs", "--to", str(len(config["id2label"]) + 1)]
+
+
+#: BERT: every layer's FFN ×2, then one label more.
+_BERT_GROWTHS = (_ffn("bert.encoder.layer.{i}.intermediate.dense", "intermediate_size"), _one_label_more)
+
+
+def _ffn_and_label_changed(config: Config) -> Config:
+    new = len(config["id2label"])
+    return {"intermediate_size": 2 * config["intermediate_size"],
+            "id2label": {**config["id2label"], str(new): f"LABEL_{new}"},
+            "label2id": {**config["label2id"], f"LABEL_{new}": new}}
+
+
+def _new_label_first(config: Config, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Class labels for the batch of ``inputs``, the new (last) label first."""
+    batch = next(iter(inputs.values())).shape[0]
+    return (torch.arange(batch) - 1) % len(config["id2label"])
+
+
+CASES = [
+    Case("llama", "dynamo", (_ffn("model.layers.{i}.mlp.up_proj", "intermediate_size"),),
+         lambda c: {"intermediate_size": 2 * c["intermediate_size"]}),
+    Case("llama-tied", "dynamo", (_ffn("model.layers.{i}.mlp.up_proj", "intermediate_size"),),
+         lambda c: {"intermediate_size": 2 * c["intermediate_size"]}),
+    Case("gpt2", "dynamo", (lambda c: ["--node", "transformer.wte", "--rows", str(c["vocab_size"] + 8)],),
+         lambda c: {"vocab_size": c["vocab_size"] + 8}),
+    Case("bert", "dynamo",
+         _BERT_GROWTHS, _ffn_and_label_changed, labels=_new_label_first),
+    Case("bert", "optimum:text-classification",
+         _BERT_GROWTHS, _ffn_and_label_changed, labels=_new_label_first),
+    Case("qwen2", "dynamo", (_ffn("model.layers.{i}.mlp.up_proj", "intermediate_size"),),
+         lambda c: {"intermediate_size": 2 * c["intermediate_size"]}),
+    Case("vit", "dynamo", (_ffn("vit.layers.{i}.mlp.fc1", "intermediate_size"), _one_label_more),
+         _ffn_and_label_changed, labels=_new_label_first),
+    Case("gpt2", "optimum:text-generation",
+         (_ffn("transformer.h.{i}.mlp.c_fc", "n_inner", _gpt2_inner),),
+         lambda c: {"n_inner": 2 * _gpt2_inner(c)}),
+]
+
+
+@pytest.fixture(scope="session")
+def hf_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], tuple[Path, dict[str, Any]]]:
+    """``(name, exporter) -> (model.onnx, sidecar)``; optimum cases skip without optimum."""
+    directory = hf_directory(tmp_path_factory.getbasetemp())
+
+    def get(name: str, exporter: str) -> tuple[Path, dict[str, Any]]:
+        if exporter.startswith("optimum:") and not optimum_available():
+            pytest.skip("no optimum environment (.venv-optimum, or ONNXGROW_OPTIMUM_PYTHON) to test optimum's exports")
+        return export(name, exporter, directory)
+
+    return get
+
+
+def original_folder(name: str, path: Path, info: dict[str, Any], folder: Path) -> Config:
+    """Lay out ``folder`` as the user has it: the ONNX file as ``model.onnx``, and beside it
+    (optimum) the files optimum wrote, or (dynamo) the folder save_pretrained wrote, whose
+    config.json carries the model class. Returns the original config."""
+    folder.mkdir()
+    shutil.copyfile(path, folder / "model.onnx")
+    if "files" in info:
+        for name, text in info["files"].items():
+            (folder / name).write_text(text)
+    else:
+        config = {**info["config"], "architectures": [MODELS[name].model_class]}
+        (folder / "config.json").write_text(json.dumps(config))
+    for name, text in COMPANIONS.items():
+        if not (folder / name).exists():
+            (folder / name).write_text(text)
+    return json.loads((folder / "config.json").read_text())
+
+
+def feeds_for(session: ort.InferenceSession, config: Config, seed: int = 3) -> dict[str, np.ndarray]:
+    """Inputs a user gives: ids in the vocabulary, a mask of ones, zero token types, positions,
+    images of the config's size."""
+    rng = np.random.default_rng(seed)
+    batch, seq = 2, 7
+    feeds: dict[str, np.ndarray] = {}
+    for value in session.get_inputs():
+        if value.name == "input_ids":
+            feeds[value.name] = rng.integers(0, config["vocab_size"], (batch, seq), dtype=np.int64)
+        elif value.name == "attention_mask":
+            feeds[value.name] = np.ones((batch, seq), dtype=np.int64)
+        elif value.name == "token_type_ids":
+            feeds[value.name] = np.zeros((batch, seq), dtype=np.int64)
+        elif value.name == "position_ids":
+            feeds[value.name] = np.tile(np.arange(seq, dtype=np.int64), (batch, 1))
+        elif value.name == "pixel_values":
+            shape = (batch, config["num_channels"], config["image_size"], config["image_size"])
+            feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            raise AssertionError(f"no test input for {value.name}")
+    return feeds
+
+
+def max_rel(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda case: case.id)
+def grown_folder(request: pytest.FixtureRequest, hf_export: Callable[[str, str], tuple[Path, dict[str, Any]]],
+                 tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Path, Path, Config, str]:
+    """(case, grown.onnx, the written folder, the original config, the export's stdout)."""
+    case: Case = request.param
+    path, info = hf_export(case.model, case.exporter)
+    folder = tmp_path_factory.mktemp(case.id.replace(":", "-")) / "original"
+    original = original_folder(case.model, path, info, folder)
+    source = folder / "model.onnx"
+    for k, growth in enumerate(case.growths):
+        grown = folder / f"grown{k}.onnx"
+        code, stdout, stderr = run("widen", str(source), *growth(original), "-q", "-o", str(grown))
+        assert code == 0, stdout + stderr
+        source = grown
+    out = folder.parent / "grown-hf"
+    # optimum's config.json lies beside the grown model; the dynamo user names the folder
+    config = [] if "files" in info else ["--config", str(folder)]
+    code, stdout, stderr = run("export", str(source), "--to", "hf", *config, "-o", str(out))
+    assert code == 0, stdout + stderr
+    return case, source, out, original, stdout
+
+
+def test_config_is_the_original_with_the_grown_sizes(grown_folder: tuple[Case, Path, Path, Config, str]) -> None:
+    case, _, out, original, stdout = grown_folder
+    written = json.loads((out / "config.json").read_text())
+    changed = case.changed(original)
+    assert {k: v for k, v in written.items() if original.get(k) != v} == changed
+    assert set(written) - set(original) <= set(changed)
+    assert "PASSED" in stdout and "candidate: transformers model" in stdout
+    for name, text in COMPANIONS.items():
+        assert (out / name).read_text() == (original_folder_of(out) / name).read_text()
+    assert not (out / "model.onnx").exists()
+
+
+def original_folder_of(out: Path) -> Path:
+    return out.parent / "original"
+
+
+def test_from_pretrained_matches_onnxruntime_and_trains(grown_folder: tuple[Case, Path, Path, Config, str]) -> None:
+    case, grown, out, original, _ = grown_folder
+    config = json.loads((out / "config.json").read_text())
+    cls = getattr(transformers, config["architectures"][0])
+    model, info = cls.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    model.eval()
+    session = ort.InferenceSession(str(grown), providers=["CPUExecutionProvider"])
+    feeds = feeds_for(session, config)
+    expected = session.run(None, feeds)[0]
+    with torch.no_grad():
+        logits = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    assert logits.shape == expected.shape
+    assert max_rel(logits, expected) <= 1e-5
+    if getattr(model.config, "tie_word_embeddings", False) and hasattr(model, "lm_head"):
+        assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    labels = case.labels(config, inputs)
+    losses = []
+    for _ in range(3):
+        loss = model(**inputs, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)), losses
+
+
+def test_ungrown_model_round_trips_to_its_own_weights_in_shards(
+        hf_export: Callable[[str, str], tuple[Path, dict[str, Any]]], tmp_path: Path) -> None:
+    path, info = hf_export("llama", "dynamo")
+    folder = tmp_path / "original"
+    original = original_folder("llama", path, info, folder)
+    out = tmp_path / "hf"
+    code, stdout, stderr = run("export", str(folder / "model.onnx"), "--to", "hf", "--config", str(folder),
+                               "--max-shard-size", "30KB", "-o", str(out))
+    assert code == 0, stdout + stderr
+    assert json.loads((out / "config.json").read_text()) == original
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1 and not (out / "model.safetensors").exists()
+    written: dict[str, np.ndarray] = {}
+    for shard in shards:
+        written.update(load_file(out / shard))
+    expected = {k: v.numpy() for k, v in build_model("llama").state_dict().items()}
+    assert set(written) == set(expected)
+    for name, array in expected.items():
+        np.testing.assert_array_equal(written[name], array, err_msg=name)
+
+
+@pytest.fixture
+def llama_folder(hf_export: Callable[[str, str], tuple[Path, dict[str, Any]]], tmp_path: Path) -> Path:
+    """The LLaMA dynamo export in a folder with its config.json."""
+    path, info = hf_export("llama", "dynamo")
+    original_folder("llama", path, info, tmp_path / "m")
+    return tmp_path / "m"
+
+
+def _edit_config(folder: Path, edit: Callable[[Config], None]) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_refused_without_a_config(llama_folder: Path) -> None:
+    (llama_folder / "config.json").unlink()
+    out = llama_folder.parent / "out"
+    assert_refused(llama_folder.parent, ["export", str(llama_folder / "model.onnx"), "--to", "hf", "-o", str(out)],
+                   "--to hf starts from the original model's config.json: give it with --config", out)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.update(model_type="mamba"), "this config's model_type is 'mamba'"),
+    (lambda c: c.pop("model_type"), 'the config has no "model_type"'),
+    (lambda c: c.pop("architectures"), 'the config has no "architectures" entry'),
+    (lambda c: c.update(tie_word_embeddings=True), "the config ties lm_head.weight to model.embed_tokens.weight"),
+    (lambda c: c.update(intermediate_size=c["intermediate_size"] + 8),
+     "the config is not the one the model was grown from"),
+], ids=["unknown-family", "no-model-type", "no-architectures", "tied-config-over-untied-weights", "other-config"])
+def test_refused_config(llama_folder: Path, edit: Callable[[Config], None], message: str) -> None:
+    config = json.loads((llama_folder / "config.json").read_text())
+    grown = llama_folder / "grown.onnx"
+    width = str(2 * config["intermediate_size"])
+    code, stdout, stderr = run("widen", str(llama_folder / "model.onnx"), "--node", "model.layers.0.mlp.up_proj",
+                               "--to", width, "--node", "model.layers.1.mlp.up_proj", "--to", width, "-q",
+                               "-o", str(grown))
+    assert code == 0, stdout + stderr
+    _edit_config(llama_folder, edit)
+    out = llama_folder.parent / "out"
+    assert_refused(llama_folder.parent, ["export", str(grown), "--to", "hf", "-o", str(out)], message, out)
+
+
+def test_hf_options_are_refused_by_other_targets(llama_folder: Path) -> None:
+    out = llama_folder.parent / "w.safetensors"
+    assert_refused(llama_folder.parent, ["export", str(llama_folder / "model.onnx"), "--to", "state-dict",
+                                         "--config", str(llama_folder), "-o", str(out)],
+                   "--config is an option of --to hf, not of --to state-dict", out)
+
+
+def test_a_folder_that_computes_something_else_is_not_written(llama_folder: Path) -> None:
+    """A config that loads but describes another function (ReLU for SiLU): the check on the
+    written folder fails, exit 1, and the folder is gone."""
+    _edit_config(llama_folder, lambda c: c.update(hidden_act="relu"))
+    out = llama_folder.parent / "out"
+    assert_refused(llama_folder.parent, ["export", str(llama_folder / "model.onnx"), "--to", "hf", "-o", str(out)],
+                   "the transformers model does not compute what the ONNX model computes; nothing written", out,
+                   code=1)
+
+
+def test_refused_when_layers_differ(llama_folder: Path) -> None:
+    width = json.loads((llama_folder / "config.json").read_text())["intermediate_size"]
+    grown = llama_folder / "grown.onnx"
+    code, stdout, stderr = run("widen", str(llama_folder / "model.onnx"), "--node", "model.layers.0.mlp.up_proj",
+                               "--to", str(2 * width), "-q", "-o", str(grown))
+    assert code == 0, stdout + stderr
+    out = llama_folder.parent / "out"
+    assert_refused(llama_folder.parent, ["export", str(grown), "--to", "hf", "-o", str(out)],
+                   f"one intermediate_size for every layer, but model.layers.0.mlp.up_proj.weight gives {2 * width} "
+                   f"and model.layers.1.mlp.up_proj.weight {width}: grow model.layers.*.mlp.up_proj to the same width "
+                   "in every layer", out)
+
+
+def test_refused_after_a_layer_inserted_inside_a_block(llama_folder: Path) -> None:
+    grown = llama_folder / "deep.onnx"
+    code, stdout, stderr = run("deepen", str(llama_folder / "model.onnx"), "--after", "model.layers.0.mlp.down_proj",
+                               "-q", "-o", str(grown))
+    assert code == 0, stdout + stderr
+    out = llama_folder.parent / "out"
+    assert_refused(llama_folder.parent, ["export", str(grown), "--to", "hf", "-o", str(out)],
+                   "a LlamaForCausalLM has no place for model.layers.0.mlp.down_proj_deep.weight", out)
+
+
+@pytest.mark.parametrize("block", ["model.layers.0", "model.layers.*"])
+def test_inserted_blocks_load_with_more_layers(llama_folder: Path, block: str) -> None:
+    """deepen --block copies whole decoder blocks, renumbered as LLaMA numbers them: the folder's
+    config has the new layer count, and its model computes what the grown ONNX computes (the
+    export's own check: from_pretrained against onnxruntime)."""
+    layers = json.loads((llama_folder / "config.json").read_text())["num_hidden_layers"]
+    grown = llama_folder / "deep.onnx"
+    code, stdout, stderr = run("deepen", str(llama_folder / "model.onnx"), "--block", block, "-q", "-o", str(grown))
+    assert code == 0, stdout + stderr
+    out = llama_folder.parent / "out"
+    code, stdout, stderr = run("export", str(grown), "--to", "hf", "-o", str(out))
+    assert code == 0 and "PASSED" in stdout and "candidate: transformers model" in stdout, stdout + stderr
+    added = 1 if block == "model.layers.0" else layers
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == layers + added
+
+
+def test_with_past_cache_matches_onnxruntime(hf_export: Callable[[str, str], tuple[Path, dict[str, Any]]],
+                                             tmp_path: Path) -> None:
+    """optimum's LLaMA with past, every FFN ×2, checked on inputs drawn by role: the folder's
+    logits and new cache equal onnxruntime's on a consistent past."""
+    path, info = hf_export("llama", "optimum:text-generation-with-past")
+    folder = tmp_path / "original"
+    original = original_folder("llama", path, info, folder)
+    grown = folder / "grown.onnx"
+    code, stdout, stderr = run("widen", str(folder / "model.onnx"),
+                               *_ffn("model.layers.{i}.mlp.up_proj", "intermediate_size")(original),
+                               "-q", "-o", str(grown))
+    assert code == 0, stdout + stderr
+    out = tmp_path / "hf"
+    code, stdout, stderr = run("export", str(grown), "--to", "hf", "-o", str(out))
+    assert code == 0, stdout + stderr
+    assert "past_key_values.0.key" in stdout and "candidate: transformers model" in stdout
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["intermediate_size"] == 2 * original["intermediate_size"]
+    model, loading = transformers.LlamaForCausalLM.from_pretrained(str(out), output_loading_info=True)
+    assert not loading["missing_keys"] and not loading["unexpected_keys"], loading
+    model.eval()
+    rng = np.random.default_rng(4)
+    batch, past, seq = 2, 3, 4
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    feeds: dict[str, np.ndarray] = {
+        "input_ids": rng.integers(0, config["vocab_size"], (batch, seq), dtype=np.int64),
+        "attention_mask": np.ones((batch, past + seq), dtype=np.int64),
+        "position_ids": np.tile(np.arange(past, past + seq, dtype=np.int64), (batch, 1)),
+    }
+    cache = transformers.DynamicCache()
+    for layer in range(config["num_hidden_layers"]):
+        for kind in ("key", "value"):
+            feeds[f"past_key_values.{layer}.{kind}"] = rng.standard_normal(
+                (batch, kv_heads, past, head_dim)).astype(np.float32)
+        cache.update(torch.from_numpy(feeds[f"past_key_values.{layer}.key"]),
+                     torch.from_numpy(feeds[f"past_key_values.{layer}.value"]), layer)
+    session = ort.InferenceSession(str(grown), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    expected = dict(zip(names, session.run(names, feeds)))
+    cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    with torch.no_grad():
+        result = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if not k.startswith("past")},
+                       **{cache_argument: cache}, use_cache=True)
+    assert max_rel(result.logits.numpy(), expected["logits"]) <= 1e-5
+    assert len(result.past_key_values.layers) == config["num_hidden_layers"]
+    for layer, cached in enumerate(result.past_key_values.layers):
+        assert max_rel(cached.keys.numpy(), expected[f"present.{layer}.key"]) <= 1e-5
+        assert max_rel(cached.values.numpy(), expected[f"present.{layer}.value"]) <= 1e-5

@@ -1,0 +1,1 @@
+"""Robustness: fuzzing, hostile files, atomic output, dtypes, control flow, absurd widths."""

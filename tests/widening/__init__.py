@@ -1,0 +1,1 @@
+"""Widening: op rules, channel maps, heads, vocabulary, new outputs and the growth map."""
