@@ -1,10 +1,11 @@
 """Benchmark onnxgrow on large synthetic models against the physical limit and against its peers.
 
     python scripts/bench.py [--reps 3] [--models cnn,transformer] [--only widen,verify,...]
-                            [--huge] [--providers cpu[,cuda]] [--workdir /tmp/onnxgrow-bench]
-                            [--doc docs/benchmarks.md] [--clean]
+                            [--huge] [--llms llama-0.6gb,qwen2-0.5b] [--providers cpu[,cuda]]
+                            [--workdir /tmp/onnxgrow-bench] [--doc docs/benchmarks.md [--section llm]]
+                            [--clean]
 
-Builds (never downloads) its models with external data, see ``tests/scale_helpers.py``:
+Builds (never downloads) its models with external data, see ``tests/helpers/scale.py``:
 a VGG-like CNN with a large classifier (~0.5 GB), a 54-block transformer (~3 GB, over
 the 2 GiB protobuf limit), with ``--huge`` a 194-block transformer (~10 GB, deleted at
 the end), and for ``slope`` plain Gemm/Relu chains of 1k, 5k, 20k and 50k nodes. Every
@@ -30,8 +31,20 @@ Measurements (``--only`` picks groups):
 - ``naive``: ``onnx.load`` + ``onnx.save`` and onnx-ir ``load`` + ``save`` (CNN).
 - ``diff``: ``onnxgrow diff`` of the 3 GB transformer and its widened copy.
 - ``slope``: ``inspect`` and a one-layer ``widen`` of the chains, for the node-count slope.
+- ``llm`` (issue 26): for each LLaMA-shaped model of ``--llms`` (``scale.llama``, shapes in
+  ``scale.LLAMA_SHAPES``: ``llama-0.6gb``, ``qwen2-0.5b`` of about 2 GB, ``llama-10gb``
+  deleted at the end), ``inspect``; one FFN, all FFNs, every attention's heads and an
+  identity layer after one FFN, each with its check; one FFN checked segment by segment;
+  the naive script on the same FFN. Each beside a durable copy (``cp`` + ``sync``) of the
+  input and a grown output and one onnxruntime session + run of the grown model; bound:
+  2.5 × (durable copy + floor + ORT run).
+- ``export``: ``export --to state-dict`` as ``.safetensors`` and ``.pt`` of the ``--llms``
+  models, and ``--to keras-weights`` (``.weights.h5``, ``.npz``) of a Keras-named convnet
+  (``scale.keras_convnet``, 478 MB), with the sampled peaks of anonymous and file-backed
+  memory; bound: peak RSS ≤ 300 MB + the largest tensor.
 
-Prints medians and ratios against the targets of issue 14 and writes them to ``--doc``.
+Prints medians and ratios against the targets of issues 14 and 26 and writes them to
+``--doc``, between the markers of ``--section``.
 """
 
 from __future__ import annotations
@@ -56,20 +69,33 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-import scale_helpers  # noqa: E402
+from tests.helpers import scale  # noqa: E402
 
 PYTHON = sys.executable
 ONNXGROW = [PYTHON, "-m", "onnxgrow"]
 BASELINES = [PYTHON, str(Path(__file__).resolve().parent / "bench_baselines.py")]
-GROUPS = ("startup", "widen", "inspect", "verify", "naive", "diff", "slope")
+GROUPS = ("startup", "widen", "inspect", "verify", "naive", "diff", "slope", "llm", "export")
 #: Transformer blocks of the ``--huge`` model: 194 blocks of 50.3 MB and 262 MB of embedding and head.
 HUGE_LAYERS = 194
 #: Node counts of the ``slope`` chains.
 CHAIN_NODES = (1000, 5000, 20_000, 50_000)
 POLYGRAPHY = str(Path(PYTHON).with_name("polygraphy"))
 MB = 1e6
+#: The LLaMA-shaped models of ``llm`` and ``export`` (shapes: ``scale.LLAMA_SHAPES``).
+LLMS = ("llama-0.6gb", "qwen2-0.5b")
+#: ``--llms`` models too large to keep: deleted at the end of the run.
+DELETED_LLMS = ("llama-10gb",)
+#: Issue 26: every growth with its check within this many times (durable copy + floor + one
+#: onnxruntime run of the grown model).
+GROWTH_LIMIT = 2.5
+#: Issue 26: every export's peak RSS within this much beyond the model's largest tensor.
+EXPORT_ALLOWANCE = 300 * MB
+#: How often the exports' anonymous and file-backed resident memory is sampled (seconds).
+SAMPLE_S = 0.005
+#: The Keras-named convnet the ``keras-weights`` exports write: 11 convolutions of 37.7 MB
+#: after a small first one, and Dense layers of up to 37.7 MB: 478 MB in all.
+KERAS_SHAPE = dict(convs=(1024,) * 12, dense=(3072, 3072, 1000))
 
 
 # --- running and measuring ----------------------------------------------------------
@@ -79,6 +105,8 @@ MB = 1e6
 class Sample:
     wall_s: float
     peak_rss: int  # bytes
+    peak_anon: int = 0  # bytes, sampled (0: not sampled)
+    peak_file: int = 0
 
 
 @dataclass
@@ -90,6 +118,7 @@ class Measure:
     argv: list[str]
     prepare: Callable[[], None] = lambda: None
     ok_codes: tuple[int, ...] = (0,)
+    sample_s: float = 0.0  # how often to sample anonymous/file-backed RSS (0: not)
     samples: list[Sample] = field(default_factory=list)
 
     @property
@@ -100,11 +129,22 @@ class Measure:
     def rss(self) -> int:
         return int(statistics.median(s.peak_rss for s in self.samples))
 
+    @property
+    def rss_text(self) -> str:
+        """The median peak RSS, with the sampled anonymous/file-backed peaks where measured."""
+        text = f"{self.rss / MB:.0f} MB"
+        if self.sample_s:
+            anon = statistics.median(s.peak_anon for s in self.samples)
+            file = statistics.median(s.peak_file for s in self.samples)
+            text += f" (anon {anon / MB:.0f}, file {file / MB:.0f})"
+        return text
 
-def run_measured(argv: Sequence[str]) -> tuple[Sample, int, str]:
-    """Run ``argv`` (cwd: the repository); return its wall time, peak RSS, status, stderr tail."""
-    done = scale_helpers.measure(argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    return Sample(done.wall_s, done.peak_rss), done.returncode, done.stderr
+
+def run_measured(argv: Sequence[str], sample_s: float = 0.0) -> tuple[Sample, int, str]:
+    """Run ``argv`` (cwd: the repository); return its wall time, peak RSS (and, sampled every
+    ``sample_s``, anonymous and file-backed RSS), status, stderr tail."""
+    done = scale.measure(argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), sample_s=sample_s)
+    return Sample(done.wall_s, done.peak_rss, done.peak_anon, done.peak_file), done.returncode, done.stderr
 
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
@@ -122,7 +162,7 @@ def measure_once(m: Measure, cold: bool) -> None:
         drop_caches()
     else:
         os.sync()
-    sample, code, tail = run_measured(m.argv)
+    sample, code, tail = run_measured(m.argv, m.sample_s)
     if code not in m.ok_codes:
         raise SystemExit(f"{m.label} failed with status {code}:\n  {shlex.join(m.argv)}\n{tail}")
     m.samples.append(sample)
@@ -174,7 +214,7 @@ class Subject:
     """A benchmark model, its widened copies, and the bytes the small widening rewrote."""
 
     name: str
-    built: scale_helpers.BuiltModel
+    built: scale.BuiltModel
     small_out: Path
     large_out: Path | None
     inputs_npz: Path
@@ -192,7 +232,7 @@ def compile_package() -> None:
         raise SystemExit("byte-compiling onnxgrow failed")
 
 
-def build_or_reuse(name: str, folder: Path, layers: int, rebuild: bool) -> scale_helpers.BuiltModel:
+def build_or_reuse(name: str, folder: Path, layers: int, rebuild: bool) -> scale.BuiltModel:
     """Build the model into ``folder``, or reuse the one an earlier run built with the same size."""
     record = folder / "built.json"
     size: dict[str, int] = {}
@@ -200,20 +240,26 @@ def build_or_reuse(name: str, folder: Path, layers: int, rebuild: bool) -> scale
         size = {"layers": layers}
     elif name.startswith("chain-"):
         size = {"nodes": int(name.split("-")[1])}
+    elif name in scale.LLAMA_SHAPES:
+        size = dict(scale.LLAMA_SHAPES[name])  # type: ignore[arg-type]
     if not rebuild and record.exists():
         saved = json.loads(record.read_text())
         if saved.pop("size") == size and Path(saved["path"]).exists():
-            return scale_helpers.BuiltModel(**{**saved, "path": Path(saved["path"])})
+            return scale.BuiltModel(**{**saved, "path": Path(saved["path"])})
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     path = folder / f"{name}.onnx"
     start = time.perf_counter()
     if name == "cnn":
-        built = scale_helpers.vgg_like(path)
+        built = scale.vgg_like(path)
     elif name.startswith("chain-"):
-        built = scale_helpers.chain(path, **size)
+        built = scale.chain(path, **size)
+    elif name in scale.LLAMA_SHAPES:
+        built = scale.llama(path, **size)  # type: ignore[arg-type]
+    elif name == "keras":
+        built = scale.keras_convnet(path, **KERAS_SHAPE)  # type: ignore[arg-type]
     else:
-        built = scale_helpers.transformer(path, **size)
+        built = scale.transformer(path, **size)
     print(f"built {path} ({file_bytes(path) / MB:.0f} MB) in {time.perf_counter() - start:.1f} s")
     record.write_text(json.dumps({**asdict(built), "path": str(path), "size": size}))
     return built
@@ -279,7 +325,8 @@ def prepare_subject(name: str, workdir: Path, layers: int, rebuild: bool, verify
 
 @dataclass
 class Comparison:
-    """A target: ``tool`` within ``limit × base`` (+ the median import floor, + ``plus_s``)."""
+    """A target: ``tool`` within ``limit × (base + extra)`` (+ the median import floor, +
+    ``plus_s``); the ratio is of ``tool`` over ``base + extra``."""
 
     title: str
     tool: Measure
@@ -288,10 +335,20 @@ class Comparison:
     base_label: str = ""
     floor: Measure | None = None
     plus_s: float = 0.0
+    extra: tuple[Measure, ...] = ()
+
+    @property
+    def base_wall(self) -> float:
+        return self.base.wall + sum(m.wall for m in self.extra)
+
+    def paired(self) -> list[float]:
+        """Each repetition's own ratio (the commands ran back to back), sorted."""
+        bases = [sum(parts) for parts in zip(*([x.wall_s for x in m.samples] for m in (self.base, *self.extra)))]
+        return sorted(t.wall_s / b for t, b in zip(self.tool.samples, bases))
 
     @property
     def bound(self) -> float:
-        return self.limit * self.base.wall + (self.floor.wall if self.floor else 0.0) + self.plus_s
+        return self.limit * self.base_wall + (self.floor.wall if self.floor else 0.0) + self.plus_s
 
     @property
     def bound_label(self) -> str:
@@ -311,6 +368,8 @@ class Plan:
     skipped: list[str] = field(default_factory=list)
     info: list[Measure] = field(default_factory=list)
     slope: list[tuple[int, Measure, Measure]] = field(default_factory=list)  # nodes, inspect, widen
+    #: the LLaMA-shaped models: subject, its rows, and the base of their ratios (durable copy, floor, ORT run)
+    llm: list[tuple[Subject, list[Measure], tuple[Measure, ...]]] = field(default_factory=list)
 
 
 def diff_available() -> bool:
@@ -399,10 +458,117 @@ def widen_group(plan: Plan, s: Subject, size: str, layer: str, width: int, grown
     return group
 
 
+def largest_tensor(model: Path) -> int:
+    """Bytes of the model's largest initializer (metadata only)."""
+    import onnx_ir as ir
+
+    return max(v.const_value.nbytes for v in ir.load(model).graph.initializers.values() if v.const_value is not None)
+
+
+def export_measure(s: Subject, suffix: str, target: str, out: Path) -> Measure:
+    """``onnxgrow export --to target`` of ``s`` into ``out/<name><suffix>``, its memory sampled."""
+    return Measure(f"{s.name}:export{suffix}", f"{s.name}: export --to {target} ({suffix})",
+                   [*ONNXGROW, "export", str(s.built.path), "--to", target, "-o", str(out / f"{s.name}{suffix}")],
+                   fresh_dir(out), sample_s=SAMPLE_S)
+
+
+def export_memory_check(plan: Plan, s: Subject, m: Measure) -> None:
+    largest = largest_tensor(s.built.path)
+    plan.memory_checks.append((f"{s.name}: export {m.argv[-1].rsplit('/', 1)[-1]}", m,
+                               int(EXPORT_ALLOWANCE + largest),
+                               f"300 MB + largest tensor {largest / MB:.0f} MB"))
+
+
+def ffn_edits(model: Path, block: int) -> list[str]:
+    """The naive script's edits widening block ``block``'s gated FFN: the gate and up
+    projections' weights (``[in, out]``: units on axis 1) and the down projection's (axis 0)."""
+    import onnx_ir as ir
+
+    weights = {node.name: node.inputs[1].name for node in ir.load(model).graph
+               if node.op_type == "MatMul" and node.inputs[1] is not None}
+    scope = f"/model/layers.{block}/mlp"
+    return [f"P:{weights[f'{scope}/gate_proj/MatMul']}:1", f"P:{weights[f'{scope}/up_proj/MatMul']}:1",
+            f"C:{weights[f'{scope}/down_proj/MatMul']}:0"]
+
+
+def llm_group(plan: Plan, s: Subject, only: set[str], floor: Measure, out: Path) -> list[Measure]:
+    """Issue 26's rows for a LLaMA-shaped model, back to back with their baselines: a durable
+    copy of the input and of a grown output (``cp`` + ``sync``) and one onnxruntime session
+    and run of the grown model. ``llm``: ``inspect``; one FFN, every FFN, every attention's
+    heads and an identity layer after one FFN, each with the check; one FFN with the check
+    made segment by segment (``--max-memory`` a quarter of the weights); the naive script
+    widening the same FFN (no check; models under 2 GiB). ``export``: ``--to state-dict``
+    as ``.safetensors`` and ``.pt``, memory sampled. Every growth is bounded by
+    ``GROWTH_LIMIT × (durable copy + floor + ORT run)``, every export's peak RSS by
+    ``EXPORT_ALLOWANCE`` + the largest tensor."""
+    src = s.built.path
+    shape = scale.LLAMA_SHAPES[s.name]
+    layers, ffn, heads, kv_heads = (int(shape[k]) for k in ("layers", "ffn", "heads", "kv_heads"))
+    middle = layers // 2
+    grown = s.small_out
+    copies = (f"mkdir {out / 'in'} {out / 'out'} && cp {quoted(model_files(src))} {out / 'in'} "
+              f"&& cp {quoted(model_files(grown))} {out / 'out'} && sync {out / 'in'}/* {out / 'out'}/*")
+    durable = durable_copy(f"{s.name}:cp-sync", f"{s.name}: cp + sync of input and grown output", copies, [out])
+    ort_run = Measure(f"{s.name}:ort-run", f"{s.name}: one onnxruntime session + run of the grown model",
+                      [*BASELINES, "one-run", str(grown), str(s.inputs_npz), "cpu"])
+    bases = (durable, floor, ort_run)
+    rows: list[Measure] = []
+
+    def grow(key: str, label: str, *args: str) -> Measure:
+        return Measure(f"{s.name}:{key}", f"{s.name}: {label}",
+                       [*ONNXGROW, args[0], str(src), *args[1:], "-q", "-o", str(out / src.name)], fresh_dir(out))
+
+    def pairs(option: str, node: str, value: int) -> list[str]:
+        return [arg for i in range(layers) for arg in ("--node", node.format(i), option, str(value))]
+
+    if "llm" in only:
+        rows.append(Measure(f"{s.name}:inspect", f"{s.name}: inspect", [*ONNXGROW, "inspect", str(src)]))
+        ffn_node = f"model.layers.{middle}.mlp.up_proj"
+        growths = [
+            grow("widen-ffn", f"widen one FFN ({ffn_node} → {ffn + ffn // 8}), with the check",
+                 "widen", "--node", ffn_node, "--to", str(ffn + ffn // 8)),
+            grow("widen-ffns", f"widen all {layers} FFNs, with the check",
+                 "widen", *pairs("--to", "model.layers.{}.mlp.up_proj", ffn + ffn // 8)),
+            grow("heads", f"all {layers} attentions {heads} → {heads + kv_heads} heads, with the check",
+                 "widen", *pairs("--heads", "model.layers.{}.self_attn", heads + kv_heads)),
+            grow("deepen", f"deepen --after model.layers.{middle}.mlp.down_proj, with the check",
+                 "deepen", "--after", f"model.layers.{middle}.mlp.down_proj"),
+            grow("segmented", "widen one FFN, checked segment by segment (--max-memory ¼ of the weights)",
+                 "widen", "--node", ffn_node, "--to", str(ffn + ffn // 8),
+                 "--max-memory", f"{s.built.weight_bytes // 4 // 10**6}MB"),
+        ]
+        rows += growths
+        for m in growths:
+            plan.comparisons.append(Comparison(m.label, m, durable, GROWTH_LIMIT, "cp + sync, floor, one ORT run",
+                                               extra=(floor, ort_run)))
+        if file_bytes(src) < 2**31:
+            rows.append(Measure(f"{s.name}:naive-ffn", f"{s.name}: naive script, the same FFN (no check)",
+                                [*BASELINES, "naive-net2net", str(src), str(out / src.name), str(ffn + ffn // 8),
+                                 *ffn_edits(src, middle)], fresh_dir(out)))
+        else:
+            plan.skipped.append(f"{s.name}: the naive script (onnx.load + onnx.save) not run: over 2 GiB")
+    if "export" in only:
+        for suffix in (".safetensors", ".pt"):
+            m = export_measure(s, suffix, "state-dict", out)
+            rows.append(m)
+            export_memory_check(plan, s, m)
+    plan.llm.append((s, rows, bases))
+    return [durable, ort_run, *rows]
+
+
 def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scratch: Path,
-             chains: list[Subject]) -> Plan:
+             chains: list[Subject], llms: list[Subject], keras: Subject | None) -> Plan:
     plan = Plan()
     floor = startup_measures(plan, only)
+    for s in llms:
+        plan.measures.append(llm_group(plan, s, only, floor, scratch / s.name))
+    if keras is not None:
+        group = [export_measure(keras, suffix, "keras-weights", scratch / "keras")
+                 for suffix in (".weights.h5", ".npz")]
+        for m in group:
+            export_memory_check(plan, keras, m)
+        plan.measures.append(group)
+        plan.info.extend(group)
     for s in subjects:
         src = s.built.path
         out = scratch / s.name
@@ -484,7 +650,7 @@ def run_plan(plan: Plan, reps: int, cold: bool) -> None:
     """Every repetition of the groups, alternating the order within each; the ~10 GB model's
     groups come after all repetitions of the others, since its copies push every other
     model out of the page cache (their later repetitions would read the disk)."""
-    evicting = [group for group in plan.measures if group[0].key.startswith("huge:")]
+    evicting = [group for group in plan.measures if group[0].key.startswith(("huge:", *DELETED_LLMS))]
     warm = [group for group in plan.measures if group not in evicting]
     for label, groups in (("", warm), ("~10 GB model, ", evicting)):
         for rep in range(reps if groups else 0):
@@ -604,12 +770,10 @@ def report(plan: Plan, subjects: list[Subject], argv: list[str], loads: tuple[li
         f"- load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in loads[0])}; "
         f"after: {', '.join(f'{x:.2f}' for x in loads[1])}",
         f"- {cache_note(cold)}",
-        "",
-        "### Models",
-        "",
-        "| model | on disk | files | widened (small) | widened (large) |",
-        "|---|---|---|---|---|",
     ]
+    if subjects:
+        lines += ["", "### Models", "", "| model | on disk | files | widened (small) | widened (large) |",
+                  "|---|---|---|---|---|"]
     for s in subjects:
         large = f"`{s.built.large_layer}` → {s.built.large_width}" if s.built.large_layer else "—"
         lines.append(f"| {s.name} | {file_bytes(s.built.path) / MB:.0f} MB | "
@@ -626,14 +790,14 @@ def report(plan: Plan, subjects: list[Subject], argv: list[str], loads: tuple[li
               "| target | onnxgrow | baseline | ratio | paired | bound | |",
               "|---|---|---|---|---|---|---|"]
     for c in plan.comparisons:
-        ratio = c.tool.wall / c.base.wall
-        paired = sorted(t.wall_s / b.wall_s for t, b in zip(c.tool.samples, c.base.samples))
+        ratio = c.tool.wall / c.base_wall
+        paired = c.paired()
         base = c.base_label or c.base.label
-        lines.append(f"| {c.title}: wall | {c.tool.wall:.2f} s | {c.base.wall:.2f} s ({base}) | "
+        lines.append(f"| {c.title}: wall | {c.tool.wall:.2f} s | {c.base_wall:.2f} s ({base}) | "
                      f"{ratio:.2f}× | {paired[0]:.2f} / {statistics.median(paired):.2f} / {paired[-1]:.2f} | "
                      f"≤ {c.bound:.2f} s ({c.bound_label}) | {verdict(c.tool.wall <= c.bound)} |")
     for title, m, limit, label in plan.memory_checks:
-        lines.append(f"| {title}: peak RSS | {m.rss / MB:.0f} MB | | | | ≤ {limit / MB:.0f} MB ({label}) | "
+        lines.append(f"| {title}: peak RSS | {m.rss_text} | | | | ≤ {limit / MB:.0f} MB ({label}) | "
                      f"{verdict(m.rss <= limit)} |")
     diff = next((m for m in plan.info if m.key.endswith(":diff")), None)
     if diff is not None:
@@ -648,11 +812,24 @@ def report(plan: Plan, subjects: list[Subject], argv: list[str], loads: tuple[li
         for m in group:
             walls = [x.wall_s for x in m.samples]
             lines.append(f"| {m.label} | {m.wall:.2f} s | {min(walls):.2f}–{max(walls):.2f} s | "
-                         f"{m.rss / MB:.0f} MB |")
+                         f"{m.rss_text} |")
+    for llm, rows, bases in plan.llm:
+        base_s = sum(m.wall for m in bases)
+        lines += ["", f"### {llm.name}: LLaMA-shaped, {file_bytes(llm.built.path) / MB:.0f} MB "
+                      f"({len(model_files(llm.built.path))} files)", "",
+                  f"Ratio: the row's wall over the sum of the three baselines above it, measured back to back "
+                  f"with it: {' + '.join(f'{m.wall:.2f}' for m in bases)} = {base_s:.2f} s. Peak RSS: `ru_maxrss`; "
+                  "for the exports also the sampled peaks of anonymous and file-backed resident memory (MB).", "",
+                  "| command | wall (median) | min–max | × (copy + floor + ORT run) | peak RSS (median) |",
+                  "|---|---|---|---|---|"]
+        for m in (*bases, *rows):
+            walls = [x.wall_s for x in m.samples]
+            lines.append(f"| {m.label} | {m.wall:.2f} s | {min(walls):.2f}–{max(walls):.2f} s | "
+                         f"{m.wall / base_s:.2f}× | {m.rss_text} |")
     if plan.slope:
         floor = next(m for m in plan.info if m.key == "floor")
         lines += ["", "### Graph size: the node-count slope", "",
-                  "Plain chains of Gemm → Relu layers (`scale_helpers.chain`, 8 features, weights inside the "
+                  "Plain chains of Gemm → Relu layers (`scale.chain`, 8 features, weights inside the "
                   "`.onnx`); the widening is of one layer in the middle. Above floor: the median minus the "
                   "import floor; per 1k nodes: that divided by the node count (flat when linear).", "",
                   "| nodes | inspect | above floor | per 1k nodes | widen one layer | above floor | per 1k nodes |",
@@ -667,35 +844,35 @@ def report(plan: Plan, subjects: list[Subject], argv: list[str], loads: tuple[li
         lines += ["", "Not measured:", ""]
         lines += [f"- {s}" for s in plan.skipped]
     startup = next((m for m in plan.info if m.key == "floor"), None)
-    if startup is not None:
+    against = [c for c in plan.comparisons if "widen" in c.tool.key and c.base.key != "floor" and not c.extra]
+    if startup is not None and against:
         lines += ["", "### Where the time goes", "",
                   f"Every Python ONNX tool starts an interpreter and imports onnx-ir (or onnx): "
                   f"`python -c \"import onnx_ir\"` takes {startup.wall:.2f} s. "
                   "Against each baseline, the widening's own work (its wall time minus that floor) is:", ""]
-        for c in plan.comparisons:
-            if "widen" in c.tool.key and c.base.key != "floor":
-                own = c.tool.wall - startup.wall
-                lines.append(f"- {c.title}: {own:.2f} s of work vs {c.base.wall:.2f} s of `{c.base_label}` "
-                             f"({own / c.base.wall:.2f}×)")
+        for c in against:
+            own = c.tool.wall - startup.wall
+            lines.append(f"- {c.title}: {own:.2f} s of work vs {c.base.wall:.2f} s of `{c.base_label}` "
+                         f"({own / c.base.wall:.2f}×)")
     for name, text in profiles.items():
         lines += ["", f"Profile of the small widening of {name} (cProfile, cumulative time):", "",
                   "```", text, "```"]
     return "\n".join(lines) + "\n"
 
 
-BEGIN, END = "<!-- bench.py results: begin -->", "<!-- bench.py results: end -->"
-
-
-def write_doc(doc: Path, results: str) -> None:
-    """Put ``results`` between the markers of ``doc``, keeping the text around them."""
-    block = f"{BEGIN}\n{results}{END}\n"
-    text = doc.read_text() if doc.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
+def write_doc(doc: Path, results: str, section: str = "") -> None:
+    """Put ``results`` between the markers of ``section`` in ``doc`` (``<!-- bench.py results:
+    [SECTION: ]begin -->`` … ``end -->``), keeping the text around them; without them, append."""
+    prefix = f"<!-- bench.py results: {section + ': ' if section else ''}"
+    begin, end = f"{prefix}begin -->", f"{prefix}end -->"
+    block = f"{begin}\n{results}{end}\n"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
         text = head + block + ("\n" + after if after else "")
     else:
-        text = "# Benchmarks\n\n" + block
+        text = text.rstrip("\n") + "\n\n" + block
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
 
@@ -713,6 +890,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/onnxgrow-bench"))
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md",
                         help="where to write the report ('-' for stdout only)")
+    parser.add_argument("--section", default="",
+                        help="which results section of --doc to replace (its markers name it; default: the first)")
     parser.add_argument("--cold", action="store_true",
                         help="drop the page cache before every measured command (needs root)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the models even if present")
@@ -722,6 +901,9 @@ def main(argv: list[str]) -> int:
                         help=f"also a {HUGE_LAYERS}-block transformer (~10 GB of external data; widen, inspect; "
                              "deleted at the end; with its widened copy and the copies, ~50 GB of free disk)")
     parser.add_argument("--huge-layers", type=int, default=HUGE_LAYERS, help=argparse.SUPPRESS)
+    parser.add_argument("--llms", default=",".join(LLMS),
+                        help=f"LLaMA-shaped models of the llm and export groups, from {', '.join(scale.LLAMA_SHAPES)} "
+                             f"({', '.join(DELETED_LLMS)}: deleted at the end)")
     args = parser.parse_args(argv)
     only = {g.strip() for g in args.only.split(",") if g.strip()}
     unknown = only - set(GROUPS)
@@ -730,6 +912,7 @@ def main(argv: list[str]) -> int:
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     load_before = list(os.getloadavg())
+    args.workdir.mkdir(parents=True, exist_ok=True)
     compile_package()
     subjects = [prepare_subject(name.strip(), args.workdir, args.layers, args.rebuild)
                 for name in args.models.split(",") if name.strip()]
@@ -738,9 +921,16 @@ def main(argv: list[str]) -> int:
     profiles = {} if args.no_profile or "widen" not in only else {s.name: profile_widen(s, scratch) for s in subjects}
     if args.huge:
         subjects.append(prepare_subject("huge", args.workdir, args.huge_layers, args.rebuild, verify=False))
+    llm_names = [n.strip() for n in args.llms.split(",") if n.strip()] if only & {"llm", "export"} else []
+    if unknown_llms := set(llm_names) - set(scale.LLAMA_SHAPES):
+        parser.error(f"unknown --llms model(s): {', '.join(sorted(unknown_llms))}")
+    llms = [prepare_subject(name, args.workdir, 0, args.rebuild) for name in llm_names]
+    keras = None
+    if "export" in only:
+        keras = Subject("keras", build_or_reuse("keras", args.workdir / "keras", 0, args.rebuild), Path(), None, Path())
     chains = [Subject(f"chain-{n}", build_or_reuse(f"chain-{n}", args.workdir / f"chain-{n}", 0, args.rebuild),
                       Path(), None, Path()) for n in CHAIN_NODES] if "slope" in only else []
-    plan = plan_for(subjects, only, providers, scratch, chains)
+    plan = plan_for(subjects, only, providers, scratch, chains, llms, keras)
     if args.cold:
         try:
             drop_caches()
@@ -751,11 +941,13 @@ def main(argv: list[str]) -> int:
                   profiles, started, args.workdir, providers)
     print(text)
     if str(args.doc) != "-":
-        write_doc(args.doc, text)
+        write_doc(args.doc, text, args.section)
         print(f"wrote {args.doc}")
     shutil.rmtree(scratch, ignore_errors=True)
     if args.huge:
         shutil.rmtree(args.workdir / "huge", ignore_errors=True)
+    for name in set(llm_names) & set(DELETED_LLMS):
+        shutil.rmtree(args.workdir / name, ignore_errors=True)
     if args.clean:
         shutil.rmtree(args.workdir, ignore_errors=True)
     return 0

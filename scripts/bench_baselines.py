@@ -1,6 +1,7 @@
 """The baselines ``scripts/bench.py`` measures onnxgrow against, each a command of its own.
 
     python scripts/bench_baselines.py plain-sessions REFERENCE CANDIDATE INPUTS.npz cpu|cuda
+    python scripts/bench_baselines.py one-run MODEL INPUTS.npz cpu|cuda
     python scripts/bench_baselines.py naive-onnx SOURCE TARGET
     python scripts/bench_baselines.py ir-roundtrip SOURCE TARGET
     python scripts/bench_baselines.py naive-net2net SOURCE TARGET WIDTH P:fc1.weight:0 P:fc1.bias:0 C:fc2.weight:1
@@ -30,6 +31,20 @@ def plain_sessions(reference: str, candidate: str, inputs: str, provider: str) -
     outs = [session.run(None, feeds) for session in sessions]
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(*outs))
     print(f"max abs error {worst:.3g}")
+
+
+def one_run(model: str, inputs: str, provider: str) -> None:
+    """One onnxruntime session of ``model`` (default options) and one run on the inputs: the
+    least any check of the model costs."""
+    import numpy as np
+    import onnxruntime as ort
+
+    with np.load(inputs) as data:
+        feeds = {k: data[k] for k in data.files}
+    session = ort.InferenceSession(model, providers=PROVIDERS[provider])
+    if provider == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        raise SystemExit("CUDAExecutionProvider is not available")
+    session.run(None, feeds)
 
 
 def naive_onnx(source: str, target: str) -> None:
@@ -64,7 +79,8 @@ def naive_net2net(source: str, target: str, width: str, *edits: str) -> None:
     rng = np.random.default_rng(0)
     src = counts = None
     for spec in edits:
-        kind, name, axis_text = spec.split(":")
+        kind, rest = spec.split(":", 1)
+        name, axis_text = rest.rsplit(":", 1)  # names may hold colons (onnx::MatMul_12)
         axis = int(axis_text)
         weight = numpy_helper.to_array(initializers[name])
         if src is None:
@@ -83,6 +99,7 @@ def naive_net2net(source: str, target: str, width: str, *edits: str) -> None:
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "plain-sessions": plain_sessions,
+    "one-run": one_run,
     "naive-onnx": naive_onnx,
     "ir-roundtrip": ir_roundtrip,
     "naive-net2net": naive_net2net,
