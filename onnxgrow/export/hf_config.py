@@ -45,9 +45,13 @@ class Change:
     old: Any
     new: Any
     recorded: bool
+    #: why a key no growth changed is written (GPT-2's null ``n_inner`` after ``n_embd`` grew)
+    why: str = ""
 
     def describe(self) -> str:
         text = f"{self.key} {self.old} → {self.new}"
+        if self.why:
+            return f"{text} ({self.why})"
         return text if self.recorded else text + " (the model's history records no growth of it)"
 
 
@@ -199,12 +203,12 @@ class _Builder:
         self.config = copy.deepcopy(dict(original))
         self.changes: list[Change] = []
 
-    def set(self, key: str, old: Any, new: Any, recorded: bool, *, write: bool = True) -> None:
+    def set(self, key: str, old: Any, new: Any, recorded: bool, *, write: bool = True, why: str = "") -> None:
         """Record ``key`` old → new and write it (unless ``write`` is False: the config's
         absent or null key already means ``new``)."""
         if old == new:
             return
-        self.changes.append(Change(key, old, new, recorded))
+        self.changes.append(Change(key, old, new, recorded, why))
         if write:
             self.config[key] = new
 
@@ -216,9 +220,13 @@ class _Builder:
                 continue
             old = _effective(self.original, size)
             recorded = any(self.history.check(r, size.key, old) for r in size.recorded)
-            stays_default = (self.original.get(size.key) is None and size.default is not None
-                             and new == size.default(self.config))
-            self.set(size.key, old, new, recorded, write=not stays_default)
+            implied = size.default(self.config) if size.default and self.original.get(size.key) is None else None
+            if implied is not None and new == implied:  # sizes before it are set: the null still means it
+                self.set(size.key, old, new, recorded, write=False)
+            elif implied is not None and new == old:  # a size it derives from grew: null would mean another
+                self.set(size.key, None, new, recorded, why=f"kept, written out: null would now mean {implied}")
+            else:
+                self.set(size.key, old, new, recorded)
 
     def heads(self, heads: Heads) -> None:
         original = self.original
@@ -272,7 +280,12 @@ class _Builder:
         hidden_key = self.family.hidden_key
         text = (f"a {self.what} config has no head size of its own ({hidden_key} / {heads.heads_key}), so "
                 f"{hidden_key} {hidden} with {new_heads} heads of {head_size} cannot be written: ")
-        if hidden % head_size == 0:
+        if new_heads * head_size > hidden:
+            stream = next((r.modules[0] for r in self.family.size(hidden_key).recorded), None)
+            where = f" (--node '{per_layer(stream, self.base)}' --to {new_heads * head_size})" if stream else ""
+            text += (f"grow {hidden_key} to {new_heads * head_size} in the same command{where}, "
+                     f"or keep {hidden // head_size} heads")
+        elif hidden % head_size == 0:
             count = hidden // head_size
             text += f"grow the heads to {count} as well (--node '{modules}' --heads {count})"
         else:

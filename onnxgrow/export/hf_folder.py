@@ -150,8 +150,18 @@ def _check_against_class(config: dict[str, Any], tensors: dict[str, np.ndarray],
         expected = state.get(name)
         if expected is not None and tuple(array.shape) != expected:
             raise GrowError(f"{name} has shape {list(array.shape)}, but a {what} built from the new config.json "
-                            f"has {list(expected)}: the config cannot describe this model")
+                            f"has {list(expected)}: the config cannot describe this model"
+                            + _grow_too(name, tuple(array.shape), expected))
     return notes
+
+
+def _grow_too(name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    """The growth that fits a linear layer the config sizes from a grown one (BERT's pooler,
+    ``hidden_size`` wide, after the hidden size grew): its weight differs in its output rows only."""
+    module, _, kind = name.rpartition(".")
+    if kind != "weight" or len(shape) != 2 or len(expected) != 2 or shape[1] != expected[1]:
+        return ""
+    return f"; grow {module} to {expected[0]} as well (--node '{module}' --to {expected[0]})"
 
 
 def _size_notes(grown: GrownConfig) -> list[str]:

@@ -1,12 +1,14 @@
 """``onnxgrow export --to hf`` on real ``transformers`` models (tests/helpers/hf_zoo.py).
 
-Each case grows a real export with the growths this branch has (every layer's FFN, the
-vocabulary with a tied head, classifier labels), writes the folder through the CLI, and
-checks it the way a user would use it: ``from_pretrained`` loads it with no missing or
-unexpected keys, the config is the original's with exactly the grown sizes changed, its
-logits equal onnxruntime's on the grown ONNX (max rel 1e-5) on inputs drawn here, the
-companion files are copied, and a few AdamW steps run on it (finite loss). The expected
-sizes are computed from the original config, not written down.
+Each case grows a real export (every layer's FFN, every attention's heads, the hidden size
+with the heads, the vocabulary with a tied head, classifier labels), writes the folder
+through the CLI, and checks it the way a user would use it: ``from_pretrained`` loads it
+with no missing or unexpected keys, the config is the original's with exactly the grown
+sizes changed, its logits equal onnxruntime's on the grown ONNX (max rel 1e-5), the
+companion files are copied, and 20 AdamW steps on local data (the Python standard
+library's own source text; scikit-learn's digits for ViT) lower the loss, which starts at
+the original model's loss wherever the growth preserves the function. The expected sizes
+are computed from the original config, not written down.
 
 Bad input: one line, exit 2, nothing written, input untouched.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+import textwrap as stdlib_text
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,10 +67,14 @@ class Case:
     #: the training labels for the model's inputs (default: a language model's own ids)
     labels: Callable[[Config, dict[str, torch.Tensor]], torch.Tensor] = field(
         default=lambda config, inputs: inputs["input_ids"])
+    #: the growths keep the loss (new labels and new token rows change the softmax)
+    keeps_loss: bool = True
+    #: the name of the growth in the test id
+    growth: str = ""
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.exporter}"
+        return f"{self.model}-{self.exporter}" + (f"-{self.growth}" if self.growth else "")
 
 
 def _gpt2_inner(config: Config) -> int:
@@ -95,24 +102,66 @@ def _new_label_first(config: Config, inputs: dict[str, torch.Tensor]) -> torch.T
     return (torch.arange(batch) - 1) % len(config["id2label"])
 
 
+def _heads(modules: str) -> Callable[[Config], list[str]]:
+    return lambda config: ["--node", modules, "--heads", "2x"]
+
+
+def _hidden_and_heads(stream: str, modules: str, *more: str) -> Callable[[Config], list[str]]:
+    """The residual stream ×2 and every attention's heads ×2 in one command (the head size kept)."""
+    return lambda config: ["--node", stream, "--to", "2x", "--node", modules, "--heads", "2x", *more]
+
+
+def _doubled(*keys: str) -> Callable[[Config], Config]:
+    return lambda config: {key: 2 * config[key] for key in keys}
+
+
+def _heads_changed(config: Config) -> Config:
+    """Heads ×2 at the same head size: a config that derives the head size writes it out."""
+    head_dim = {} if config.get("head_dim") else {"head_dim": config["hidden_size"] // config["num_attention_heads"]}
+    return {"num_attention_heads": 2 * config["num_attention_heads"], **head_dim}
+
+
+def _gpt2_hidden_changed(config: Config) -> Config:
+    """GPT-2's null n_inner means 4 × n_embd: written out, as the FFN keeps its width."""
+    return {"n_embd": 2 * config["n_embd"], "n_head": 2 * config["n_head"], "n_inner": _gpt2_inner(config)}
+
+
+_LLAMA_FFN = _ffn("model.layers.{i}.mlp.up_proj", "intermediate_size")
+_LLAMA_HIDDEN = _hidden_and_heads("model.embed_tokens", "model.layers.*.self_attn")
 CASES = [
-    Case("llama", "dynamo", (_ffn("model.layers.{i}.mlp.up_proj", "intermediate_size"),),
-         lambda c: {"intermediate_size": 2 * c["intermediate_size"]}),
-    Case("llama-tied", "dynamo", (_ffn("model.layers.{i}.mlp.up_proj", "intermediate_size"),),
-         lambda c: {"intermediate_size": 2 * c["intermediate_size"]}),
+    Case("llama", "dynamo", (_LLAMA_FFN,), _doubled("intermediate_size"), growth="ffn"),
+    Case("llama-tied", "dynamo", (_LLAMA_FFN,), _doubled("intermediate_size"), growth="ffn"),
     Case("gpt2", "dynamo", (lambda c: ["--node", "transformer.wte", "--rows", str(c["vocab_size"] + 8)],),
-         lambda c: {"vocab_size": c["vocab_size"] + 8}),
+         lambda c: {"vocab_size": c["vocab_size"] + 8}, keeps_loss=False, growth="vocabulary"),
     Case("bert", "dynamo",
-         _BERT_GROWTHS, _ffn_and_label_changed, labels=_new_label_first),
+         _BERT_GROWTHS, _ffn_and_label_changed, labels=_new_label_first, keeps_loss=False, growth="ffn-label"),
     Case("bert", "optimum:text-classification",
-         _BERT_GROWTHS, _ffn_and_label_changed, labels=_new_label_first),
-    Case("qwen2", "dynamo", (_ffn("model.layers.{i}.mlp.up_proj", "intermediate_size"),),
-         lambda c: {"intermediate_size": 2 * c["intermediate_size"]}),
+         _BERT_GROWTHS, _ffn_and_label_changed, labels=_new_label_first, keeps_loss=False, growth="ffn-label"),
+    Case("qwen2", "dynamo", (_LLAMA_FFN,), _doubled("intermediate_size"), growth="ffn"),
     Case("vit", "dynamo", (_ffn("vit.layers.{i}.mlp.fc1", "intermediate_size"), _one_label_more),
-         _ffn_and_label_changed, labels=_new_label_first),
+         _ffn_and_label_changed, labels=_new_label_first, keeps_loss=False, growth="ffn-label"),
     Case("gpt2", "optimum:text-generation",
          (_ffn("transformer.h.{i}.mlp.c_fc", "n_inner", _gpt2_inner),),
-         lambda c: {"n_inner": 2 * _gpt2_inner(c)}),
+         lambda c: {"n_inner": 2 * _gpt2_inner(c)}, growth="ffn"),
+    Case("llama", "dynamo", (_heads("model.layers.*.self_attn"),), _heads_changed, growth="heads"),
+    Case("qwen2", "dynamo", (_heads("*.self_attn"),), _heads_changed, growth="heads"),
+    Case("llama", "optimum:text-generation", (_heads("*.self_attn"),), _heads_changed, growth="heads"),
+    Case("llama", "dynamo", (_LLAMA_HIDDEN,), _doubled("hidden_size", "num_attention_heads"), growth="hidden"),
+    Case("llama-tied", "dynamo", (_LLAMA_HIDDEN,), _doubled("hidden_size", "num_attention_heads"),
+         growth="hidden"),
+    Case("llama", "optimum:text-generation", (_LLAMA_HIDDEN,), _doubled("hidden_size", "num_attention_heads"),
+         growth="hidden"),
+    Case("qwen2", "dynamo", (_LLAMA_HIDDEN,), _doubled("hidden_size", "num_attention_heads"), growth="hidden"),
+    Case("gpt2", "dynamo", (_hidden_and_heads("transformer.wte", "transformer.h.*.attn"),), _gpt2_hidden_changed,
+         growth="hidden"),
+    Case("gpt2", "optimum:text-generation", (_hidden_and_heads("transformer.wte", "transformer.h.*.attn"),),
+         _gpt2_hidden_changed, growth="hidden"),
+    # BERT's pooler is a hidden_size × hidden_size layer: it grows with the stream
+    Case("bert", "dynamo", (_hidden_and_heads("bert.embeddings.word_embeddings", "*.attention.self",
+                                              "--node", "bert.pooler.dense", "--to", "2x"),),
+         _doubled("hidden_size", "num_attention_heads"), labels=_new_label_first, growth="hidden"),
+    Case("vit", "dynamo", (_hidden_and_heads("vit.embeddings.patch_embeddings.projection", "vit.layers.*.attention"),),
+         _doubled("hidden_size", "num_attention_heads"), labels=_new_label_first, growth="hidden"),
 ]
 
 
@@ -147,15 +196,30 @@ def original_folder(name: str, path: Path, info: dict[str, Any], folder: Path) -
     return json.loads((folder / "config.json").read_text())
 
 
-def feeds_for(session: ort.InferenceSession, config: Config, seed: int = 3) -> dict[str, np.ndarray]:
-    """Inputs a user gives: ids in the vocabulary, a mask of ones, zero token types, positions,
-    images of the config's size."""
-    rng = np.random.default_rng(seed)
-    batch, seq = 2, 7
+def _local_text_ids(count: int, vocab: int) -> np.ndarray:
+    """Token ids from real text on every machine: the standard library's ``textwrap`` source,
+    one id per byte (modulo the tiny vocabulary)."""
+    data = np.frombuffer(Path(stdlib_text.__file__).read_bytes(), dtype=np.uint8)
+    return (data[1000:1000 + count] % vocab).astype(np.int64)
+
+
+def _digit_images(batch: int, channels: int, size: int) -> np.ndarray:
+    """scikit-learn's digits (8×8), scaled up to the config's image size, one copy per channel."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images[:batch].astype(np.float32) / 16.0
+    scaled = np.kron(digits, np.ones((size // 8, size // 8), np.float32))
+    return np.repeat(scaled[:, None], channels, axis=1)
+
+
+def feeds_for(session: ort.InferenceSession, config: Config) -> dict[str, np.ndarray]:
+    """Inputs a user gives: ids of local text in the vocabulary, a mask of ones, zero token
+    types, positions, digit images of the config's size."""
+    batch, seq = 2, 16
     feeds: dict[str, np.ndarray] = {}
     for value in session.get_inputs():
         if value.name == "input_ids":
-            feeds[value.name] = rng.integers(0, config["vocab_size"], (batch, seq), dtype=np.int64)
+            feeds[value.name] = _local_text_ids(batch * seq, config["vocab_size"]).reshape(batch, seq)
         elif value.name == "attention_mask":
             feeds[value.name] = np.ones((batch, seq), dtype=np.int64)
         elif value.name == "token_type_ids":
@@ -163,11 +227,20 @@ def feeds_for(session: ort.InferenceSession, config: Config, seed: int = 3) -> d
         elif value.name == "position_ids":
             feeds[value.name] = np.tile(np.arange(seq, dtype=np.int64), (batch, 1))
         elif value.name == "pixel_values":
-            shape = (batch, config["num_channels"], config["image_size"], config["image_size"])
-            feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+            feeds[value.name] = _digit_images(batch, config["num_channels"], config["image_size"])
         else:
             raise AssertionError(f"no test input for {value.name}")
     return feeds
+
+
+def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The loss ``transformers`` computes: a language model's logits predict the next id."""
+    if logits.ndim == 3:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    flat = logits.reshape(-1, logits.shape[-1]).astype(np.float64)
+    flat = flat - flat.max(axis=1, keepdims=True)
+    log_softmax = flat - np.log(np.exp(flat).sum(axis=1, keepdims=True))
+    return float(-log_softmax[np.arange(len(flat)), labels.reshape(-1)].mean())
 
 
 def max_rel(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -222,25 +295,33 @@ def test_from_pretrained_matches_onnxruntime_and_trains(grown_folder: tuple[Case
     session = ort.InferenceSession(str(grown), providers=["CPUExecutionProvider"])
     feeds = feeds_for(session, config)
     expected = session.run(None, feeds)[0]
+    inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
     with torch.no_grad():
-        logits = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+        logits = model(**inputs).logits.numpy()
     assert logits.shape == expected.shape
     assert max_rel(logits, expected) <= 1e-5
     if getattr(model.config, "tie_word_embeddings", False) and hasattr(model, "lm_head"):
         assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
+    labels = case.labels(config, inputs)
+    with torch.no_grad():
+        start = model(**inputs, labels=labels).loss.item()
+    if case.keeps_loss:  # the grown model starts where the original is
+        first = ort.InferenceSession(str(original_folder_of(out) / "model.onnx"), providers=["CPUExecutionProvider"])
+        before = _cross_entropy(first.run(None, {k: feeds[k] for k in (i.name for i in first.get_inputs())})[0],
+                                labels.numpy())
+        assert abs(start - before) <= 1e-5 * abs(before), (start, before)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
-    labels = case.labels(config, inputs)
-    losses = []
-    for _ in range(3):
+    for _ in range(20):
         loss = model(**inputs, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    assert all(np.isfinite(losses)), losses
+    model.eval()
+    with torch.no_grad():
+        end = model(**inputs, labels=labels).loss.item()
+    assert np.isfinite(end) and end < start, (start, end)
 
 
 def test_ungrown_model_round_trips_to_its_own_weights_in_shards(
