@@ -494,3 +494,26 @@ def test_with_past_cache_matches_onnxruntime(hf_export: Callable[[str, str], tup
     for layer, cached in enumerate(result.past_key_values.layers):
         assert max_rel(cached.keys.numpy(), expected[f"present.{layer}.key"]) <= 1e-5
         assert max_rel(cached.values.numpy(), expected[f"present.{layer}.value"]) <= 1e-5
+
+
+@pytest.mark.parametrize(("name", "growth", "message"), [
+    ("gpt2", ["--node", "transformer.h.*.attn", "--heads", "2x"],
+     "so n_embd 32 with 8 heads of 8 cannot be written: grow n_embd to 64 in the same command "
+     "(--node 'transformer.wte' --to 64), or keep 4 heads"),
+    ("bert", ["--node", "bert.embeddings.word_embeddings", "--to", "2x", "--node", "*.attention.self", "--heads", "2x"],
+     "bert.pooler.dense.weight has shape [32, 64], but a BertForSequenceClassification built from the new "
+     "config.json has [64, 64]: the config cannot describe this model; grow bert.pooler.dense to 64 as well "
+     "(--node 'bert.pooler.dense' --to 64)"),
+], ids=["gpt2-heads-alone", "bert-hidden-without-pooler"])
+def test_refusal_names_what_to_grow_as_well(hf_export: Callable[[str, str], tuple[Path, dict[str, Any]]],
+                                            tmp_path: Path, name: str, growth: list[str], message: str) -> None:
+    """Exact in ONNX, but no config of the family holds it: the refusal says what to grow too."""
+    path, info = hf_export(name, "dynamo")
+    folder = tmp_path / "original"
+    original_folder(name, path, info, folder)
+    grown = folder / "grown.onnx"
+    code, stdout, stderr = run("widen", str(folder / "model.onnx"), *growth, "-q", "-o", str(grown))
+    assert code == 0, stdout + stderr
+    out = tmp_path / "hf"
+    assert_refused(tmp_path, ["export", str(grown), "--to", "hf", "--config", str(folder), "-o", str(out)], message,
+                   out)
