@@ -129,18 +129,39 @@ def _tied_layout(grown: GrownConfig, table: ParameterTable, tensors: dict[str, n
     return notes
 
 
+@dataclass
+class SavedLayout:
+    """What a model class built from the new config saves: each weight's shape under the name
+    ``save_pretrained`` writes it with, the buffers it does not save (computed from the
+    config), and the module names it writes under another name (transformers 5 renamed
+    modules whose checkpoints keep their older names: ViT's ``vit.layers.0.attention.q_proj``
+    is saved as ``vit.encoder.layer.0.attention.attention.query``)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    unsaved: set[str]
+    renamed: dict[str, str] = field(default_factory=dict)
+
+
 def _check_against_class(config: dict[str, Any], tensors: dict[str, np.ndarray], what: str,
-                         saved: Callable[[Mapping[str, Any]], tuple[dict[str, tuple[int, ...]], set[str]]],
-                         ) -> list[str]:
-    """Compare the weights with a model built from the new config (``saved``: its saved
-    weights' shapes and unsaved buffers): leave out the buffers it does not save, refuse a
-    weight the model has no place for (a layer ``deepen`` inserted inside a block) or whose
-    shape the config does not give. Returns the notes."""
-    state, unsaved = saved(config)
+                         saved: Callable[[Mapping[str, Any]], SavedLayout]) -> list[str]:
+    """Lay the weights out as a model built from the new config saves them: leave out the
+    buffers it does not save, rename what it saves under another name (the model's ONNX
+    names are those of the release that exported it), refuse a weight the model has no place
+    for (a layer ``deepen`` inserted inside a block) or whose shape the config does not give.
+    Returns the notes."""
+    layout = saved(config)
     notes = []
-    for name in [n for n in tensors if n in unsaved]:
+    for name in [n for n in tensors if n in layout.unsaved]:
         del tensors[name]
         notes.append(f"{name}: a buffer {what} computes from its config and does not save; left out")
+    if renamed := [name for name in tensors if name in layout.renamed]:
+        for name in renamed:
+            tensors[layout.renamed[name]] = tensors.pop(name)
+        first = renamed[0]
+        more = f" and {len(renamed) - 1} more" if len(renamed) > 1 else ""
+        notes.append(f"written under the names save_pretrained writes, which transformers 4 and 5 both load: "
+                     f"{first} as {layout.renamed[first]}{more}")
+    state = layout.shapes
     if extra := [name for name in tensors if name not in state]:
         shown_extra = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
         raise GrowError(f"a {what} has no place for {shown_extra} (a layer inserted inside a block, or a weight "
@@ -179,8 +200,7 @@ def _size_notes(grown: GrownConfig) -> list[str]:
     return notes
 
 
-def hf_folder(model: ir.Model, config_file: Path,
-              saved: Callable[[Mapping[str, Any]], tuple[dict[str, tuple[int, ...]], set[str]]]) -> HFFolder:
+def hf_folder(model: ir.Model, config_file: Path, saved: Callable[[Mapping[str, Any]], SavedLayout]) -> HFFolder:
     """The folder of ``model``, grown from the model ``config_file`` describes (module
     docstring); ``saved`` builds the config's model class and says which weights it saves
     (:func:`onnxgrow.export.hf_transformers.saved_weights`). A GrowError when the config

@@ -31,6 +31,7 @@ import numpy as np
 from onnxgrow.errors import GrowError
 
 if TYPE_CHECKING:
+    from onnxgrow.export.hf_folder import SavedLayout
     from onnxgrow.verification import Runner
 
 _PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)\Z")
@@ -72,18 +73,47 @@ def config_object(config: Mapping[str, Any]) -> Any:
         raise GrowError(f"transformers cannot read a config of model_type {model_type!r}: {exc}") from None
 
 
-def saved_weights(config: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], set[str]]:
-    """What a model built from ``config`` holds, built on the meta device (no memory, no
-    initialisation): the shapes of the weights ``state_dict`` saves, and the buffers it
-    does not save (``rotary_emb.inv_freq``: computed from the config)."""
+def saved_weights(config: Mapping[str, Any]) -> SavedLayout:
+    """What a model built from ``config`` saves, built on the meta device (no memory, no
+    initialisation): the shapes of the weights ``save_pretrained`` writes, under the names it
+    writes them with, the buffers it does not save (``rotary_emb.inv_freq``: computed from
+    the config), and the module names it saves under other names (:func:`_saved_names`)."""
     import torch
+
+    from onnxgrow.export.hf_folder import SavedLayout
 
     cls = model_class(config)
     with torch.device("meta"), _quiet():
         model = cls(config_object(config))
-    state = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    buffers = {name for name, _ in model.named_buffers() if name not in state}
-    return state, buffers
+    tensors = model.state_dict()
+    renamed = _saved_names(model, tensors)
+    shapes = {renamed.get(name, name): tuple(tensor.shape) for name, tensor in tensors.items()}
+    buffers = {name for name, _ in model.named_buffers() if name not in tensors}
+    return SavedLayout(shapes, buffers, renamed)
+
+
+def _saved_names(model: Any, tensors: Mapping[str, Any]) -> dict[str, str]:
+    """Module name → the name ``save_pretrained`` writes it under, where they differ:
+    transformers 5 loads the names of older checkpoints into renamed modules and writes them
+    back under the old names (its ``revert_weight_conversion``), so that 4.x loads them too.
+    Only one-to-one renamings are followed (each tensor is found again by identity); a
+    conversion that splits or fuses tensors leaves the module names. transformers 4 saves
+    the module names."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:
+        return {}
+    owners: dict[int, list[str]] = {}
+    for name, tensor in tensors.items():
+        owners.setdefault(id(tensor), []).append(name)
+    with _quiet():
+        reverted = revert_weight_conversion(model, dict(tensors))
+    renamed = {}
+    for saved, tensor in reverted.items():
+        names = owners.get(id(tensor), [])
+        if len(names) == 1 and names[0] != saved:
+            renamed[names[0]] = saved
+    return renamed
 
 
 def model_inputs(config: Mapping[str, Any]) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:

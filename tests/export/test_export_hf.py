@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+import subprocess
 import textwrap as stdlib_text
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-from tests.helpers.hf_zoo import MODELS, build_model, export, hf_directory, optimum_available
+from tests.helpers.hf_zoo import MODELS, build_model, export, hf_directory, optimum_available, optimum_python
+from tests.helpers.paths import REPO
 
 pytestmark = [pytest.mark.torch, pytest.mark.transformers]
 
@@ -161,6 +163,10 @@ CASES = [
                                               "--node", "bert.pooler.dense", "--to", "2x"),),
          _doubled("hidden_size", "num_attention_heads"), labels=_new_label_first, growth="hidden"),
     Case("vit", "dynamo", (_hidden_and_heads("vit.embeddings.patch_embeddings.projection", "vit.layers.*.attention"),),
+         _doubled("hidden_size", "num_attention_heads"), labels=_new_label_first, growth="hidden"),
+    # optimum's ViT keeps transformers 4's module names (vit.encoder.layer.*.attention.attention.query)
+    Case("vit", "optimum:image-classification",
+         (_hidden_and_heads("vit.embeddings.patch_embeddings.projection", "*.attention.attention"),),
          _doubled("hidden_size", "num_attention_heads"), labels=_new_label_first, growth="hidden"),
 ]
 
@@ -517,3 +523,49 @@ def test_refusal_names_what_to_grow_as_well(hf_export: Callable[[str, str], tupl
     out = tmp_path / "hf"
     assert_refused(tmp_path, ["export", str(grown), "--to", "hf", "--config", str(folder), "-o", str(out)], message,
                    out)
+
+
+#: Grown folders loaded by the other transformers line: both layouts of ViT's names, and the
+#: families transformers 5 did not rename.
+OTHER_LINE = [case for case in CASES if case.growth == "hidden" and case.model in ("vit", "llama", "gpt2", "bert")
+              and not case.exporter.startswith("optimum:text-generation")]
+
+
+def test_folders_load_in_the_other_transformers_line(
+        hf_export: Callable[[str, str], tuple[Path, dict[str, Any]]], tmp_path: Path) -> None:
+    """A folder written here (transformers 5) loads in the 4.57 line, which optimum's exporter
+    installs (its environment), with no missing or unexpected keys, and its logits equal
+    onnxruntime's on the grown ONNX. transformers 5 renamed ViT's modules: the folder holds
+    the names save_pretrained writes, which both lines load."""
+    other = optimum_python()
+    if other is None:
+        pytest.skip("no optimum environment (.venv-optimum, or ONNXGROW_OPTIMUM_PYTHON): no second transformers line")
+    specs, expected = [], {}
+    for k, case in enumerate(OTHER_LINE):
+        path, info = hf_export(case.model, case.exporter)
+        folder = tmp_path / f"case{k}" / "original"
+        folder.parent.mkdir()
+        original = original_folder(case.model, path, info, folder)
+        grown, out = folder / "grown.onnx", folder.parent / "hf"
+        code, stdout, stderr = run("widen", str(folder / "model.onnx"), *case.growths[0](original), "-q",
+                                   "-o", str(grown))
+        assert code == 0, stdout + stderr
+        config = [] if "files" in info else ["--config", str(folder)]
+        code, stdout, stderr = run("export", str(grown), "--to", "hf", *config, "-o", str(out))
+        assert code == 0, stdout + stderr
+        session = ort.InferenceSession(str(grown), providers=["CPUExecutionProvider"])
+        feeds = feeds_for(session, json.loads((out / "config.json").read_text()))
+        np.savez(folder.parent / "feeds.npz", **feeds)
+        expected[str(out)] = session.run(None, feeds)[0]
+        specs.append({"folder": str(out), "feeds": str(folder.parent / "feeds.npz"),
+                      "logits": str(folder.parent / "logits.npy")})
+    (tmp_path / "spec.json").write_text(json.dumps(specs))
+    done = subprocess.run([other, "-m", "tests.helpers.hf_folder_load", str(tmp_path / "spec.json")], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["transformers"].startswith("4.57"), report["transformers"]
+    for spec in specs:
+        assert report["loaded"][spec["folder"]] == {"missing_keys": [], "unexpected_keys": [],
+                                                    "mismatched_keys": []}, spec["folder"]
+        assert max_rel(np.load(spec["logits"]), expected[spec["folder"]]) <= 1e-5, spec["folder"]
