@@ -77,7 +77,7 @@ def saved_weights(config: Mapping[str, Any]) -> SavedLayout:
     """What a model built from ``config`` saves, built on the meta device (no memory, no
     initialisation): the shapes of the weights ``save_pretrained`` writes, under the names it
     writes them with, the buffers it does not save (``rotary_emb.inv_freq``: computed from
-    the config), and the module names it saves under other names (:func:`_saved_names`)."""
+    the config), and the module names it saves under other names (:func:`saved_names`)."""
     import torch
 
     from onnxgrow.export.hf_folder import SavedLayout
@@ -86,13 +86,13 @@ def saved_weights(config: Mapping[str, Any]) -> SavedLayout:
     with torch.device("meta"), _quiet():
         model = cls(config_object(config))
     tensors = model.state_dict()
-    renamed = _saved_names(model, tensors)
+    renamed = saved_names(model, tensors)
     shapes = {renamed.get(name, name): tuple(tensor.shape) for name, tensor in tensors.items()}
     buffers = {name for name, _ in model.named_buffers() if name not in tensors}
     return SavedLayout(shapes, buffers, renamed)
 
 
-def _saved_names(model: Any, tensors: Mapping[str, Any]) -> dict[str, str]:
+def saved_names(model: Any, tensors: Mapping[str, Any]) -> dict[str, str]:
     """Module name → the name ``save_pretrained`` writes it under, where they differ:
     transformers 5 loads the names of older checkpoints into renamed modules and writes them
     back under the old names (its ``revert_weight_conversion``), so that 4.x loads them too.
