@@ -69,6 +69,12 @@ class TensorChange:
     node: str
 
 
+def change_lines(changes: Sequence[TensorChange], compared: str) -> list[str]:
+    """A report's lines for the tensors a growth rewrote, and what its check compares."""
+    lines = [f"  {c.name}: {list(c.old_shape)} → {list(c.new_shape)}" for c in changes]
+    return lines + [f"  checked: {compared}"] if compared else lines
+
+
 def merge_changes(changes: Sequence[TensorChange]) -> list[TensorChange]:
     """One entry per tensor: first old shape, last new shape."""
     merged: dict[str, TensorChange] = {}

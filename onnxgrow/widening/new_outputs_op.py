@@ -35,7 +35,7 @@ from onnxgrow.widening.api import (
     rewritten_group,
 )
 from onnxgrow.widening.channel_map import Init
-from onnxgrow.widening.context import GroupContext, WeightEdit
+from onnxgrow.widening.context import GroupContext, WeightEdit, change_lines
 from onnxgrow.widening.layers import all_generated_names
 from onnxgrow.widening.planner import plan_group
 from onnxgrow.widening.tied import tied_lookup
@@ -63,9 +63,7 @@ class NewOutputsReport(Report):
         lines = []
         for group in self.groups:
             lines.append(f"grown {group.requested}: {group.old_width} → {group.new_width} classes ({self.init})")
-            lines += [f"  {c.name}: {list(c.old_shape)} → {list(c.new_shape)}" for c in group.changes]
-            if group.compared:
-                lines.append(f"  checked: {group.compared}")
+            lines += change_lines(group.changes, group.compared)
         return lines
 
 

@@ -45,7 +45,7 @@ from onnxgrow.sizes import Size
 from onnxgrow.widening import new_outputs as classes
 from onnxgrow.widening.api import check_memory, check_size
 from onnxgrow.widening.channel_map import Init
-from onnxgrow.widening.context import GroupContext, TensorChange, merge_changes
+from onnxgrow.widening.context import GroupContext, TensorChange, change_lines, merge_changes
 from onnxgrow.widening.layers import Layer, NotGrowable, find_layer, find_layers
 from onnxgrow.widening.patterns import expand_layers
 from onnxgrow.widening.planner import plan_group
@@ -132,9 +132,7 @@ class VocabularyReport(Report):
         lines = []
         for group in self.groups:
             lines.append(f"grown {group.requested}: {group.old_rows} → {group.new_rows} rows ({self.init})")
-            lines += [f"  {c.name}: {list(c.old_shape)} → {list(c.new_shape)}" for c in group.changes]
-            if group.compared:
-                lines.append(f"  checked: {group.compared}")
+            lines += change_lines(group.changes, group.compared)
         return lines
 
 
