@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxgrow.map_types import without_map_values
 from onnxgrow.model_io import SHAPES_INFERRED_KEY
+
+logger = logging.getLogger(__name__)
+
+#: Initializers above this many bytes are handed to onnx's shape inference as typed inputs
+#: without their values (it reads small constants only: shapes, axes, pads), as onnx-ir does.
+_VALUE_LIMIT = 1000
 
 
 @contextlib.contextmanager
@@ -51,27 +57,68 @@ def infer_shapes(model: ir.Model) -> None:
     once right after ``load_model(..., infer_shapes=True)``, which inferred the shapes on
     the file's protobuf (there every value gets its full inferred type, sequences too).
 
-    When the model cannot be serialized, onnx-ir's pass (1.1) fails after turning the
-    initializers into graph inputs and dropping the large ones; they are put back here,
-    so the model is left as it was (a broken model is then refused when it is saved).
+    When the model cannot be serialized or onnx's inference fails, the model is left as it
+    was, with a warning (a broken model is then refused when it is saved).
     """
     if model.meta.pop(SHAPES_INFERRED_KEY, False):
         return
     before = {value: (value.type, value.shape) for node in model.graph.all_nodes()
               for value in node.outputs if _is_sequence_output(model, node, value)}
-    inputs = list(model.graph.inputs)
-    initializers = {name: (value, value.const_value) for name, value in model.graph.initializers.items()}
     with without_map_values(model):
-        ShapeInferencePass(strict_mode=False)(model)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(_without_large_values(model), check_type=True,
+                                                         strict_mode=False, data_prop=True)
+        except Exception as exc:  # noqa: BLE001 - onnx raises several types; the model stays as it was
+            logger.warning("shape inference failed: %s; the model's shapes are left as they were", exc)
+            return
+    _merge(model, ir.serde.deserialize_model(inferred))
     for value, (type_, shape) in before.items():
         value.type, value.shape = type_, shape
-    if len(model.graph.inputs) != len(inputs):
-        model.graph.inputs.clear()
-        model.graph.inputs.extend(inputs)
-        for name, (value, tensor) in initializers.items():
+
+
+def _without_large_values(model: ir.Model) -> onnx.ModelProto:
+    """The model as a protobuf for onnx's shape inference: every initializer a typed graph
+    input, only the small ones with their values. In time linear in the model (onnx-ir 1.1's
+    pass tests each initializer's membership in the input list: quadratic, 95 s at 100k
+    initializers). The model is left as onnx-ir's pass leaves it: the large initializers
+    are listed last."""
+    graph = model.graph
+    inputs = list(graph.inputs)
+    listed = set(inputs)
+    large = []
+    for name, value in list(graph.initializers.items()):
+        tensor = value.const_value
+        if tensor is not None:
+            value.shape = value.shape if value.shape is not None else tensor.shape  # type: ignore[assignment]
+            value.dtype = value.dtype if value.dtype is not None else tensor.dtype
+        if value not in listed:
+            graph.inputs.append(value)
+            listed.add(value)
+        if tensor is None or tensor.nbytes > _VALUE_LIMIT:
+            graph.initializers.pop(name)
+            large.append((value, tensor))
+    try:
+        return ir.serde.serialize_model(model)
+    finally:
+        graph.inputs.clear()
+        graph.inputs.extend(inputs)
+        for value, tensor in large:
             value.const_value = tensor
-            if name not in model.graph.initializers:
-                model.graph.initializers.add(value)
+            graph.initializers.add(value)
+
+
+def _merge(model: ir.Model, inferred: ir.Model) -> None:
+    """Copy each value's inferred shape and type onto the value of the same name, graph by graph."""
+    for graph, found_graph in zip(model.graphs(), inferred.graphs(), strict=False):
+        found = ir.convenience.create_value_mapping(found_graph)
+        for name, value in ir.convenience.create_value_mapping(graph).items():
+            new = found.get(name)
+            if new is None:
+                continue
+            if new.shape is not None and value.shape != new.shape:
+                value.shape = new.shape
+            if new.dtype is not None and value.dtype != new.dtype:
+                value.dtype = new.dtype
 
 
 def _is_sequence_output(model: ir.Model, node: ir.Node, value: ir.Value) -> bool:
