@@ -74,8 +74,11 @@ SHAPES_INFERRED_KEY = "onnxgrow.shapes_inferred"
 #: Key in ``model.meta``: the names of the main graph's values that the loaded file annotated
 #: (its ``value_info``), see :func:`_source_annotations_only`.
 ANNOTATED_KEY = "onnxgrow.annotated_values"
-#: Shape inference runs on the loaded protobuf when its embedded weights are at most this big.
+#: Shape inference runs on the loaded protobuf when its embedded weights are at most this big;
+#: above it, on a copy without the weights larger than :data:`INFER_KEEPS_VALUES_BYTES` (typed
+#: graph inputs there: inference reads only small constants, shapes and axes).
 INFER_ON_PROTO_BYTES = 16 * 1024 * 1024
+INFER_KEEPS_VALUES_BYTES = 1024
 #: Key in ``model.meta``: the :class:`ListedWeights` of a model whose initializers listed as
 #: graph inputs were set aside as constants when it was loaded.
 LISTED_WEIGHTS_KEY = "onnxgrow.weights_listed_as_inputs"
@@ -304,17 +307,49 @@ def _drop_initializer_annotations(graph: onnx.GraphProto) -> None:
 
 
 def _infer_on_proto(proto: onnx.ModelProto) -> onnx.ModelProto | None:
-    """The proto with inferred shapes, or None when its embedded weights are too big to copy
-    or inference fails (onnx-ir's pass then runs later, without the weights)."""
+    """The proto with inferred shapes, or None when inference fails (onnx-ir's pass then runs
+    later). Embedded weights above :data:`INFER_ON_PROTO_BYTES` are not copied: inference runs
+    on the graph without its large weights (:func:`_without_large_weights`) and its value
+    annotations are copied into ``proto``, when the graph has no subgraphs (whose annotations
+    would have to be matched graph by graph: those models run the pass later)."""
     embedded = sum(t.ByteSize() for t in proto.graph.initializer
                    if t.data_location != onnx.TensorProto.EXTERNAL)
-    if embedded > INFER_ON_PROTO_BYTES:
-        return None
     try:
-        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False,
-                                                 data_prop=True)
+        if embedded <= INFER_ON_PROTO_BYTES:
+            return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False, data_prop=True)
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for node in proto.graph.node for a in node.attribute):
+            return None
+        inferred = onnx.shape_inference.infer_shapes(_without_large_weights(proto), check_type=True,
+                                                     strict_mode=False, data_prop=True)
     except Exception:  # the model may still be loadable; growth then runs the pass itself
         return None
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(inferred.graph.value_info)
+    return proto
+
+
+def _without_large_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` for shape inference: its nodes, functions and small weights; each
+    weight above :data:`INFER_KEEPS_VALUES_BYTES` a typed graph input instead."""
+    graph = proto.graph
+    light = onnx.ModelProto(ir_version=proto.ir_version)
+    light.opset_import.extend(proto.opset_import)
+    light.functions.extend(proto.functions)
+    kept = light.graph
+    kept.name = graph.name
+    kept.node.extend(graph.node)
+    kept.input.extend(graph.input)
+    kept.output.extend(graph.output)
+    kept.value_info.extend(graph.value_info)
+    kept.sparse_initializer.extend(graph.sparse_initializer)
+    listed = {v.name for v in graph.input}
+    for tensor in graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.ByteSize() <= INFER_KEEPS_VALUES_BYTES:
+            kept.initializer.append(tensor)
+        elif tensor.name not in listed:
+            kept.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return light
 
 
 def _first_line(exc: BaseException) -> str:

@@ -58,7 +58,7 @@ def infer_shapes(model: ir.Model) -> None:
     the file's protobuf (there every value gets its full inferred type, sequences too).
 
     When the model cannot be serialized or onnx's inference fails, the model is left as it
-    was, with a warning (a broken model is then refused when it is saved).
+    was (a broken model is then refused when it is saved, in one line).
     """
     if model.meta.pop(SHAPES_INFERRED_KEY, False):
         return
@@ -69,7 +69,7 @@ def infer_shapes(model: ir.Model) -> None:
             inferred = onnx.shape_inference.infer_shapes(_without_large_values(model), check_type=True,
                                                          strict_mode=False, data_prop=True)
         except Exception as exc:  # noqa: BLE001 - onnx raises several types; the model stays as it was
-            logger.warning("shape inference failed: %s; the model's shapes are left as they were", exc)
+            logger.debug("shape inference failed: %s; the model's shapes are left as they were", exc)
             return
     _merge(model, ir.serde.deserialize_model(inferred))
     for value, (type_, shape) in before.items():

@@ -78,8 +78,10 @@ BASELINES = [PYTHON, str(Path(__file__).resolve().parent / "bench_baselines.py")
 GROUPS = ("startup", "widen", "inspect", "verify", "naive", "diff", "slope", "llm", "export")
 #: Transformer blocks of the ``--huge`` model: 194 blocks of 50.3 MB and 262 MB of embedding and head.
 HUGE_LAYERS = 194
-#: Node counts of the ``slope`` chains.
+#: Node counts of the ``slope`` chains; ``--huge`` adds :data:`HUGE_CHAIN` (issue 25: inspect and a
+#: one-layer widen each within 10× their 20,000-node times, memory linear in the node count).
 CHAIN_NODES = (1000, 5000, 20_000, 50_000)
+HUGE_CHAIN = 200_000
 POLYGRAPHY = str(Path(PYTHON).with_name("polygraphy"))
 MB = 1e6
 #: The LLaMA-shaped models of ``llm`` and ``export`` (shapes: ``scale.LLAMA_SHAPES``).
@@ -643,6 +645,12 @@ def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scra
                                                plus_s=5.0))
             plan.comparisons.append(Comparison("20,000-node chain: one-layer widen", widen, floor, 1.0, "floor",
                                                plus_s=3.0))
+        if nodes == HUGE_CHAIN:
+            inspect_20k, widen_20k = next((i, w) for n, i, w in plan.slope if n == 20_000)
+            plan.comparisons.append(Comparison(f"{HUGE_CHAIN:,}-node chain: inspect", inspect, inspect_20k, 10.0,
+                                               "the 20,000-node inspect"))
+            plan.comparisons.append(Comparison(f"{HUGE_CHAIN:,}-node chain: one-layer widen", widen, widen_20k, 10.0,
+                                               "the 20,000-node widen"))
     return plan
 
 
@@ -899,7 +907,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clean", action="store_true", help="delete --workdir at the end")
     parser.add_argument("--huge", action="store_true",
                         help=f"also a {HUGE_LAYERS}-block transformer (~10 GB of external data; widen, inspect; "
-                             "deleted at the end; with its widened copy and the copies, ~50 GB of free disk)")
+                             "deleted at the end; with its widened copy and the copies, ~50 GB of free disk) "
+                             f"unless slope is the only group, and a {HUGE_CHAIN:,}-node chain in slope")
     parser.add_argument("--huge-layers", type=int, default=HUGE_LAYERS, help=argparse.SUPPRESS)
     parser.add_argument("--llms", default=",".join(LLMS),
                         help=f"LLaMA-shaped models of the llm and export groups, from {', '.join(scale.LLAMA_SHAPES)} "
@@ -919,7 +928,7 @@ def main(argv: list[str]) -> int:
     scratch = args.workdir / "scratch"
     # before the ~10 GB model pushes the others out of the page cache: profiles of warm runs
     profiles = {} if args.no_profile or "widen" not in only else {s.name: profile_widen(s, scratch) for s in subjects}
-    if args.huge:
+    if args.huge and only - {"slope"}:
         subjects.append(prepare_subject("huge", args.workdir, args.huge_layers, args.rebuild, verify=False))
     llm_names = [n.strip() for n in args.llms.split(",") if n.strip()] if only & {"llm", "export"} else []
     if unknown_llms := set(llm_names) - set(scale.LLAMA_SHAPES):
@@ -929,7 +938,8 @@ def main(argv: list[str]) -> int:
     if "export" in only:
         keras = Subject("keras", build_or_reuse("keras", args.workdir / "keras", 0, args.rebuild), Path(), None, Path())
     chains = [Subject(f"chain-{n}", build_or_reuse(f"chain-{n}", args.workdir / f"chain-{n}", 0, args.rebuild),
-                      Path(), None, Path()) for n in CHAIN_NODES] if "slope" in only else []
+                      Path(), None, Path())
+              for n in (*CHAIN_NODES, *([HUGE_CHAIN] if args.huge else []))] if "slope" in only else []
     plan = plan_for(subjects, only, providers, scratch, chains, llms, keras)
     if args.cold:
         try:
