@@ -315,10 +315,12 @@ class _Builder:
             for name, rows in self.weights.read(Read(pattern, 0)):
                 if rows != vocab:
                     embedding = next((r.pattern for r in self.family.size("vocab_size").reads), "")
+                    table, head = shown(embedding, self.base).rsplit(".", 1)[0], name.rsplit(".", 1)[0]
+                    fix = (f"grow the untied head with the vocabulary (--node {table} --rows {vocab} --head {head})"
+                           if isinstance(vocab, int) and rows < vocab else
+                           f"grow the vocabulary to the head's rows (--node {table} --rows {rows} --head {head})")
                     raise GrowError(f"{name} has {rows} rows but a {self.what} has one vocab_size ({vocab}, the rows "
-                                    f"of {shown(embedding, self.base)}): grow the vocabulary (--node "
-                                    f"{shown(embedding, self.base).rsplit('.', 1)[0]} --rows {rows}), which grows "
-                                    "its head with it")
+                                    f"of {shown(embedding, self.base)}): {fix}")
 
     def layers(self) -> None:
         for layers in self.family.layers:

@@ -71,6 +71,11 @@ def config_object(config: Mapping[str, Any]) -> Any:
         return transformers.AutoConfig.for_model(**dict(config))
     except (ValueError, TypeError, KeyError) as exc:
         raise GrowError(f"transformers cannot read a config of model_type {model_type!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a validator of the config class refused the sizes
+        cause = str(exc.__cause__ or exc).strip().splitlines()[-1].strip().rstrip(".")  # the hub wraps the cause
+        raise GrowError(f"transformers {transformers.__version__} refuses the new config.json ({cause}): its "
+                        f"{model_type} config cannot describe this model; export --to torch or --to state-dict "
+                        "instead") from None
 
 
 def saved_weights(config: Mapping[str, Any]) -> SavedLayout:
