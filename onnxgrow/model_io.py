@@ -151,6 +151,10 @@ def _load(p: Path, infer_shapes: bool, weights_as_constants: bool) -> ir.Model:
                       if v.dtype == ir.DataType.UNDEFINED), None)
     if undefined is not None:
         raise GrowError(f"{p}: graph input or output {undefined.name!r} has an undefined element type")
+    untyped = next((v for graph in model.graphs() for v in graph.initializers.values()
+                    if v.const_value is not None and v.const_value.dtype == ir.DataType.UNDEFINED), None)
+    if untyped is not None:
+        raise GrowError(f"{p}: initializer {untyped.name!r} has an undefined element type")
     model.meta[SOURCE_EXTERNAL_KEY] = check_external_data(model, p)
     model.meta[ANNOTATED_KEY] = annotated
     if inferred is not None and not _shape_constant_chains(model):

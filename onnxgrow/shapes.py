@@ -86,18 +86,18 @@ def _without_large_values(model: ir.Model) -> onnx.ModelProto:
     inputs = list(graph.inputs)
     listed = set(inputs)
     large = []
-    for name, value in list(graph.initializers.items()):
-        tensor = value.const_value
-        if tensor is not None:
-            value.shape = value.shape if value.shape is not None else tensor.shape  # type: ignore[assignment]
-            value.dtype = value.dtype if value.dtype is not None else tensor.dtype
-        if value not in listed:
-            graph.inputs.append(value)
-            listed.add(value)
-        if tensor is None or tensor.nbytes > _VALUE_LIMIT:
-            graph.initializers.pop(name)
-            large.append((value, tensor))
     try:
+        for name, value in list(graph.initializers.items()):
+            tensor = value.const_value
+            if tensor is not None:
+                value.shape = value.shape if value.shape is not None else tensor.shape  # type: ignore[assignment]
+                value.dtype = value.dtype if value.dtype is not None else tensor.dtype
+            if value not in listed:
+                graph.inputs.append(value)
+                listed.add(value)
+            if tensor is None or _large(tensor):
+                graph.initializers.pop(name)
+                large.append((value, tensor))
         return ir.serde.serialize_model(model)
     finally:
         graph.inputs.clear()
@@ -105,6 +105,15 @@ def _without_large_values(model: ir.Model) -> onnx.ModelProto:
         for value, tensor in large:
             value.const_value = tensor
             graph.initializers.add(value)
+
+
+def _large(tensor: ir.TensorProtocol) -> bool:
+    """Whether onnx's inference gets ``tensor`` without its values: above the limit, or of a
+    size that cannot be told (an undefined element type)."""
+    try:
+        return tensor.nbytes > _VALUE_LIMIT
+    except (TypeError, ValueError):
+        return True
 
 
 def _merge(model: ir.Model, inferred: ir.Model) -> None:

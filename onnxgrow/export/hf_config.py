@@ -318,7 +318,7 @@ class _Builder:
                     table, head = shown(embedding, self.base).rsplit(".", 1)[0], name.rsplit(".", 1)[0]
                     fix = (f"grow the untied head with the vocabulary (--node {table} --rows {vocab} --head {head})"
                            if isinstance(vocab, int) and rows < vocab else
-                           f"grow the vocabulary to the head's rows (--node {table} --rows {rows} --head {head})")
+                           f"grow the vocabulary (--node {table} --rows {rows}), which grows its head with it")
                     raise GrowError(f"{name} has {rows} rows but a {self.what} has one vocab_size ({vocab}, the rows "
                                     f"of {shown(embedding, self.base)}): {fix}")
 

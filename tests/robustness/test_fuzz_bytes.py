@@ -194,6 +194,8 @@ STRUCTURAL: dict[str, Callable[[Path], None]] = {
     "node name not UTF-8": _non_utf8(lambda m: setattr(m.graph.node[0], "name", "@@@@")),
     "producer name not UTF-8": _non_utf8(lambda m: setattr(m, "producer_name", "@@@@")),
     "attribute of undefined type": _undefined_attribute_type,
+    # regression (fuzz): a flipped byte left a weight's element type undefined; the memory estimate raised
+    "initializer of undefined element type": _proto_edit(lambda m: setattr(m.graph.initializer[0], "data_type", 0)),
     "empty file": lambda m: m.write_bytes(b""),
     "directory": _replace_with_directory,
     "missing data file": lambda m: m.with_name(m.name + ".data").unlink(),

@@ -78,7 +78,7 @@ class Request:
 
 
 ABSURD_WIDTHS = [10**12, 10**15, 2**63, 10**30]
-NOT_INTEGERS = [7.5, "8", True, None, float("nan")]
+NOT_INTEGERS = [7.5, "eight", "8.5", True, None, float("nan")]  # "8" is a size: the API takes "8", "2x", "+8"
 BAD_INITS = ["net2deeper", "", "NET2WIDER", "zero_pad"]
 BAD_NOISE = [-0.1, float("nan"), float("inf"), -float("inf")]
 BAD_SEEDS = [-1, -(2**70), 1.5, "0"]
