@@ -78,6 +78,8 @@ ANNOTATED_KEY = "onnxgrow.annotated_values"
 #: above it, on a copy without the weights larger than :data:`INFER_KEEPS_VALUES_BYTES` (typed
 #: graph inputs there: inference reads only small constants, shapes and axes).
 INFER_ON_PROTO_BYTES = 16 * 1024 * 1024
+#: Weights above this many bytes reach onnx's shape inference without their values, here and
+#: in :func:`onnxgrow.shapes.infer_shapes` (onnx-ir's pass draws the line at 1000 bytes).
 INFER_KEEPS_VALUES_BYTES = 1024
 #: Key in ``model.meta``: the :class:`ListedWeights` of a model whose initializers listed as
 #: graph inputs were set aside as constants when it was loaded.
@@ -320,17 +322,22 @@ def _infer_on_proto(proto: onnx.ModelProto) -> onnx.ModelProto | None:
                    if t.data_location != onnx.TensorProto.EXTERNAL)
     try:
         if embedded <= INFER_ON_PROTO_BYTES:
-            return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False, data_prop=True)
+            return infer_proto_shapes(proto)
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                for node in proto.graph.node for a in node.attribute):
             return None
-        inferred = onnx.shape_inference.infer_shapes(_without_large_weights(proto), check_type=True,
-                                                     strict_mode=False, data_prop=True)
+        inferred = infer_proto_shapes(_without_large_weights(proto))
     except Exception:  # the model may still be loadable; growth then runs the pass itself
         return None
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(inferred.graph.value_info)
     return proto
+
+
+def infer_proto_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx's shape inference as onnxgrow runs it everywhere: types checked, lenient, with data
+    propagation (shapes computed from small constants)."""
+    return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False, data_prop=True)
 
 
 def _without_large_weights(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -10,13 +10,9 @@ import onnx
 import onnx_ir as ir
 
 from onnxgrow.map_types import without_map_values
-from onnxgrow.model_io import SHAPES_INFERRED_KEY
+from onnxgrow.model_io import INFER_KEEPS_VALUES_BYTES, SHAPES_INFERRED_KEY, infer_proto_shapes
 
 logger = logging.getLogger(__name__)
-
-#: Initializers above this many bytes are handed to onnx's shape inference as typed inputs
-#: without their values (it reads small constants only: shapes, axes, pads), as onnx-ir does.
-_VALUE_LIMIT = 1000
 
 
 @contextlib.contextmanager
@@ -66,8 +62,7 @@ def infer_shapes(model: ir.Model) -> None:
               for value in node.outputs if _is_sequence_output(model, node, value)}
     with without_map_values(model):
         try:
-            inferred = onnx.shape_inference.infer_shapes(_without_large_values(model), check_type=True,
-                                                         strict_mode=False, data_prop=True)
+            inferred = infer_proto_shapes(_without_large_values(model))
         except Exception as exc:  # noqa: BLE001 - onnx raises several types; the model stays as it was
             logger.debug("shape inference failed: %s; the model's shapes are left as they were", exc)
             return
@@ -111,7 +106,7 @@ def _large(tensor: ir.TensorProtocol) -> bool:
     """Whether onnx's inference gets ``tensor`` without its values: above the limit, or of a
     size that cannot be told (an undefined element type)."""
     try:
-        return tensor.nbytes > _VALUE_LIMIT
+        return tensor.nbytes > INFER_KEEPS_VALUES_BYTES
     except (TypeError, ValueError):
         return True
 
