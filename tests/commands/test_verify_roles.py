@@ -194,12 +194,12 @@ def _optimum_files(task: str, folder: Path) -> list[Path]:
     from tests.helpers.hf_zoo import optimum_python
 
     spec = folder / "spec.json"
-    spec.write_text(json.dumps({"name": "t5", "task": task, "folder": str(folder)}))
+    spec.write_text(json.dumps({"name": "t5", "exporter": f"optimum:{task}", "folder": str(folder)}))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     python = optimum_python()
     assert python, "no optimum environment"
-    done = subprocess.run([python, "-m", "tests.helpers.hf_zoo", "optimum", str(spec)],
+    done = subprocess.run([python, "-m", "tests.helpers.hf_zoo", "other", str(spec)],
                           env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     return sorted((folder / "onnx").glob("*.onnx"))

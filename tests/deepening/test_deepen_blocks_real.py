@@ -36,7 +36,7 @@ from onnxgrow.model_io import load_model, save_model
 from onnxgrow.structure import find_structure
 from tests.helpers.cli import assert_refused, run
 from tests.helpers.graphs import MAX_REL_ERROR
-from tests.helpers.hf_zoo import build_model, example_inputs, export, hf_directory, optimum_available
+from tests.helpers.hf_zoo import build_model, example_inputs, export, hf_directory, skip_without_other_environment
 
 pytestmark = [pytest.mark.torch, pytest.mark.transformers]
 
@@ -57,8 +57,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], E
     directory = hf_directory(tmp_path_factory.getbasetemp())
 
     def get(name: str, exporter: str) -> Exported:
-        if exporter.startswith("optimum:") and not optimum_available():
-            pytest.skip("no optimum environment (.venv-optimum, or ONNXGROW_OPTIMUM_PYTHON) to test optimum's exports")
+        skip_without_other_environment(exporter)
         return export(name, exporter, directory, LAYERS)
 
     return get

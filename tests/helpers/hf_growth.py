@@ -6,6 +6,7 @@
   of ones, ``token_type_ids`` of zeros, ``position_ids`` counting up, ``pixel_values`` of :data:`IMAGE`),
   ids drawn below ``vocab``;
 - :func:`max_rel`: the check's error measure (max |a - b| over max |a|);
+- :func:`block_container`, :func:`ffn_pattern`: what a user types for the export's blocks, from its sidecar;
 - :func:`framework_logits`: a grown state dict loaded strictly into its ``transformers`` class
   (:mod:`tests.helpers.hf_load`), run where the export was made.
 """
@@ -23,7 +24,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.helpers.hf_zoo import MODELS, ExportFailed, export, hf_directory, optimum_available, optimum_python
+from tests.helpers.hf_zoo import (
+    MODELS,
+    ExportFailed,
+    export,
+    hf_directory,
+    in_other_environment,
+    optimum_python,
+    skip_without_other_environment,
+)
 from tests.helpers.paths import REPO
 
 Export = tuple[Path, dict[str, Any]]
@@ -37,14 +46,28 @@ def hf_exports(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str],
     directory = hf_directory(tmp_path_factory.getbasetemp())
 
     def get(name: str, exporter: str) -> Export:
-        if exporter.startswith("optimum:") and not optimum_available():
-            pytest.skip("no optimum environment (.venv-optimum, or ONNXGROW_OPTIMUM_PYTHON) to test optimum's exports")
+        skip_without_other_environment(exporter)
         try:
             return export(name, exporter, directory)
         except ExportFailed as failed:
             pytest.fail(str(failed))
 
     return get
+
+
+def block_container(info: Mapping[str, Any]) -> str:
+    """The path of the export's blocks as the framework numbers them (``model.layers``), from its sidecar."""
+    (container,) = info["blocks"]
+    return str(container)
+
+
+def ffn_pattern(info: Mapping[str, Any], suffixes: tuple[str, ...]) -> str:
+    """The pattern of every block's FFN projection: the first of ``suffixes`` (by transformers
+    line: ViT's ``intermediate.dense`` became ``mlp.fc1``) that the first block's linear layers have."""
+    container = block_container(info)
+    first = f"{container}.0."
+    inside = [path[len(first):] for path in info["linear"][f"{container}.0"]]
+    return f"{container}.*.{next(s for s in suffixes if s in inside)}"
 
 
 def feeds(path: Path, vocab: int = 64, batch: int = 2, seq: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
@@ -81,8 +104,8 @@ def framework_logits(name: str, exporter: str, config: Mapping[str, Any], change
                      state_file: Path, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     """The logits of the state dict ``state_file`` loaded strictly into the class of ``name``
     built from ``config`` with ``changes`` (:mod:`tests.helpers.hf_load`), in the environment
-    that made the export: here for dynamo, the optimum environment for optimum's."""
-    if not exporter.startswith("optimum:"):
+    that made the export: here for dynamo, the optimum environment for the exports made there."""
+    if not in_other_environment(exporter):
         from tests.helpers.hf_load import grown_model, logits
 
         return logits(grown_model(name, config, changes, state_file), inputs)

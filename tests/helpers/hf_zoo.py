@@ -12,13 +12,16 @@ tensor). Exporters:
 - ``legacy``: the TorchScript exporter (``dynamo=False``), for T5, which the dynamo exporter
   cannot export with transformers 5.25 and torch 2.14 (``Cannot view a tensor with shape
   [2, 6, 4, 8] ... as a tensor with shape (2, 6, 32)`` in T5Attention's output reshape);
+- ``dynamo@transformers4``: the ``dynamo`` export made in the optimum environment (below), whose
+  ``transformers`` is the 4.57 line: the same model as the older line builds and names it
+  (ViT's ``vit.encoder.layer.*`` modules), so that both lines' dynamo graphs are tested;
 - ``optimum:<task>``: ``optimum-cli export onnx --model <folder> --task <task>``, run by the
   Python of the optimum environment (``ONNXGROW_OPTIMUM_PYTHON``, else the repository's
   ``.venv-optimum``: optimum-onnx and the transformers it supports), in a subprocess that
   first builds the same tiny model with that transformers and saves it with
   ``save_pretrained``. Skipped when there is none. The JSON files optimum writes beside
   ``model.onnx`` (``config.json``...) are kept in the sidecar's ``files``.
-  This module is that subprocess's script (``python -m tests.helpers.hf_zoo optimum SPEC``,
+  This module is that subprocess's script (``python -m tests.helpers.hf_zoo other SPEC``,
   from the repository root), so it imports nothing at module level that the optimum
   environment lacks.
 
@@ -46,6 +49,8 @@ from tests.helpers.export_cache import shared_directory, write_once
 from tests.helpers.paths import REPO
 
 OPTIMUM_PYTHON_VARIABLE = "ONNXGROW_OPTIMUM_PYTHON"
+#: The dynamo exporter run with the other (4.57) ``transformers`` line, in the optimum environment.
+DYNAMO_OTHER_LINE = "dynamo@transformers4"
 _NOISE = 0.02
 
 
@@ -66,25 +71,27 @@ _IDS = ("input_ids",)
 
 MODELS: dict[str, HFModel] = {
     "llama": HFModel("LlamaForCausalLM", "LlamaConfig", {**_LLAMA, "tie_word_embeddings": False}, _IDS,
-                     ("dynamo", "optimum:text-generation", "optimum:text-generation-with-past")),
+                     ("dynamo", DYNAMO_OTHER_LINE, "optimum:text-generation", "optimum:text-generation-with-past")),
     # eager attention (the matmuls and softmax written out, repeat_kv before them), static shapes
     "llama-eager": HFModel("LlamaForCausalLM", "LlamaConfig", {**_LLAMA, "tie_word_embeddings": False,
                                                               "attn_implementation": "eager"}, _IDS,
                            ("dynamo-static",)),
     "llama-tied": HFModel("LlamaForCausalLM", "LlamaConfig", {**_LLAMA, "tie_word_embeddings": True}, _IDS,
-                          ("dynamo", "optimum:text-generation")),
-    "qwen2": HFModel("Qwen2ForCausalLM", "Qwen2Config", dict(_LLAMA), _IDS, ("dynamo", "optimum:text-generation")),
+                          ("dynamo", DYNAMO_OTHER_LINE, "optimum:text-generation")),
+    "qwen2": HFModel("Qwen2ForCausalLM", "Qwen2Config", dict(_LLAMA), _IDS,
+                     ("dynamo", DYNAMO_OTHER_LINE, "optimum:text-generation", "optimum:text-generation-with-past")),
     "gpt2": HFModel("GPT2LMHeadModel", "GPT2Config",
                     dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0,
-                         eos_token_id=0, use_cache=False), _IDS, ("dynamo", "optimum:text-generation")),
+                         eos_token_id=0, use_cache=False), _IDS,
+                    ("dynamo", DYNAMO_OTHER_LINE, "optimum:text-generation", "optimum:text-generation-with-past")),
     "bert": HFModel("BertForSequenceClassification", "BertConfig",
                     dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=48, max_position_embeddings=64, num_labels=3),
-                    ("input_ids", "attention_mask"), ("dynamo", "optimum:text-classification")),
+                    ("input_ids", "attention_mask"), ("dynamo", DYNAMO_OTHER_LINE, "optimum:text-classification")),
     "vit": HFModel("ViTForImageClassification", "ViTConfig",
                    dict(image_size=16, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=48, num_labels=3),
-                   ("pixel_values",), ("dynamo", "optimum:image-classification")),
+                   ("pixel_values",), ("dynamo", DYNAMO_OTHER_LINE, "optimum:image-classification")),
     "t5": HFModel("T5Model", "T5Config",
                   dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, use_cache=False),
                   ("input_ids", "decoder_input_ids"), ("dynamo", "legacy", "optimum:feature-extraction")),
@@ -206,42 +213,53 @@ def _export_in_process(name: str, exporter: str, path: Path, layers: int | None)
             **describe(model)}
 
 
-def _export_with_optimum(name: str, task: str, path: Path, layers: int | None) -> dict[str, Any]:
+def _export_in_other_environment(name: str, exporter: str, path: Path, layers: int | None) -> dict[str, Any]:
+    """``exporter`` (optimum's, or :data:`DYNAMO_OTHER_LINE`) run in the optimum environment."""
     python = optimum_python()
     assert python, f"no optimum environment: set {OPTIMUM_PYTHON_VARIABLE} or make .venv-optimum"
+    what = (f"optimum-cli export onnx --task {exporter.split(':', 1)[1]}" if exporter.startswith("optimum:")
+            else "torch.onnx.export(dynamo=True) with the other transformers line")
     with tempfile.TemporaryDirectory() as folder:
         spec = Path(folder) / "spec.json"
-        spec.write_text(json.dumps({"name": name, "task": task, "folder": folder, "layers": layers}))
+        spec.write_text(json.dumps({"name": name, "exporter": exporter, "folder": folder, "layers": layers}))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        done = subprocess.run([python, "-m", "tests.helpers.hf_zoo", "optimum", str(spec)], env=env,
+        done = subprocess.run([python, "-m", "tests.helpers.hf_zoo", "other", str(spec)], env=env,
                               capture_output=True, text=True, timeout=900, cwd=REPO)
         if done.returncode != 0:
-            raise ExportFailed(f"optimum-cli export onnx --task {task} failed on {MODELS[name].model_class}:\n"
+            raise ExportFailed(f"{what} failed on {MODELS[name].model_class}:\n"
                                f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         info = json.loads((Path(folder) / "info.json").read_text())
-        info["files"] = {f.name: f.read_text() for f in sorted((Path(folder) / "onnx").glob("*.json"))}
+        if exporter.startswith("optimum:"):
+            info["files"] = {f.name: f.read_text() for f in sorted((Path(folder) / "onnx").glob("*.json"))}
         onnx_files = sorted((Path(folder) / "onnx").glob("*.onnx"))
         if [f.name for f in onnx_files] != ["model.onnx"] or list((Path(folder) / "onnx").glob("*.onnx_data")):
-            raise ExportFailed(f"optimum wrote {[f.name for f in onnx_files]}, not one self-contained model.onnx")
+            raise ExportFailed(f"{what} wrote {[f.name for f in onnx_files]}, not one self-contained model.onnx")
         path.write_bytes(onnx_files[0].read_bytes())
     return info
 
 
-def _optimum_main(spec_path: str) -> None:
-    """In the optimum environment: build, save, export with optimum-cli, describe."""
+def _other_main(spec_path: str) -> None:
+    """In the optimum environment: build the model and export it (optimum: save it with
+    save_pretrained and run optimum-cli on the folder), then describe it."""
     spec = json.loads(Path(spec_path).read_text())
     folder = Path(spec["folder"])
-    model = build_model(spec["name"], spec.get("layers"))
-    model.save_pretrained(folder / "model")
-    command = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "onnx", "--model",
-               str(folder / "model"), "--task", spec["task"], str(folder / "onnx")]
-    subprocess.run(command, check=True, cwd=folder)
-    from importlib.metadata import version
+    exporter = spec["exporter"]
+    (folder / "onnx").mkdir()
+    if exporter == DYNAMO_OTHER_LINE:
+        info = _export_in_process(spec["name"], "dynamo", folder / "onnx" / "model.onnx", spec.get("layers"))
+        info["exporter"] = exporter
+    else:
+        model = build_model(spec["name"], spec.get("layers"))
+        model.save_pretrained(folder / "model")
+        command = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "onnx", "--model",
+                   str(folder / "model"), "--task", exporter.split(":", 1)[1], str(folder / "onnx")]
+        subprocess.run(command, check=True, cwd=folder)
+        from importlib.metadata import version
 
-    info = {"exporter": f"optimum:{spec['task']}", **_versions(), "optimum": version("optimum"),
-            "optimum-onnx": version("optimum-onnx"), "config": json.loads(model.config.to_json_string()),
-            **describe(model)}
+        info = {"exporter": exporter, **_versions(), "optimum": version("optimum"),
+                "optimum-onnx": version("optimum-onnx"), "config": json.loads(model.config.to_json_string()),
+                **describe(model)}
     (folder / "info.json").write_text(json.dumps(info))
 
 
@@ -254,8 +272,8 @@ def export(name: str, exporter: str, directory: Path, layers: int | None = None)
 
     def make(tmp: Path) -> None:
         try:
-            if exporter.startswith("optimum:"):
-                info = _export_with_optimum(name, exporter.split(":", 1)[1], path, layers)
+            if in_other_environment(exporter):
+                info = _export_in_other_environment(name, exporter, path, layers)
             else:
                 info = _export_in_process(name, exporter, path, layers)
             tmp.write_text(json.dumps({"ok": True, **info}))
@@ -282,13 +300,28 @@ def optimum_available() -> bool:
     return optimum_python() is not None
 
 
+def in_other_environment(exporter: str) -> bool:
+    """Whether ``exporter`` runs in the optimum environment (optimum's, and the dynamo export
+    with the other transformers line): tests of its exports skip without that environment, and
+    load grown weights there."""
+    return exporter.startswith("optimum:") or exporter == DYNAMO_OTHER_LINE
+
+
+def skip_without_other_environment(exporter: str) -> None:
+    """Skip the calling test when ``exporter`` runs in the optimum environment and there is none."""
+    if in_other_environment(exporter) and not optimum_available():
+        import pytest
+
+        pytest.skip("no optimum environment (.venv-optimum, or ONNXGROW_OPTIMUM_PYTHON) for exports made there")
+
+
 def hf_directory(base: Path) -> Path:
     """Where a test session keeps these exports (shared by its xdist workers)."""
     return shared_directory(base, "hf_zoo")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "optimum":
-        _optimum_main(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "other":
+        _other_main(sys.argv[2])
     else:
-        sys.exit("usage: python hf_zoo.py optimum SPEC.json")
+        sys.exit("usage: python -m tests.helpers.hf_zoo other SPEC.json")

@@ -19,7 +19,7 @@ from onnxgrow.errors import GrowError
 from onnxgrow.model_io import load_model
 from onnxgrow.shapes import infer_shapes
 from onnxgrow.structure import BlockKind, ModelStructure, NormPosition, ResidualKind, find_structure
-from tests.helpers.hf_zoo import CASES, ExportFailed, export, hf_directory, optimum_available
+from tests.helpers.hf_zoo import CASES, ExportFailed, export, hf_directory, skip_without_other_environment
 
 pytestmark = [pytest.mark.torch, pytest.mark.transformers]
 pytest.importorskip("transformers")
@@ -102,8 +102,7 @@ def hf_export(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
     found: dict[tuple[str, str], tuple[ModelStructure, Path, dict[str, Any]]] = {}
 
     def get(name: str, exporter: str) -> tuple[ModelStructure, Path, dict[str, Any]]:
-        if exporter.startswith("optimum:") and not optimum_available():
-            pytest.skip("no optimum environment (.venv-optimum, or ONNXGROW_OPTIMUM_PYTHON) to test optimum's exports")
+        skip_without_other_environment(exporter)
         if (name, exporter) not in found:
             try:
                 path, info = export(name, exporter, directory)

@@ -1,9 +1,10 @@
 """Attention heads on real ``transformers`` exports (tests/helpers/hf_zoo.py): the graphs users have.
 
-LLaMA with grouped-query attention (sdpa, dynamic shapes; eager, static shapes), GPT-2,
+LLaMA and Qwen2 with grouped-query attention (LLaMA: sdpa, dynamic shapes; eager, static shapes), GPT-2,
 BERT, ViT and BART, each exported by ``torch.onnx.export(dynamo=True)`` with transformers
-5.25, and by ``optimum-cli export onnx`` with the transformers optimum installs with (4.57;
-set ``ONNXGROW_OPTIMUM_PYTHON``), LLaMA also with a key/value cache
+5.25, and (where the optimum environment is: ``.venv-optimum`` or ``ONNXGROW_OPTIMUM_PYTHON``)
+by the dynamo exporter with the transformers line optimum installs (4.57) and by
+``optimum-cli export onnx``; LLaMA, Qwen2 and GPT-2 also with a key/value cache
 (``text-generation-with-past``); T5 (its position bias shared by every layer) by the
 TorchScript exporter and optimum, as the dynamo exporter cannot export it.
 
@@ -14,7 +15,8 @@ Each growth done is checked on write with consistent inputs (a cache's past leng
 mask and positions agree), then run by onnxruntime on other seeded inputs (another batch
 and length where the export leaves them dynamic) against the original: every output within
 max rel 1e-5; the grown model has the new head counts. With a cache, key/value head growth
-is refused in one line naming the cache's model inputs and outputs.
+(for GPT-2, whose every head is its own key/value head, any head growth) is refused in one
+line naming the cache's model inputs and outputs.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ from tests.helpers.cli import assert_refused
 pytestmark = [pytest.mark.torch, pytest.mark.transformers]
 pytest.importorskip("transformers")
 
-from tests.helpers.hf_zoo import MODELS, export, hf_directory, optimum_available  # noqa: E402
+from tests.helpers.hf_zoo import MODELS, export, hf_directory, skip_without_other_environment  # noqa: E402
 
 TOLERANCE = 1e-5
-FAMILIES = ("llama", "llama-eager", "gpt2", "bert", "vit", "t5", "bart")
+FAMILIES = ("llama", "llama-eager", "qwen2", "gpt2", "bert", "vit", "t5", "bart")
 CASES = [(name, exporter) for name in FAMILIES for exporter in MODELS[name].exporters
          if (name, exporter) != ("t5", "dynamo")]  # the exporter fails (tests/structure/test_structure_hf.py)
 WITH_PAST = ("llama", "optimum:text-generation-with-past")
@@ -104,8 +106,7 @@ def hf_case(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     found: dict[tuple[str, str], Export] = {}
 
     def get(name: str, exporter: str) -> Export:
-        if exporter.startswith("optimum:") and not optimum_available():
-            pytest.skip("no optimum environment (.venv-optimum, or ONNXGROW_OPTIMUM_PYTHON) to test optimum's exports")
+        skip_without_other_environment(exporter)
         if (name, exporter) not in found:
             path, _ = export(name, exporter, directory)
             found[name, exporter] = Export(path, onnxgrow.inspect_model(path).attentions)
@@ -174,8 +175,9 @@ def test_inspect_offers_the_head_growths_that_are_done_and_they_are_exact(
     assert len(attentions) == _attention_count(name)
     assert {(a.heads, a.kv_heads) for a in attentions} == {_counts(name)}
     offered = [growth.kind in a.growths for a in attentions]
-    cache = (name, exporter) == WITH_PAST
-    assert offered == [not (cache and growth.kind == GROUPS)] * len(attentions), [a.reason for a in attentions]
+    # a cache keeps its shape: key/value heads cannot grow (all heads, where each is its own key/value head)
+    changes_cache = exporter.endswith("-with-past") and growth.kv_heads != _counts(name)[1]
+    assert offered == [not changes_cache] * len(attentions), [a.reason for a in attentions]
 
     names = [a.name for a in attentions]
     out = tmp_path / "grown.onnx"

@@ -1,7 +1,8 @@
 """Whole-model growth in one command on real ``transformers`` exports.
 
-Every tiny model of tests/helpers/hf_zoo.py (dynamo here; optimum's exports with
-``ONNXGROW_OPTIMUM_PYTHON``) is grown through the CLI with patterns and multipliers:
+Every tiny model of tests/helpers/hf_zoo.py, as each of its exports without a cache makes it
+(dynamo with transformers 5; where the optimum environment is, dynamo with the 4.57 line and
+optimum's), is grown through the CLI with patterns and multipliers:
 
 - every FFN ×1.5 and ×2 by one pattern (``model.layers.*.mlp.up_proj --to 1.5x``);
 - hidden ×2 with heads ×2 in one command, so the head size is what the config derives;
@@ -33,7 +34,17 @@ pytest.importorskip("transformers")
 from onnxgrow.lineage import read_history  # noqa: E402
 from onnxgrow.model_io import load_model  # noqa: E402
 from tests.helpers.cli import run  # noqa: E402
-from tests.helpers.hf_growth import IMAGE, feeds, framework_logits, hf_exports, max_rel, run_onnx  # noqa: E402
+from tests.helpers.hf_growth import (  # noqa: E402
+    IMAGE,
+    block_container,
+    feeds,
+    ffn_pattern,
+    framework_logits,
+    hf_exports,
+    max_rel,
+    run_onnx,
+)
+from tests.helpers.hf_zoo import MODELS  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.transformers]
 
@@ -64,28 +75,14 @@ FAMILIES = {
     "vit": Family("vit.embeddings.patch_embeddings.projection", ("intermediate.dense", "mlp.fc1"), "hidden_size",
                   "num_attention_heads", "intermediate_size", classifier=True),
 }
-EXPORTERS = {"llama": ("dynamo", "optimum:text-generation"), "llama-tied": ("dynamo", "optimum:text-generation"),
-             "qwen2": ("dynamo", "optimum:text-generation"), "gpt2": ("dynamo", "optimum:text-generation"),
-             "bert": ("dynamo", "optimum:text-classification"), "vit": ("dynamo", "optimum:image-classification")}
-CASES = [(name, exporter) for name, exporters in EXPORTERS.items() for exporter in exporters]
+#: Every export of these families without a cache (tests/export/test_export_hf.py grows those with one).
+CASES = [(name, exporter) for name in FAMILIES for exporter in MODELS[name].exporters
+         if not exporter.endswith("-with-past")]
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return hf_exports(tmp_path_factory)
-
-
-def _container(info: dict[str, Any]) -> str:
-    (container,) = info["blocks"]
-    return str(container)
-
-
-def _ffn_pattern(name: str, info: dict[str, Any]) -> str:
-    container = _container(info)
-    first = f"{container}.0."
-    inside = [path[len(first):] for path in info["linear"][f"{container}.0"]]
-    suffix = next(s for s in FAMILIES[name].ffn if s in inside)
-    return f"{container}.*.{suffix}"
 
 
 def _ffn_width(name: str, config: dict[str, Any]) -> int:
@@ -137,14 +134,15 @@ def _entries(path: Path, op: str) -> list[dict[str, Any]]:
 def test_every_ffn_grows_by_one_pattern(exports: Any, tmp_path: Path, name: str, exporter: str, factor: str) -> None:
     source, info = exports(name, exporter)
     config = info["config"]
-    pattern = _ffn_pattern(name, info)
+    pattern = ffn_pattern(info, FAMILIES[name].ffn)
     grown = tmp_path / "ffn.onnx"
     _grow(source, grown, name, "--node", pattern, "--to", factor)
     key = FAMILIES[name].ffn_key
     width = _ffn_width(name, config)
     new = width * 3 // 2 if factor == "1.5x" else 2 * width
     entries = _entries(grown, "widen")
-    assert [(e["old_width"], e["new_width"]) for e in entries] == [(width, new)] * len(info["blocks"][_container(info)])
+    blocks = len(info["blocks"][block_container(info)])
+    assert [(e["old_width"], e["new_width"]) for e in entries] == [(width, new)] * blocks
     _check(name, exporter, info, source, grown, {key: new})
 
 
@@ -157,10 +155,11 @@ def test_hidden_and_heads_grow_together(exports: Any, tmp_path: Path, name: str,
     config, family = info["config"], FAMILIES[name]
     grown = tmp_path / "wide.onnx"
     pooler = ["--node", family.pooler, "--to", "2x"] if family.pooler else []
-    code, stdout, stderr = run("widen", str(source), "--node", family.stream, "--to", "2x", *pooler,
-                               "--node", f"{_container(info)}.*", "--heads", "2x", *_shapes(name), "-o", str(grown))
+    heads = ["--node", f"{block_container(info)}.*", "--heads", "2x"]
+    code, stdout, stderr = run("widen", str(source), "--node", family.stream, "--to", "2x", *pooler, *heads,
+                               *_shapes(name), "-o", str(grown))
     assert code == 0, stdout + stderr
-    blocks = len(info["blocks"][_container(info)])
+    blocks = len(info["blocks"][block_container(info)])
     counts = [(e["old_heads"], e["new_heads"]) for e in _entries(grown, "widen-heads")]
     assert counts == [(config[family.heads], 2 * config[family.heads])] * blocks
     assert len(_entries(grown, "widen")) == 1 + bool(pooler)
