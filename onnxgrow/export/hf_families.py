@@ -231,10 +231,35 @@ VIT = Family(
     labels=("classifier.weight",),
 )
 
+# T5: one embedding (``shared``) that the encoder and the decoder read, saved once; the FFN
+# is one projection (``wi``) or two gated ones (v1.1: ``wi_0``, ``wi_1``); the head size is the
+# config's own ``d_kv``. Exporters name the stacks' copies of ``shared`` ``encoder.embed_tokens``
+# (transformers) or ``encoder.shared`` (optimum's graphs).
+_T5_FFN = ("encoder.block.*.layer.1.DenseReluDense", "decoder.block.*.layer.2.DenseReluDense")
+_T5_ATTENTION = ("encoder.block.*.layer.0.SelfAttention", "decoder.block.*.layer.0.SelfAttention",
+                 "decoder.block.*.layer.1.EncDecAttention")
+_T5_EMBEDDINGS = ("shared", "encoder.embed_tokens", "decoder.embed_tokens", "encoder.shared", "decoder.shared")
+T5 = Family(
+    ("t5",), base="", hidden_key="d_model",
+    sizes=(
+        Size("d_model", (Read("shared.weight", 1),),
+             (Recorded("widen", (*_T5_EMBEDDINGS, *(f"{a}.o" for a in _T5_ATTENTION),
+                                 *(f"{f}.wo" for f in _T5_FFN)), "old_width"),)),
+        Size("vocab_size", (Read("shared.weight", 0),), (Recorded("vocabulary", _T5_EMBEDDINGS, "old_rows"),)),
+        Size("d_ff", tuple(Read(f"{f}.{w}.weight", 0) for f in _T5_FFN for w in ("wi", "wi_0", "wi_1"))
+             + tuple(Read(f"{f}.wo.weight", 1) for f in _T5_FFN),
+             (Recorded("widen", tuple(f"{f}.{w}" for f in _T5_FFN for w in ("wi", "wi_0", "wi_1")), "old_width"),)),
+    ),
+    heads=Heads("num_heads", tuple(Read(f"{a}.q.weight", 0) for a in _T5_ATTENTION), head_dim_key="d_kv"),
+    layers=(Layers("num_layers", ("encoder.block.",)), Layers("num_decoder_layers", ("decoder.block.",))),
+    ties=tuple(Tie(f"{e}.weight", "shared.weight", always=True) for e in _T5_EMBEDDINGS[1:]),
+    lm_heads=("lm_head.weight",),
+)
+
 LLAMA = _llama_like("llama", "qwen2")
 
 #: Every family ``--to hf`` knows.
-FAMILIES: tuple[Family, ...] = (LLAMA, GPT2, BERT, VIT)
+FAMILIES: tuple[Family, ...] = (LLAMA, GPT2, BERT, VIT, T5)
 
 
 def family_of(config: Mapping[str, Any]) -> Family:

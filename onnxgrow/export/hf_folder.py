@@ -42,6 +42,7 @@ import onnx_ir as ir
 
 from onnxgrow.errors import GrowError
 from onnxgrow.export.hf_config import GrownConfig, architecture, grown_config, shown
+from onnxgrow.export.hf_families import Family, family_of
 from onnxgrow.lineage import read_history
 from onnxgrow.parameter_names import ParameterTable, parameter_table
 
@@ -108,6 +109,21 @@ def _same(table: ParameterTable, a: str, b: str, tensors: Mapping[str, np.ndarra
         return True
     x, y = tensors[a], tensors[b]
     return x.shape == y.shape and bool(np.array_equal(x, y))
+
+
+def _named_tie_sources(family: Family, tensors: dict[str, np.ndarray]) -> list[str]:
+    """Give the weight of an always-tied pair its own name where the export names only its
+    copies (the dynamo exporter names T5's ``shared`` after its readers,
+    ``encoder.embed_tokens``): the copy's values under the name ``save_pretrained`` writes.
+    Returns the notes."""
+    notes = []
+    for tie in family.ties:
+        for base in dict.fromkeys((family.base + ".", "")):
+            copy, source = shown(tie.copy, base), shown(tie.source, base)
+            if tie.always and copy in tensors and source not in tensors:
+                tensors[source] = tensors[copy]
+                notes.append(f"{source}: named {copy} in the model; written as {source}, as save_pretrained does")
+    return notes
 
 
 def _tied_layout(grown: GrownConfig, table: ParameterTable, tensors: dict[str, np.ndarray]) -> list[str]:
@@ -209,8 +225,9 @@ def hf_folder(model: ir.Model, config_file: Path, saved: Callable[[Mapping[str, 
     table = parameter_table(model)
     tensors = {name: param.array for name, param in table.parameters.items()}
     tensors.update({alias: tensors[name] for alias, name in table.aliases.items()})
+    notes = _named_tie_sources(family_of(original), tensors)
     grown = grown_config(original, {name: array.shape for name, array in tensors.items()}, read_history(model))
-    notes = _size_notes(grown)
+    notes += _size_notes(grown)
     notes += _tied_layout(grown, table, tensors)
     notes += _check_against_class(grown.config, tensors, architecture(grown.config), saved)
     notes += [line for line in table.notes() if "the same tensor as" not in line]

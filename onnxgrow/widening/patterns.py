@@ -56,9 +56,11 @@ def _listing(names: Sequence[str]) -> str:
 
 
 def _one_kind(pattern: str, kinds: dict[tuple[str, str], list[str]], what: str) -> None:
-    """Refuse a pattern whose matches are of several kinds (role and op type), listing them."""
+    """Refuse a pattern whose matches are of several kinds (role and op type), listing them
+    (with their op types where those differ)."""
     if len(kinds) > 1:
-        listed = "; ".join(f"{_listing(names)} ({op})" for (_, op), names in kinds.items())
+        ops = len({op for _, op in kinds}) > 1
+        listed = "; ".join(_listing(names) + (f" ({op})" if ops else "") for (_, op), names in kinds.items())
         raise GrowError(f"--node pattern {pattern!r} matches {what} of different kinds: {listed}; "
                         "give one pattern per kind")
 

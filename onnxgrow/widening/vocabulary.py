@@ -6,6 +6,10 @@ ids read the same rows, so every output computed from old ids is unchanged. New 
 (:class:`RowInit`): ``mean`` of the old rows (the default), ``zero-pad`` (zeros) or
 ``random-pad`` (seeded normal with the table's standard deviation).
 
+A table may be named by its lookup (``embed_tokens``) or by its own name (``shared``: the
+initializer ``shared`` or ``shared.weight``, or the name every lookup of it answers to), which
+designates the table every lookup of it reads (an encoder-decoder's shared embedding).
+
 The LM head grows with it, its classes (output units) appended like ``--new-outputs``
 (:mod:`onnxgrow.widening.new_outputs`), when it is
 
@@ -74,6 +78,24 @@ def new_rows(table: np.ndarray, count: int, init: RowInit, rng: np.random.Genera
     else:
         rows = rng.normal(0.0, float(wide.std()) or 0.02, size=(count, table.shape[1]))
     return rows.astype(table.dtype)
+
+
+def _lookups_of_table(name: str, layers: list[Layer]) -> list[Layer]:
+    """The first lookup of one table when ``name`` designates the table rather than one layer:
+    several lookups answer to it and all read that table (optimum names T5's ``encoder.shared``
+    and ``decoder.shared``), or none does and the table is the initializer ``name`` or
+    ``name.weight`` (the TorchScript exporter's ``encoder.embed_tokens`` reading ``shared.weight``).
+    Growing the table grows it for every lookup reading it. Empty otherwise: the name is
+    resolved as a layer's."""
+    answering = [layer for layer in layers if name in layer.names.all()]
+    if len(answering) == 1:
+        return []
+    candidates = answering or [layer for layer in layers if layer.op_type == "Gather" and layer.node.inputs[0]
+                               is not None and layer.node.inputs[0].name in (name, f"{name}.weight")]
+    tables = {id(layer.node.inputs[0]) for layer in candidates}
+    if candidates and len(tables) == 1 and all(layer.op_type == "Gather" for layer in candidates):
+        return candidates[:1]
+    return []
 
 
 def _check_rows_size(name: str, table: ConstantRef, vocab: int, count: int) -> None:
@@ -195,7 +217,7 @@ class VocabularyOp:
         layers, refused = find_layers(model)
         plans = []
         for request, size in self.rows.items():
-            matched = expand_layers(model, request, layers, refused)
+            matched = _lookups_of_table(request, layers) or expand_layers(model, request, layers, refused)
             for layer in matched:
                 name = request if len(matched) == 1 and not is_pattern(request) else layer.display
                 plans.append(self._plan_table(model, name, layer, size, layers, refused))

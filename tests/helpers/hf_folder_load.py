@@ -67,7 +67,7 @@ def load_and_run(folder: Path, feeds_file: Path, logits_file: Path) -> dict[str,
     with np.load(feeds_file) as data:
         feeds = {name: data[name] for name in data.files}
     with torch.no_grad():
-        np.save(logits_file, model(**model_inputs(model, feeds)).logits.numpy())
+        np.save(logits_file, model(**model_inputs(model, feeds))[0].numpy())  # logits, or the last hidden state
     return report
 
 

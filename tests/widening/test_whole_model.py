@@ -209,9 +209,8 @@ def test_one_more_label(exports: Any, tmp_path: Path, name: str, exporter: str) 
      "--node pattern 'model.layers.*.mlp.nothing' matches no layer; layers: model.embed_tokens, "
      "model.layers.{0,1}.self_attn.q_proj"),
     (["--node", "model.layers.*.mlp.*", "--to", "2x"],
-     "--node pattern 'model.layers.*.mlp.*' matches layers of different kinds: model.layers.{0,1}.mlp.gate_proj "
-     "(MatMul); model.layers.{0,1}.mlp.up_proj (MatMul); model.layers.{0,1}.mlp.down_proj (MatMul); "
-     "give one pattern per kind"),
+     "--node pattern 'model.layers.*.mlp.*' matches layers of different kinds: model.layers.{0,1}.mlp.gate_proj; "
+     "model.layers.{0,1}.mlp.up_proj; model.layers.{0,1}.mlp.down_proj; give one pattern per kind"),
     (["--node", "model.layers.*.mlp.up_proj", "--to", "1.3x"],
      "1.3x of 'model.layers.0.mlp.up_proj' (width 48) is 62.4, not a whole width; give a count (62 or 63)"),
 ])
@@ -227,3 +226,19 @@ def test_a_pattern_or_multiple_that_cannot_be_grown_is_refused(exports: Any, tmp
     model = Path(shutil.copy(source, tmp_path / "llama.onnx"))
     out = tmp_path / "out.onnx"
     assert_refused(tmp_path, ["widen", str(model), *args, "-o", str(out)], message, out)
+
+
+def test_a_pattern_matching_two_kinds_of_attention_is_refused(exports: Any, tmp_path: Path) -> None:
+    """T5's self- and cross-attention are two kinds (their roles in the block): one pattern
+    each, as the refusal lists them."""
+    import shutil
+
+    from tests.helpers.cli import assert_refused
+
+    source, _ = exports("t5", "legacy")
+    model = Path(shutil.copy(source, tmp_path / "t5.onnx"))
+    out = tmp_path / "out.onnx"
+    assert_refused(tmp_path, ["widen", str(model), "--node", "*Attention", "--heads", "2x", "-o", str(out)],
+                   "--node pattern '*Attention' matches attention modules of different kinds: "
+                   "encoder.block.{0,1}.layer.0.SelfAttention, decoder.block.{0,1}.layer.0.SelfAttention; "
+                   "decoder.block.{0,1}.layer.1.EncDecAttention; give one pattern per kind", out)
