@@ -41,6 +41,7 @@ from onnxgrow.widening import new_outputs as classes
 from onnxgrow.widening.context import GroupContext
 from onnxgrow.widening.heads import exact_counts, growth_kinds, query_embedding
 from onnxgrow.widening.layers import NotGrowable
+from onnxgrow.widening.tied import tied_lookup
 
 
 @dataclass
@@ -234,7 +235,12 @@ def _layer_info(layer: Layer, displays: dict[int, str], positions: dict[int, int
         ctx = groups.plan(layer)
     except GrowError as exc:
         reason, last = str(exc), _takes_new_outputs(groups.graph, layer)
-        if last:
+        lookup = tied_lookup(groups.graph, layer.node) if layer.op_type in ("MatMul", "Gemm") else None
+        if lookup is not None:
+            table = displays.get(id(lookup), lookup.name or lookup.op_type)
+            reason = (f"tied to the embedding {table}: grow the vocabulary with --node {table} --rows ROWS "
+                      "(its new rows are this layer's new classes)")
+        elif last:
             reason = "its outputs are model outputs: grow its classes with --new-outputs (old outputs stay exact)"
         return LayerInfo(layer.display, node_name, layer.op_type, layer.width, activation,
                          False, [], [], reason, aliases, deepen, last)
@@ -252,7 +258,10 @@ def _layer_info(layer: Layer, displays: dict[int, str], positions: dict[int, int
 
 
 def _takes_new_outputs(graph: ir.Graph, layer: Layer) -> bool:
-    """Whether ``widen --new-outputs`` plans on ``layer`` (old probabilities exact)."""
+    """Whether ``widen --new-outputs`` plans on ``layer`` (old probabilities exact): not on an
+    LM head tied to an embedding, whose classes grow with the vocabulary (``--rows``)."""
+    if tied_lookup(graph, layer.node) is not None:
+        return False
     try:
         ctx = plan_group(graph, repr(layer.display), layer.node, layer.width, layer.producer.embedding,
                          new_outputs=True)
