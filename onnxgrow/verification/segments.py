@@ -314,6 +314,12 @@ class _Counter:
         return self.total
 
 
+def segment_weight_bytes(lay: Layout, segment: Segment) -> int:
+    """The weight bytes ``segment`` holds: the initializers its nodes read (each once) and the
+    tensors they hold themselves, as the plan counts them against its budget."""
+    return _Counter(lay, segment.start).upto(segment.stop)
+
+
 def _usable_cuts(reference: Layout, candidate: Layout | None) -> list[tuple[int, int]]:
     """Usable cut positions (reference, candidate), both increasing; the candidate position
     of each is the first later than the one before that is crossed by values of the same names."""

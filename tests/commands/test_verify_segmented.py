@@ -312,9 +312,12 @@ def test_cli_max_memory_and_the_verdict(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     jsonschema.validate(data, schema_for("verify_document"))
     assert data["mode"] == "segmented" and data["segments"] > 2 and data["max_memory"] == 2048
+    # every weight of the chain is read by one segment: the segments' weights are the model's
+    assert len(data["segment_bytes"]) == data["segments"]
+    assert sum(data["segment_bytes"]) == model_weight_bytes(load_model(source))
     first = data["first_failed_cut"]
     assert data["cuts"][first - 1]["after"] == "act3" and not data["cuts"][first - 1]["passed"]  # a layer a segment
-    assert "checked segment by segment (" in result.stderr
+    assert f"checked segment by segment ({data['segments']} segments of at most " in result.stderr
     assert f"first difference beyond tolerance at cut {first} (after 'act3')" in result.stderr
     whole = runner.invoke(main, ["verify", str(source), str(source)])
     assert whole.exit_code == 0 and "checked whole" in whole.stdout
@@ -463,7 +466,7 @@ del session
 before = rss("VmHWM:")
 report = verify(sys.argv[1], sys.argv[2], VerifyOptions(max_memory=int(sys.argv[3])))
 print(json.dumps({"before": before, "peak": rss("VmHWM:"), "mode": report.mode, "segments": report.segments,
-                  "passed": report.passed}))
+                  "passed": report.passed, "segment_bytes": report.segment_bytes}))
 """
 
 
@@ -488,6 +491,7 @@ def test_segmented_check_peak_memory(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["mode"] == "segmented" and result["passed"] and result["segments"] == plan.count
+    assert max(result["segment_bytes"]) == largest  # the verdict reports what the plan holds
     assert result["peak"] <= largest + 2**29, (result, largest)
     assert result["peak"] - result["before"] <= limit, (result, largest)
 
@@ -519,6 +523,7 @@ def test_segmented_check_of_a_tied_head_holds_its_heaviest_segment_twice_at_most
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["mode"] == "segmented" and result["passed"] and result["segments"] == plan.count
+    assert len(result["segment_bytes"]) == plan.count and max(result["segment_bytes"]) == largest
     assert result["peak"] - result["before"] <= 2 * largest + 2**26, (result, largest)
 
 
