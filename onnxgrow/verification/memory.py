@@ -78,11 +78,12 @@ def _meminfo_available() -> int | None:
 
 
 def _cgroup_room() -> int | None:
-    """The least room (limit less usage) of the process's memory cgroups with a limit: its
-    own group and every group above it (a limit applies to everything below it), cgroup v2
-    and v1 alike; None when none has a limit. The groups come from ``/proc/self/cgroup``, so
-    that a process in a child group (``cgexec``, ``systemd-run --scope``, a group made by
-    hand) sees that group's limit, not the mount's root's."""
+    """The least room (limit less usage, the reclaimable page cache not counted as used) of
+    the process's memory cgroups with a limit: its own group and every group above it (a
+    limit applies to everything below it), cgroup v2 and v1 alike; None when none has a
+    limit. The groups come from ``/proc/self/cgroup``, so that a process in a child group
+    (``cgexec``, ``systemd-run --scope``, a group made by hand) sees that group's limit, not
+    the mount's root's."""
     rooms = []
     for folder, limit_file, usage_file in _cgroup_levels():
         try:
@@ -92,8 +93,24 @@ def _cgroup_room() -> int | None:
             continue
         if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= 2**60:  # v1 writes ~2^63 for none
             continue
-        rooms.append(max(int(limit_text) - usage, 0))
+        rooms.append(max(int(limit_text) - max(usage - _file_pages(folder), 0), 0))
     return min(rooms) if rooms else None
+
+
+def _file_pages(folder: Path) -> int:
+    """Bytes of the group's page cache the kernel can reclaim (its active and inactive file
+    pages, ``memory.stat``; 0 where unreadable): a group's usage counts the files it read and
+    wrote, and a growth that has just written its model would otherwise leave no room."""
+    stat: dict[str, int] = {}
+    try:
+        for line in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                stat[key] = int(value)
+    except OSError:
+        return 0
+    prefix = "total_" if "total_inactive_file" in stat else ""  # v1's totals include the groups below
+    return stat.get(f"{prefix}inactive_file", 0) + stat.get(f"{prefix}active_file", 0)
 
 
 def _cgroup_levels() -> list[tuple[Path, str, str]]:

@@ -38,3 +38,22 @@ def test_the_limit_is_the_process_own_cgroup_s(tmp_path: Path, monkeypatch: pyte
     assert memory._cgroup_room() is None
     _group(root, "max", 2**30, v2=True)
     assert memory._cgroup_room() is None
+
+
+def test_the_page_cache_a_group_can_reclaim_is_room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group's usage counts the files it read and wrote (a growth has just written its
+    model): its active and inactive file pages are room, not use (v1's totals, v2's own)."""
+    root = tmp_path / "cgroup"
+    _group(root / "memory" / "mine", str(2 * 2**30), 2 * 2**30 - 2**20)  # full, mostly page cache
+    (root / "memory" / "mine" / "memory.stat").write_text(
+        f"cache 1\nrss 2\ninactive_file 5\nactive_file 7\ntotal_inactive_file {2**30}\ntotal_active_file {2**29}\n")
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("4:memory:/mine\n")
+    monkeypatch.setattr(memory, "_CGROUP", root)
+    monkeypatch.setattr(memory, "_PROC_CGROUP", proc)
+    assert memory._cgroup_room() == 2 * 2**30 - (2 * 2**30 - 2**20 - 2**30 - 2**29)
+    _group(root / "job", str(2**30), 2**30, v2=True)
+    (root / "job" / "memory.stat").write_text(f"anon {2**28}\nfile {3 * 2**28}\nactive_file {2**28}\n"
+                                              f"inactive_file {2**29}\n")
+    proc.write_text("0::/job\n")
+    assert memory._cgroup_room() == 2**30 - 2**28
