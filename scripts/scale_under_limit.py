@@ -6,7 +6,8 @@
 Builds the LLaMA-shaped model (``tests/helpers/scale.py``, ``scale.LLAMA_SHAPES``; never
 downloads), makes a cgroup v1 memory group below this process's own
 (``/proc/self/cgroup``) with ``memory.limit_in_bytes`` (and ``memory.memsw.limit_in_bytes``,
-so that nothing swaps) set to ``--limit``, and runs in it ``onnxgrow widen`` of the middle
+so that nothing swaps) set to ``--limit``, drops the models' files from the page cache
+(so that every page the command reads counts against the group's limit), and runs in it ``onnxgrow widen`` of the middle
 block's FFN with its check and the default ``--max-memory`` (half of what the group leaves:
 the check must find the limit itself). Reports the command, its wall time, peak RSS
 (``ru_maxrss`` of the command), the group's peak usage (``memory.max_usage_in_bytes``: page
@@ -84,6 +85,20 @@ def run_in(group: Path, argv: list[str], log: Path, timeout: float | None = None
             "tail": log.read_text(errors="replace")[-1500:]}
 
 
+def evict(folder: Path) -> None:
+    """Write the models' files back and drop them from the page cache
+    (``POSIX_FADV_DONTNEED``): pages already cached were charged to the group that read or
+    wrote them (the builder's), and a process in the limited group would map them without
+    their counting against its limit."""
+    os.sync()
+    for path in folder.rglob("*.onnx*"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def parse_size(text: str) -> int:
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
     return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
@@ -123,12 +138,12 @@ def main(argv: list[str]) -> int:
     grown.parent.mkdir()
     group = make_group(limit)
     try:
-        os.sync()
+        evict(folder)
         widen = run_in(group, [*ONNXGROW, "widen", str(source), "--node", f"model.layers.{layers // 2}.mlp.up_proj",
                                "--to", str(ffn + ffn // 8), "-q", "-o", str(grown)], folder / "widen.log")
         show("widen one FFN, with the check (default --max-memory)", widen)
         if args.whole_too and widen["status"] == 0:
-            os.sync()
+            evict(folder)
             whole = run_in(group, [*ONNXGROW, "verify", str(source), str(grown), "--max-memory", "1T"],
                            folder / "whole.log", timeout=args.whole_too)
             show(f"the same check forced whole (--max-memory 1T), at most {args.whole_too:g} s", whole)
