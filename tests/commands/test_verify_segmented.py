@@ -117,6 +117,36 @@ def test_segments_stay_within_the_budget_and_cut_where_one_value_crosses(tmp_pat
     assert all(s.stop - s.start <= 5 for s in plan_segments(lay, None, None, max_nodes=5).reference)
 
 
+def test_a_node_heavier_than_the_budget_keeps_the_weightless_nodes_after_it(tmp_path: Path) -> None:
+    """A tied head, ``MatMul(x, Transpose(E))`` after a chain: the Transpose reads E, heavier
+    than the budget, and makes a value of E's size from it alone; its MatMul reads no weight.
+    They stay in one segment, so that no cut hands on the transposed E; a weight after them
+    still ends that segment."""
+    rng = np.random.default_rng(0)
+    width, vocab = 16, 400  # E: 25.6 KB, each chain layer 1.1 KB
+    base = onnx.load(chain(tmp_path / "c.onnx", layers=4))
+    graph = base.graph
+    graph.initializer.append(numpy_helper.from_array(rng.standard_normal((vocab, width)).astype(np.float32), "E"))
+    graph.initializer.append(numpy_helper.from_array(np.ones(vocab, np.float32), "scale"))
+    out = graph.node[-1]
+    graph.node.remove(out)
+    graph.node.extend([helper.make_node("Transpose", ["E"], ["E_t"], name="head_t", perm=[1, 0]),
+                       helper.make_node("MatMul", ["a3", "E_t"], ["logits"], name="head"),
+                       helper.make_node("Mul", ["logits", "scale"], ["y"], name="scaled")])
+    graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, vocab]))
+    path = save(base, tmp_path / "tied.onnx", external=True)
+    lay = layout(load_model(path))
+    plan = plan_segments(lay, None, budget=3 * (width * width + width) * 4)
+    assert plan.count >= 3
+    assert not any("E_t" in names for names in plan.cuts)
+    names = [[lay.nodes[i].name for i in range(s.start, s.stop)] for s in plan.reference]
+    assert ["head_t", "head"] in names  # the Mul after them reads a weight: a segment of its own
+    assert names[-1] == ["scaled"]
+    report = verify(path, path, VerifyOptions(max_memory=int(3 * (width * width + width) * 4 * ORT_MEMORY_FACTOR)))
+    assert report.passed and report.mode == "segmented" and report.segments == plan.count
+    assert max(report.segment_bytes) == vocab * width * 4
+
+
 def test_cuts_prefer_the_values_they_are_told(tmp_path: Path) -> None:
     """Every position of a chain is crossed by one value; a preferred one wins over a later one."""
     model = load_model(chain(tmp_path / "c.onnx", layers=6))
