@@ -33,13 +33,17 @@ Measurements (``--only`` picks groups):
 - ``slope``: ``inspect`` and a one-layer ``widen`` of the chains, for the node-count slope.
 - ``llm`` (issue 26): for each LLaMA-shaped model of ``--llms`` (``scale.llama``, shapes in
   ``scale.LLAMA_SHAPES``: ``llama-0.6gb``, ``qwen2-0.5b`` of about 2 GB, ``llama-10gb``
-  deleted at the end), ``inspect``; one FFN, all FFNs, every attention's heads and an
-  identity layer after one FFN, each with its check; one FFN checked segment by segment;
-  the naive script on the same FFN. Each beside a durable copy (``cp`` + ``sync``) of the
-  input and a grown output and one onnxruntime session + run of the grown model; bound:
-  2.5 × (durable copy + floor + ORT run).
-- ``export``: ``export --to state-dict`` as ``.safetensors`` and ``.pt`` of the ``--llms``
-  models, and ``--to keras-weights`` (``.weights.h5``, ``.npz``) of a Keras-named convnet
+  deleted at the end), ``inspect``; one FFN, all FFNs by glob (``--node
+  'model.layers.*.mlp.up_proj'``), every attention's heads by glob (``--node
+  'model.layers.*.self_attn' --heads``) and a copy of the middle block (``deepen
+  --block``), each with its check; one FFN checked segment by segment; ``export --to hf``
+  (``scale.hf_config``) with its check; the naive script on the same FFN. Each beside a
+  durable copy (``cp`` + ``sync``) of the input and a grown output and one onnxruntime
+  session + run of the grown model; bound: 2.5 × (durable copy + floor + ORT run). The
+  segmented check's peak RSS is bounded by its largest segment + 0.5 GB, the segments'
+  sizes from the check's own report (``verify --json``: ``segment_bytes``).
+- ``export``: ``export --to hf --no-verify`` of the ``--llms`` models, and ``--to
+  keras-weights`` (``.weights.h5``, ``.npz``) of a Keras-named convnet
   (``scale.keras_convnet``, 478 MB), with the sampled peaks of anonymous and file-backed
   memory; bound: peak RSS ≤ 300 MB + the largest tensor.
 
@@ -93,6 +97,8 @@ DELETED_LLMS = ("llama-10gb",)
 GROWTH_LIMIT = 2.5
 #: Issue 26: every export's peak RSS within this much beyond the model's largest tensor.
 EXPORT_ALLOWANCE = 300 * MB
+#: Issue 26: the segmented check's peak RSS within this much beyond its largest segment.
+SEGMENT_ALLOWANCE = 500 * MB
 #: How often the exports' anonymous and file-backed resident memory is sampled (seconds).
 SAMPLE_S = 0.005
 #: The Keras-named convnet the ``keras-weights`` exports write: 11 convolutions of 37.7 MB
@@ -372,6 +378,8 @@ class Plan:
     slope: list[tuple[int, Measure, Measure]] = field(default_factory=list)  # nodes, inspect, widen
     #: the LLaMA-shaped models: subject, its rows, and the base of their ratios (durable copy, floor, ORT run)
     llm: list[tuple[Subject, list[Measure], tuple[Measure, ...]]] = field(default_factory=list)
+    #: the segmented rows: subject, row, its --max-memory (their bounds come from the check's report)
+    segmented: list[tuple[Subject, Measure, str]] = field(default_factory=list)
 
 
 def diff_available() -> bool:
@@ -474,9 +482,9 @@ def export_measure(s: Subject, suffix: str, target: str, out: Path) -> Measure:
                    fresh_dir(out), sample_s=SAMPLE_S)
 
 
-def export_memory_check(plan: Plan, s: Subject, m: Measure) -> None:
+def export_memory_check(plan: Plan, s: Subject, m: Measure, what: str = "") -> None:
     largest = largest_tensor(s.built.path)
-    plan.memory_checks.append((f"{s.name}: export {m.argv[-1].rsplit('/', 1)[-1]}", m,
+    plan.memory_checks.append((f"{s.name}: export {what or m.argv[-1].rsplit('/', 1)[-1]}", m,
                                int(EXPORT_ALLOWANCE + largest),
                                f"300 MB + largest tensor {largest / MB:.0f} MB"))
 
@@ -496,18 +504,23 @@ def ffn_edits(model: Path, block: int) -> list[str]:
 def llm_group(plan: Plan, s: Subject, only: set[str], floor: Measure, out: Path) -> list[Measure]:
     """Issue 26's rows for a LLaMA-shaped model, back to back with their baselines: a durable
     copy of the input and of a grown output (``cp`` + ``sync``) and one onnxruntime session
-    and run of the grown model. ``llm``: ``inspect``; one FFN, every FFN, every attention's
-    heads and an identity layer after one FFN, each with the check; one FFN with the check
-    made segment by segment (``--max-memory`` a quarter of the weights); the naive script
-    widening the same FFN (no check; models under 2 GiB). ``export``: ``--to state-dict``
-    as ``.safetensors`` and ``.pt``, memory sampled. Every growth is bounded by
-    ``GROWTH_LIMIT × (durable copy + floor + ORT run)``, every export's peak RSS by
-    ``EXPORT_ALLOWANCE`` + the largest tensor."""
+    and run of the grown model. ``llm``: ``inspect``; one FFN, every FFN by glob, every
+    attention's heads by glob and a copy of the middle block (``deepen --block``), each with
+    the check; one FFN with the check made segment by segment (``--max-memory`` a quarter of
+    the weights; its peak RSS bounded by the largest segment + 0.5 GB, from the check's own
+    report: :func:`segment_bounds`); ``export --to hf`` with its check (the transformers
+    model, whole); the naive script widening the same FFN (no check; models under 2 GiB).
+    ``export``: ``export --to hf --no-verify``, memory sampled. Every growth is bounded by
+    ``GROWTH_LIMIT × (durable copy + floor + ORT run)``, every export's peak RSS without its
+    check by ``EXPORT_ALLOWANCE`` + the largest tensor."""
     src = s.built.path
     shape = scale.LLAMA_SHAPES[s.name]
     layers, ffn, heads, kv_heads = (int(shape[k]) for k in ("layers", "ffn", "heads", "kv_heads"))
     middle = layers // 2
     grown = s.small_out
+    config = src.parent / "hf" / "config.json"
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(json.dumps(scale.hf_config(shape), indent=2))
     copies = (f"mkdir {out / 'in'} {out / 'out'} && cp {quoted(model_files(src))} {out / 'in'} "
               f"&& cp {quoted(model_files(grown))} {out / 'out'} && sync {out / 'in'}/* {out / 'out'}/*")
     durable = durable_copy(f"{s.name}:cp-sync", f"{s.name}: cp + sync of input and grown output", copies, [out])
@@ -520,42 +533,77 @@ def llm_group(plan: Plan, s: Subject, only: set[str], floor: Measure, out: Path)
         return Measure(f"{s.name}:{key}", f"{s.name}: {label}",
                        [*ONNXGROW, args[0], str(src), *args[1:], "-q", "-o", str(out / src.name)], fresh_dir(out))
 
-    def pairs(option: str, node: str, value: int) -> list[str]:
-        return [arg for i in range(layers) for arg in ("--node", node.format(i), option, str(value))]
+    def export_hf(key: str, label: str, *args: str, sample_s: float = 0.0) -> Measure:
+        return Measure(f"{s.name}:{key}", f"{s.name}: {label}",
+                       [*ONNXGROW, "export", str(src), "--to", "hf", "--config", str(config), *args,
+                        "-o", str(out / "hf")], fresh_dir(out), sample_s=sample_s)
 
     if "llm" in only:
         rows.append(Measure(f"{s.name}:inspect", f"{s.name}: inspect", [*ONNXGROW, "inspect", str(src)]))
         ffn_node = f"model.layers.{middle}.mlp.up_proj"
+        width = ffn + ffn // 8
+        quarter = f"{s.built.weight_bytes // 4 // 10**6}MB"
+        segmented = grow("segmented", f"widen one FFN, checked segment by segment (--max-memory {quarter}: "
+                                      "¼ of the weights)",
+                         "widen", "--node", ffn_node, "--to", str(width), "--max-memory", quarter)
         growths = [
-            grow("widen-ffn", f"widen one FFN ({ffn_node} → {ffn + ffn // 8}), with the check",
-                 "widen", "--node", ffn_node, "--to", str(ffn + ffn // 8)),
-            grow("widen-ffns", f"widen all {layers} FFNs, with the check",
-                 "widen", *pairs("--to", "model.layers.{}.mlp.up_proj", ffn + ffn // 8)),
-            grow("heads", f"all {layers} attentions {heads} → {heads + kv_heads} heads, with the check",
-                 "widen", *pairs("--heads", "model.layers.{}.self_attn", heads + kv_heads)),
-            grow("deepen", f"deepen --after model.layers.{middle}.mlp.down_proj, with the check",
-                 "deepen", "--after", f"model.layers.{middle}.mlp.down_proj"),
-            grow("segmented", "widen one FFN, checked segment by segment (--max-memory ¼ of the weights)",
-                 "widen", "--node", ffn_node, "--to", str(ffn + ffn // 8),
-                 "--max-memory", f"{s.built.weight_bytes // 4 // 10**6}MB"),
+            grow("widen-ffn", f"widen one FFN ({ffn_node} → {width}), with the check",
+                 "widen", "--node", ffn_node, "--to", str(width)),
+            grow("widen-ffns", f"widen all {layers} FFNs by glob (model.layers.*.mlp.up_proj → {width}), "
+                               "with the check",
+                 "widen", "--node", "model.layers.*.mlp.up_proj", "--to", str(width)),
+            grow("heads", f"all {layers} attentions by glob (model.layers.*.self_attn) {heads} → "
+                          f"{heads + kv_heads} heads, with the check",
+                 "widen", "--node", "model.layers.*.self_attn", "--heads", str(heads + kv_heads)),
+            grow("deepen", f"deepen --block model.layers.{middle} (a zero-initialised copy), with the check",
+                 "deepen", "--block", f"model.layers.{middle}"),
+            segmented,
         ]
         rows += growths
         for m in growths:
             plan.comparisons.append(Comparison(m.label, m, durable, GROWTH_LIMIT, "cp + sync, floor, one ORT run",
                                                extra=(floor, ort_run)))
+        plan.segmented.append((s, segmented, quarter))
+        rows.append(export_hf("export-hf", "export --to hf, with its check (the transformers model, whole)"))
         if file_bytes(src) < 2**31:
             rows.append(Measure(f"{s.name}:naive-ffn", f"{s.name}: naive script, the same FFN (no check)",
-                                [*BASELINES, "naive-net2net", str(src), str(out / src.name), str(ffn + ffn // 8),
+                                [*BASELINES, "naive-net2net", str(src), str(out / src.name), str(width),
                                  *ffn_edits(src, middle)], fresh_dir(out)))
         else:
             plan.skipped.append(f"{s.name}: the naive script (onnx.load + onnx.save) not run: over 2 GiB")
     if "export" in only:
-        for suffix in (".safetensors", ".pt"):
-            m = export_measure(s, suffix, "state-dict", out)
-            rows.append(m)
-            export_memory_check(plan, s, m)
+        m = export_hf("export-hf-stream", "export --to hf --no-verify", "--no-verify", sample_s=SAMPLE_S)
+        rows.append(m)
+        export_memory_check(plan, s, m, "hf folder, no check")
     plan.llm.append((s, rows, bases))
     return [durable, ort_run, *rows]
+
+
+def segment_bounds(plan: Plan) -> None:
+    """Issue 26: the segmented check's peak RSS within its largest segment + 0.5 GB. The
+    segments' sizes are the check's own: ``onnxgrow verify`` of the model and the grown copy
+    the segmented row makes (the same widening), under the same ``--max-memory``, reports
+    every segment's weight bytes (``segment_bytes``); run once, untimed, after the rows."""
+    from onnxgrow.verification.memory import ORT_MEMORY_FACTOR
+
+    for s, m, limit in plan.segmented:
+        report = s.built.path.parent / "segments.json"
+        argv = [*ONNXGROW, "verify", str(s.built.path), str(s.small_out), "--max-memory", limit, "--json",
+                str(report)]
+        done = subprocess.run(argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{shlex.join(argv)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        data = json.loads(report.read_text())
+        if data["mode"] != "segmented" or not data["passed"]:
+            raise SystemExit(f"{shlex.join(argv)}: not a passing segmented check: {data['mode']}")
+        largest = max(data["segment_bytes"])
+        what = f"{data['segments']} segments, the largest {largest / MB:.0f} MB of weights"
+        plan.memory_checks.append((m.label, m, int(largest + SEGMENT_ALLOWANCE),
+                                   f"largest segment + 0.5 GB; {what}"))
+        plan.memory_checks.append((m.label, m, int(ORT_MEMORY_FACTOR * largest + SEGMENT_ALLOWANCE),
+                                   f"{ORT_MEMORY_FACTOR}× largest segment (its session, as the check "
+                                   "estimates it) + 0.5 GB"))
 
 
 def plan_for(subjects: list[Subject], only: set[str], providers: list[str], scratch: Path,
@@ -947,6 +995,7 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             parser.error(f"--cold: cannot drop the page cache ({exc.strerror}); run as root or leave it out")
     run_plan(plan, args.reps, args.cold)
+    segment_bounds(plan)
     text = report(plan, subjects, argv, (load_before, list(os.getloadavg())), args.reps, args.cold,
                   profiles, started, args.workdir, providers)
     print(text)

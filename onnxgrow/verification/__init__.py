@@ -161,6 +161,7 @@ def verify(
         if segmented is not None:
             verdict.mode, verdict.segments = "segmented", segmented.segments
             verdict.cuts, verdict.reused_segments = segmented.cuts, segmented.reused
+            verdict.segment_bytes = segmented.segment_bytes
         return verdict
 
     if cand_model is not None:

@@ -15,6 +15,11 @@ import onnx_ir as ir
 
 from onnxgrow.verification.report import OutputComparison
 
+#: Outputs are compared in blocks of this many elements (in float64: 8 MiB per temporary), so
+#: that comparing a value of a weight's size (a tied LM head's transposed embedding at a cut)
+#: holds a few blocks, not several float64 copies of it.
+COMPARE_BLOCK = 2**20
+
 #: Default tolerances by output dtype: (atol, rtol).
 DEFAULT_TOLERANCES: dict[ir.DataType, tuple[float, float]] = {
     ir.DataType.FLOAT: (1e-6, 1e-5),
@@ -76,6 +81,29 @@ def _compare_one(
             name, list(ref.shape), dtype.name, error, error, 0.0, 0, atol, rtol, differ == 0,
             f"{differ} values differ" if differ else "",
         )
+    max_abs, ref_max, nan_mismatch, non_finite = 0.0, 0.0, 0, 0
+    flat_ref, flat_cand = ref.reshape(-1), cand.reshape(-1)
+    for start in range(0, flat_ref.size, COMPARE_BLOCK):
+        block = _compare_block(flat_ref[start:start + COMPARE_BLOCK], flat_cand[start:start + COMPARE_BLOCK])
+        max_abs, ref_max = max(max_abs, block[0]), max(ref_max, block[1])
+        nan_mismatch, non_finite = nan_mismatch + block[2], non_finite + block[3]
+    max_rel = max_abs / ref_max if ref_max > 0 else (0.0 if max_abs == 0 else float("inf"))
+    passed = nan_mismatch == 0 and max_abs <= atol + rtol * ref_max
+    reason = f"{nan_mismatch} NaN positions differ" if nan_mismatch else ""
+    if passed and ref.size == 0:
+        reason = "warning: 0 elements compared"
+    elif passed and non_finite:
+        reason = f"warning: {non_finite} of {ref.size} values are NaN or Inf in both models (compared as equal)"
+    return OutputComparison(
+        name, list(ref.shape), dtype.name, max_abs, max_rel, ref_max, nan_mismatch, atol, rtol,
+        passed, reason,
+    )
+
+
+def _compare_block(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float, int, int]:
+    """Over one block of both outputs (flat, in float64): the largest absolute difference, the
+    largest finite reference magnitude, how many NaN positions differ, and how many values are
+    NaN or the same infinity in both (compared as equal)."""
     a = np.asarray(ref, dtype=np.float64)
     b = np.asarray(cand, dtype=np.float64)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
@@ -87,18 +115,7 @@ def _compare_one(
     max_abs = float(diff.max()) if diff.size else 0.0
     finite_ref = np.where(np.isfinite(a), np.abs(a), 0.0)
     ref_max = float(finite_ref.max()) if finite_ref.size else 0.0
-    max_rel = max_abs / ref_max if ref_max > 0 else (0.0 if max_abs == 0 else float("inf"))
-    passed = nan_mismatch == 0 and max_abs <= atol + rtol * ref_max
-    reason = f"{nan_mismatch} NaN positions differ" if nan_mismatch else ""
-    non_finite = int(np.count_nonzero(both | same_inf))
-    if passed and a.size == 0:
-        reason = "warning: 0 elements compared"
-    elif passed and non_finite:
-        reason = f"warning: {non_finite} of {a.size} values are NaN or Inf in both models (compared as equal)"
-    return OutputComparison(
-        name, list(ref.shape), dtype.name, max_abs, max_rel, ref_max, nan_mismatch, atol, rtol,
-        passed, reason,
-    )
+    return max_abs, ref_max, nan_mismatch, int(np.count_nonzero(both | same_inf))
 
 
 def shape_dims(shape: ir.Shape | None) -> list[int | str | None] | None:

@@ -9,9 +9,10 @@ Rules (docs/design.md §6):
   segment, each segment's weights at most ``limit / ORT_MEMORY_FACTOR``.
 - The limit is ``--max-memory`` or, by default, :data:`DEFAULT_MEMORY_SHARE` of the memory
   available when the check starts: the smaller of the kernel's ``MemAvailable`` and what
-  the cgroup (a container's memory limit) leaves. Half, because the check shares the
-  process with the growth that precedes it (the loaded graph and the rewritten tensors stay
-  in memory while the saved files are checked), the carried activations of both models
+  the process's cgroups (a container's memory limit, or a group it was started in) leave.
+  Half, because the check shares the process with the growth that precedes it (the
+  loaded graph and the rewritten tensors stay in memory while the saved files are
+  checked), the carried activations of both models
   come on top of the weights, and the factor above is an estimate: a segmented check that
   was not needed costs some time, a whole one that did not fit costs the machine. Where
   neither figure can be read, there is no limit and the check runs whole.
@@ -33,6 +34,7 @@ ORT_MEMORY_FACTOR = 1.65
 DEFAULT_MEMORY_SHARE = 0.5
 
 _CGROUP = Path("/sys/fs/cgroup")
+_PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def memory_limit(options: VerifyOptions) -> int | None:
@@ -58,8 +60,8 @@ CEILING_IS = "the memory available, or --max-memory where larger"
 
 
 def available_memory() -> int | None:
-    """Bytes this process could still allocate: ``MemAvailable``, capped by the cgroup's
-    limit less its usage (cgroup v2, else v1); None where neither can be read."""
+    """Bytes this process could still allocate: ``MemAvailable``, capped by what its cgroups'
+    limits leave (:func:`_cgroup_room`); None where neither can be read."""
     figures = [f for f in (_meminfo_available(), _cgroup_room()) if f is not None]
     return min(figures) if figures else None
 
@@ -76,18 +78,66 @@ def _meminfo_available() -> int | None:
 
 
 def _cgroup_room() -> int | None:
-    """The cgroup's memory limit less its current usage, or None when it has no limit."""
-    for limit_file, usage_file in (("memory.max", "memory.current"),
-                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+    """The least room (limit less usage, the reclaimable page cache not counted as used) of
+    the process's memory cgroups with a limit: its own group and every group above it (a
+    limit applies to everything below it), cgroup v2 and v1 alike; None when none has a
+    limit. The groups come from ``/proc/self/cgroup``, so that a process in a child group
+    (``cgexec``, ``systemd-run --scope``, a group made by hand) sees that group's limit, not
+    the mount's root's."""
+    rooms = []
+    for folder, limit_file, usage_file in _cgroup_levels():
         try:
-            limit_text = (_CGROUP / limit_file).read_text().strip()
-            usage = int((_CGROUP / usage_file).read_text().strip())
+            limit_text = (folder / limit_file).read_text().strip()
+            usage = int((folder / usage_file).read_text().strip())
         except (OSError, ValueError):
             continue
         if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= 2**60:  # v1 writes ~2^63 for none
-            return None
-        return max(int(limit_text) - usage, 0)
-    return None
+            continue
+        rooms.append(max(int(limit_text) - max(usage - _file_pages(folder), 0), 0))
+    return min(rooms) if rooms else None
+
+
+def _file_pages(folder: Path) -> int:
+    """Bytes of the group's page cache the kernel can reclaim (its active and inactive file
+    pages, ``memory.stat``; 0 where unreadable): a group's usage counts the files it read and
+    wrote, and a growth that has just written its model would otherwise leave no room."""
+    stat: dict[str, int] = {}
+    try:
+        for line in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                stat[key] = int(value)
+    except OSError:
+        return 0
+    prefix = "total_" if "total_inactive_file" in stat else ""  # v1's totals include the groups below
+    return stat.get(f"{prefix}inactive_file", 0) + stat.get(f"{prefix}active_file", 0)
+
+
+def _cgroup_levels() -> list[tuple[Path, str, str]]:
+    """(folder, limit file, usage file) of every memory cgroup level that may limit this
+    process: from its own group (``/proc/self/cgroup``: ``0::PATH`` for v2, ``N:...memory...:PATH``
+    for v1) up to the mount's root, which is all there is when that file cannot be read."""
+    mounts = {"v2": (_CGROUP, "memory.max", "memory.current"),
+              "v1": (_CGROUP / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")}
+    own = {"v2": "/", "v1": "/"}
+    try:
+        for line in _PROC_CGROUP.read_text().splitlines():
+            number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            if number == "0" and not controllers:
+                own["v2"] = path
+            elif "memory" in controllers.split(","):
+                own["v1"] = path
+    except OSError:
+        pass
+    levels = []
+    for version, (root, limit_file, usage_file) in mounts.items():
+        folder = root / own[version].strip("/")
+        while True:
+            levels.append((folder, limit_file, usage_file))
+            if folder == root or root not in folder.parents:
+                break
+            folder = folder.parent
+    return levels
 
 
 def model_weight_bytes(model: ir.Model) -> int:

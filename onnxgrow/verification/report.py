@@ -154,7 +154,8 @@ class VerifyReport:
     ``mode`` says how the models ran: ``whole`` (one onnxruntime session each) or
     ``segmented`` (``segments`` sessions each, ``cuts`` compared between them,
     ``reused_segments`` of the candidate not run again because they are the reference's
-    with bit-identical inputs); ``max_memory`` is the limit given (``--max-memory``; None: the
+    with bit-identical inputs; ``segment_bytes`` each segment's weight bytes, the larger
+    model's: the largest bounds what the check holds); ``max_memory`` is the limit given (``--max-memory``; None: the
     default share of the memory available, which varies from run to run and so stays out of
     the report). ``drawn`` says what random inputs were drawn by role
     (:func:`~onnxgrow.verification.inputs.describe_draws`); ``branches`` which branches of each
@@ -175,6 +176,7 @@ class VerifyReport:
     segments: int = 1
     cuts: list[CutComparison] = field(default_factory=list)
     reused_segments: int = 0
+    segment_bytes: list[int] = field(default_factory=list)
     max_memory: int | None = None
     drawn: list[str] = field(default_factory=list)
     branches: list[BranchRuns] = field(default_factory=list)
@@ -189,11 +191,13 @@ class VerifyReport:
         return sum(1 for cut in self.cuts if cut.values)
 
     def how_checked(self) -> str:
-        """``checked whole``, or ``checked segment by segment (N segments, M cuts compared)``
+        """``checked whole``, or ``checked segment by segment (N segments of at most S of weights,
+        M cuts compared)``
         and where a difference first appears."""
         if self.mode != "segmented":
             return "checked whole"
-        text = f"checked segment by segment ({self.segments} segments, {self.cuts_compared} cuts compared)"
+        largest = f" of at most {_size(max(self.segment_bytes))} of weights" if self.segment_bytes else ""
+        text = f"checked segment by segment ({self.segments} segments{largest}, {self.cuts_compared} cuts compared)"
         first = self.first_failed_cut
         if first is not None:
             text += f"; first difference beyond tolerance at cut {first.index} (after {first.after!r})"

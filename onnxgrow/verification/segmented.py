@@ -28,7 +28,15 @@ from onnxgrow.verification.compare import compare_outputs, worse
 from onnxgrow.verification.report import CutComparison, OutputComparison
 from onnxgrow.verification.runtime import Runner, Runs, Steps, model_on_disk, run_samples
 from onnxgrow.verification.segment_models import SegmentError, SegmentSource, type_of
-from onnxgrow.verification.segments import SEGMENT_NODES, Layout, Segment, SegmentPlan, layout, plan_segments
+from onnxgrow.verification.segments import (
+    SEGMENT_NODES,
+    Layout,
+    Segment,
+    SegmentPlan,
+    layout,
+    plan_segments,
+    segment_weight_bytes,
+)
 from onnxgrow.verification.unchanged import same_arrays, same_computation
 
 Values = dict[str, Any]
@@ -36,13 +44,15 @@ Values = dict[str, Any]
 
 @dataclass
 class SegmentedRuns:
-    """Both models' outputs for every sample, the cuts compared, and the plan that ran."""
+    """Both models' outputs for every sample, the cuts compared, and the plan that ran
+    (``segment_bytes``: each segment's weight bytes, the larger model's)."""
 
     reference: Runs
     candidate: Runs
     cuts: list[CutComparison]
     segments: int
     reused: int
+    segment_bytes: list[int]
 
 
 @contextlib.contextmanager
@@ -130,7 +140,10 @@ def run_segmented(
         candidate = Runs(ref_providers, _in_output_order(cand_layout, cand_out))
     else:
         candidate = Runs(ref_providers, [], cand_error)
-    return SegmentedRuns(reference, candidate, cuts, plan.count, reused)
+    sizes = [segment_weight_bytes(ref_layout, segment) for segment in plan.reference]
+    if cand_layout is not None and plan.candidate is not None:
+        sizes = [max(size, segment_weight_bytes(cand_layout, segment)) for size, segment in zip(sizes, plan.candidate)]
+    return SegmentedRuns(reference, candidate, cuts, plan.count, reused, sizes)
 
 
 @dataclass

@@ -21,7 +21,11 @@ Choosing cuts:
   its node count, in either model, would pass the limit; it then ends at the best usable
   cut seen since it was half full (or since it started, when no cut lies there: the
   fewest values cross where a graph starts, and segments cut there would be needlessly
-  small). Best: crossing a preferred value (``prefer``: the residual stream between
+  small). A segment whose nodes up to its first usable cut pass the limit (a node
+  heavier than the budget) may hold that much: it takes the nodes after it while they add
+  no weight beyond that, so that no cut hands on what such a node makes from its weights
+  alone (a tied LM head's transposed embedding) to a segment without weights of its own.
+  Best: crossing a preferred value (``prefer``: the residual stream between
   blocks, from the structure module when it names them), then crossed by the fewest
   values, then by the fewest estimated bytes, then the latest. In a transformer the
   fewest values cross between blocks (the residual stream and the masks or rotary tables
@@ -271,17 +275,20 @@ def plan_segments(reference: Layout, candidate: Layout | None, budget: int | Non
             return max(shares)
 
         best: dict[bool, tuple[tuple[float, ...], tuple[int, int]]] = {}  # by whether half full
+        cap = 1.0  # a segment whose first cut lies past the limit (a heavy node) may hold that much
         while k < len(pairs):
             i, j = pairs[k]
             share = fill(i, j)
-            if best and share > 1:
+            if not best:
+                cap = max(cap, share)
+            elif share > cap:
                 break
             rank = (-float(reference.preferred[i] > 0), float(reference.count[i]), float(reference.size[i]), -float(i))
             half = share >= MIN_FILL
             if half not in best or rank <= best[half][0]:
                 best[half] = (rank, (i, j))
             k += 1
-        if not best or (k == len(pairs) and fill(*end) <= 1):
+        if not best or (k == len(pairs) and fill(*end) <= cap):
             break
         cut = best.get(True, best.get(False))
         assert cut is not None
@@ -305,6 +312,12 @@ class _Counter:
                     self.total += nbytes
         self.at = max(self.at, stop)
         return self.total
+
+
+def segment_weight_bytes(lay: Layout, segment: Segment) -> int:
+    """The weight bytes ``segment`` holds: the initializers its nodes read (each once) and the
+    tensors they hold themselves, as the plan counts them against its budget."""
+    return _Counter(lay, segment.start).upto(segment.stop)
 
 
 def _usable_cuts(reference: Layout, candidate: Layout | None) -> list[tuple[int, int]]:

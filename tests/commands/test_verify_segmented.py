@@ -37,6 +37,7 @@ from onnxgrow.model_io import load_model, save_model
 from onnxgrow.verification import VerifyReport, memory, segments
 from onnxgrow.verification.memory import ORT_MEMORY_FACTOR, model_weight_bytes
 from onnxgrow.verification.segments import layout, plan_segments
+from tests.helpers import scale
 from tests.helpers.export_cache import shared_directory, write_once
 from tests.helpers.paths import REPO
 from tests.helpers.verify_graphs import save
@@ -116,6 +117,36 @@ def test_segments_stay_within_the_budget_and_cut_where_one_value_crosses(tmp_pat
     assert all(s.stop - s.start <= 5 for s in plan_segments(lay, None, None, max_nodes=5).reference)
 
 
+def test_a_node_heavier_than_the_budget_keeps_the_weightless_nodes_after_it(tmp_path: Path) -> None:
+    """A tied head, ``MatMul(x, Transpose(E))`` after a chain: the Transpose reads E, heavier
+    than the budget, and makes a value of E's size from it alone; its MatMul reads no weight.
+    They stay in one segment, so that no cut hands on the transposed E; a weight after them
+    still ends that segment."""
+    rng = np.random.default_rng(0)
+    width, vocab = 16, 400  # E: 25.6 KB, each chain layer 1.1 KB
+    base = onnx.load(chain(tmp_path / "c.onnx", layers=4))
+    graph = base.graph
+    graph.initializer.append(numpy_helper.from_array(rng.standard_normal((vocab, width)).astype(np.float32), "E"))
+    graph.initializer.append(numpy_helper.from_array(np.ones(vocab, np.float32), "scale"))
+    out = graph.node[-1]
+    graph.node.remove(out)
+    graph.node.extend([helper.make_node("Transpose", ["E"], ["E_t"], name="head_t", perm=[1, 0]),
+                       helper.make_node("MatMul", ["a3", "E_t"], ["logits"], name="head"),
+                       helper.make_node("Mul", ["logits", "scale"], ["y"], name="scaled")])
+    graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, vocab]))
+    path = save(base, tmp_path / "tied.onnx", external=True)
+    lay = layout(load_model(path))
+    plan = plan_segments(lay, None, budget=3 * (width * width + width) * 4)
+    assert plan.count >= 3
+    assert not any("E_t" in names for names in plan.cuts)
+    names = [[lay.nodes[i].name for i in range(s.start, s.stop)] for s in plan.reference]
+    assert ["head_t", "head"] in names  # the Mul after them reads a weight: a segment of its own
+    assert names[-1] == ["scaled"]
+    report = verify(path, path, VerifyOptions(max_memory=int(3 * (width * width + width) * 4 * ORT_MEMORY_FACTOR)))
+    assert report.passed and report.mode == "segmented" and report.segments == plan.count
+    assert max(report.segment_bytes) == vocab * width * 4
+
+
 def test_cuts_prefer_the_values_they_are_told(tmp_path: Path) -> None:
     """Every position of a chain is crossed by one value; a preferred one wins over a later one."""
     model = load_model(chain(tmp_path / "c.onnx", layers=6))
@@ -181,9 +212,12 @@ def test_values_whose_shape_changed_are_not_compared(tmp_path: Path) -> None:
     whole, parts = check_both(source, wide, max_memory=1)
     assert_agree(whole, parts)
     skipped = {name for cut in parts.cuts for name in cut.not_compared}
-    assert skipped == {"h1", "a1"}  # fc1's output and its activation have 24 channels
+    # every Gemm is heavier than the budget, so each segment is a Gemm and the Relu after it (a
+    # weightless node does not make a segment of its own): a1, fc1's activation, crosses a cut
+    # with 24 channels instead of 16
+    assert skipped == {"a1"}
     assert all(cut.passed for cut in parts.cuts)
-    assert "not compared (shape changed, or not floating point): h1" in "\n".join(parts.lines())
+    assert "not compared (shape changed, or not floating point): a1" in "\n".join(parts.lines())
 
 
 def test_unchanged_segments_run_once_and_misplaced_weights_are_caught(tmp_path: Path) -> None:
@@ -198,7 +232,8 @@ def test_unchanged_segments_run_once_and_misplaced_weights_are_caught(tmp_path: 
     report = verify(source, broken, VerifyOptions(max_memory=1))
     assert not report.passed
     first = report.first_failed_cut
-    assert first is not None and first.after == "fc4"  # the first cut after the changed layer
+    # the first cut after the changed layer: fc4's segment ends with the Relu after it
+    assert first is not None and first.after == "act4"
     assert all(cut.passed for cut in report.cuts[:report.cuts.index(first)])
     assert 0 < report.reused_segments < report.segments  # the segments before it did not run twice
 
@@ -307,9 +342,12 @@ def test_cli_max_memory_and_the_verdict(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     jsonschema.validate(data, schema_for("verify_document"))
     assert data["mode"] == "segmented" and data["segments"] > 2 and data["max_memory"] == 2048
+    # every weight of the chain is read by one segment: the segments' weights are the model's
+    assert len(data["segment_bytes"]) == data["segments"]
+    assert sum(data["segment_bytes"]) == model_weight_bytes(load_model(source))
     first = data["first_failed_cut"]
     assert data["cuts"][first - 1]["after"] == "act3" and not data["cuts"][first - 1]["passed"]  # a layer a segment
-    assert "checked segment by segment (" in result.stderr
+    assert f"checked segment by segment ({data['segments']} segments of at most " in result.stderr
     assert f"first difference beyond tolerance at cut {first} (after 'act3')" in result.stderr
     whole = runner.invoke(main, ["verify", str(source), str(source)])
     assert whole.exit_code == 0 and "checked whole" in whole.stdout
@@ -458,7 +496,7 @@ del session
 before = rss("VmHWM:")
 report = verify(sys.argv[1], sys.argv[2], VerifyOptions(max_memory=int(sys.argv[3])))
 print(json.dumps({"before": before, "peak": rss("VmHWM:"), "mode": report.mode, "segments": report.segments,
-                  "passed": report.passed}))
+                  "passed": report.passed, "segment_bytes": report.segment_bytes}))
 """
 
 
@@ -467,8 +505,7 @@ def test_segmented_check_peak_memory(tmp_path: Path) -> None:
     """A 234 MB model checked under --max-memory 100MiB in a fresh process: its peak RSS stays
     within the largest segment + 0.5 GiB, and what the check adds to the process (the
     libraries loaded before) within the limit; a whole-model check adds more than the model."""
-    scale_helpers = pytest.importorskip("scale_helpers")
-    built = scale_helpers.transformer(tmp_path / "t.onnx", layers=6, width=1024, ffn=2048, vocab=4000)
+    built = scale.transformer(tmp_path / "t.onnx", layers=6, width=1024, ffn=2048, vocab=4000)
     wide = tmp_path / "w.onnx"
     widen_file(built.path, wide, {built.small_layer: built.small_width}, options=NO_CHECK)
     limit = 100 * 2**20
@@ -484,8 +521,40 @@ def test_segmented_check_peak_memory(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["mode"] == "segmented" and result["passed"] and result["segments"] == plan.count
+    assert max(result["segment_bytes"]) == largest  # the verdict reports what the plan holds
     assert result["peak"] <= largest + 2**29, (result, largest)
     assert result["peak"] - result["before"] <= limit, (result, largest)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak RSS from /proc")
+def test_segmented_check_of_a_tied_head_holds_its_heaviest_segment_twice_at_most(tmp_path: Path) -> None:
+    """A LLaMA-shaped model with a tied head (its 65.5 MB embedding read by the first node and
+    transposed by the last: ``MatMul(x, Transpose(embedding))``), checked in a fresh process
+    under a limit that the embedding alone passes: what the check adds to the process stays
+    within twice the heaviest segment's weights (the head's segment holds the embedding and
+    its transpose) + 64 MiB. It once added about seven times (800 MB): the planner cut between
+    the Transpose and its MatMul, so the transposed embedding crossed a cut and was compared
+    there in float64 copies, and every session's memory arena stayed alive with the outputs
+    taken from it."""
+    built = scale.llama(tmp_path / "l.onnx", layers=2, hidden=1024, ffn=2048, heads=8, kv_heads=2, vocab=16000,
+                        tied=True)
+    wide = tmp_path / "w.onnx"
+    widen_file(built.path, wide, {built.small_layer: built.small_width}, options=NO_CHECK)
+    limit = 64 * 2**20
+    ref_lay, cand_lay = layout(load_model(built.path)), layout(load_model(wide))
+    plan = plan_segments(ref_lay, cand_lay, memory.segment_budget(limit), segments.SEGMENT_NODES)
+    assert plan.candidate is not None
+    largest = max(_segment_bytes(lay, s) for lay, segs in ((ref_lay, plan.reference), (cand_lay, plan.candidate))
+                  for s in segs)
+    assert largest == 16000 * 1024 * 4  # the embedding's segments are the heaviest
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", _PEAK, str(built.path), str(wide), str(limit)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["mode"] == "segmented" and result["passed"] and result["segments"] == plan.count
+    assert len(result["segment_bytes"]) == plan.count and max(result["segment_bytes"]) == largest
+    assert result["peak"] - result["before"] <= 2 * largest + 2**26, (result, largest)
 
 
 def _segment_bytes(lay: segments.Layout, segment: segments.Segment) -> int:

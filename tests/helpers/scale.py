@@ -280,6 +280,27 @@ LLAMA_SHAPES: dict[str, dict[str, object]] = {
 }
 
 
+def hf_config(shape: Mapping[str, object], sequence: int = 16) -> dict[str, object]:
+    """The Hugging Face ``config.json`` of a :func:`llama` model of ``shape`` (a
+    :data:`LLAMA_SHAPES` entry): ``qwen2`` with q/k/v biases, else ``llama``; RMSNorm epsilon
+    1e-6 and rotary base 10000, as :func:`llama` computes them. ``export --to hf`` writes
+    the grown sizes into it."""
+    qwen = bool(shape.get("qkv_bias"))
+    config: dict[str, object] = {
+        "architectures": ["Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"],
+        "model_type": "qwen2" if qwen else "llama",
+        "hidden_size": shape["hidden"], "intermediate_size": shape["ffn"],
+        "num_attention_heads": shape["heads"], "num_key_value_heads": shape["kv_heads"],
+        "num_hidden_layers": shape["layers"], "vocab_size": shape["vocab"],
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_act": "silu",
+        "tie_word_embeddings": bool(shape.get("tied")), "max_position_embeddings": max(2048, sequence),
+        "torch_dtype": "float32",
+    }
+    if not qwen:
+        config.update(attention_bias=False, mlp_bias=False)
+    return config
+
+
 def llama(
     path: str | os.PathLike[str],
     *,
