@@ -23,8 +23,8 @@ The folder is written whole or not at all (:func:`onnxgrow.atomic.atomic_folder`
 the target registry), after the checks, and loaded back with ``from_pretrained`` for the
 check.
 
-:func:`write_weights` takes the tensors one at a time, so that a streaming source can feed
-it; it holds one shard in memory.
+The weights are written tensor by tensor from the model's (memory-mapped) data
+(:func:`onnxgrow.export.safetensors_file.write_safetensors_shards`): no shard is held.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +43,11 @@ import onnx_ir as ir
 from onnxgrow.errors import GrowError
 from onnxgrow.export.hf_config import GrownConfig, architecture, grown_config, shown
 from onnxgrow.export.hf_families import Family, family_of
+from onnxgrow.export.safetensors_file import write_safetensors_shards
 from onnxgrow.lineage import read_history
 from onnxgrow.parameter_names import ParameterTable, parameter_table
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
 #: Files of the original's folder that the grown model keeps.
 COMPANION_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -97,10 +96,6 @@ class HFFolder:
     weights: dict[str, np.ndarray]
     companions: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
-        """The weights, one at a time."""
-        yield from self.weights.items()
 
 
 def _same(table: ParameterTable, a: str, b: str, tensors: Mapping[str, np.ndarray]) -> bool:
@@ -237,53 +232,9 @@ def hf_folder(model: ir.Model, config_file: Path, saved: Callable[[Mapping[str, 
     return HFFolder(grown.config, grown, dict(sorted(tensors.items())), companions, notes)
 
 
-def write_weights(folder: Path, tensors: Iterable[tuple[str, np.ndarray]], max_shard_size: int | None = None,
-                  ) -> list[str]:
-    """Write the tensors, taken one at a time, into ``folder`` as ``model.safetensors``;
-    with ``max_shard_size`` (bytes), as shards of at most that size (a bigger tensor alone in
-    its own) named as ``save_pretrained`` names them, and ``model.safetensors.index.json``.
-    Holds one shard in memory. Returns the files written."""
-    try:
-        from safetensors.numpy import save_file
-    except ImportError:
-        raise GrowError("--to hf needs the safetensors package (pip install 'onnxgrow[hf]')") from None
-    parts: list[tuple[Path, list[str]]] = []
-    pending: dict[str, np.ndarray] = {}
-    pending_bytes = total = 0
-
-    def flush() -> None:
-        path = folder / f".shard-{len(parts) + 1}.part"
-        save_file(pending, str(path), metadata={"format": "pt"})
-        parts.append((path, list(pending)))
-        pending.clear()
-
-    for name, array in tensors:
-        if max_shard_size is not None and pending and pending_bytes + array.nbytes > max_shard_size:
-            flush()
-            pending_bytes = 0
-        pending[name] = np.ascontiguousarray(array)
-        pending_bytes += array.nbytes
-        total += array.nbytes
-    if pending or not parts:
-        flush()
-    if len(parts) == 1:
-        parts[0][0].rename(folder / WEIGHTS_NAME)
-        return [WEIGHTS_NAME]
-    weight_map: dict[str, str] = {}
-    files = []
-    for k, (path, names) in enumerate(parts, start=1):
-        file = f"model-{k:05d}-of-{len(parts):05d}.safetensors"
-        path.rename(folder / file)
-        weight_map.update(dict.fromkeys(names, file))
-        files.append(file)
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-    return [*files, INDEX_NAME]
-
-
 def write_folder(folder: Path, hf: HFFolder, max_shard_size: int | None = None) -> None:
     """Fill the empty ``folder``: config.json, the weights, the companion files."""
     (folder / CONFIG_NAME).write_text(json.dumps(hf.config, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    write_weights(folder, hf.tensors(), max_shard_size)
+    write_safetensors_shards(folder, hf.weights, max_shard_bytes=max_shard_size, metadata={"format": "pt"})
     for path in hf.companions:
         shutil.copyfile(path, folder / path.name)
