@@ -314,14 +314,17 @@ def _drop_initializer_annotations(graph: onnx.GraphProto) -> None:
 
 def _infer_on_proto(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     """The proto with inferred shapes, or None when inference fails (onnx-ir's pass then runs
-    later). Embedded weights above :data:`INFER_ON_PROTO_BYTES` are not copied: inference runs
-    on the graph without its large weights (:func:`_without_large_weights`) and its value
-    annotations are copied into ``proto``, when the graph has no subgraphs (whose annotations
-    would have to be matched graph by graph: those models run the pass later)."""
-    embedded = sum(t.ByteSize() for t in proto.graph.initializer
-                   if t.data_location != onnx.TensorProto.EXTERNAL)
+    later). Embedded weights that inference reads only for their type (above
+    :data:`INFER_KEEPS_VALUES_BYTES` each) are not copied when they add up to more than
+    :data:`INFER_ON_PROTO_BYTES`: inference runs on the graph without them
+    (:func:`_without_large_weights`) and its value annotations are copied into ``proto``,
+    when the graph has no subgraphs (whose annotations would have to be matched graph by
+    graph: those models run the pass later). Otherwise (a chain of many small weights) the
+    proto itself is inferred: the light copy would copy every node for nothing."""
+    droppable = sum(size for t in proto.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL
+                    and (size := t.ByteSize()) > INFER_KEEPS_VALUES_BYTES)
     try:
-        if embedded <= INFER_ON_PROTO_BYTES:
+        if droppable <= INFER_ON_PROTO_BYTES:
             return infer_proto_shapes(proto)
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                for node in proto.graph.node for a in node.attribute):
