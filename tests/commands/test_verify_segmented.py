@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import ml_dtypes
@@ -555,18 +556,7 @@ def test_segmented_check_peak_memory(tmp_path: Path) -> None:
     widen_file(built.path, wide, {built.small_layer: built.small_width}, options=NO_CHECK)
     limit = 100 * 2**20
     assert built.weight_bytes > 2 * limit
-    ref_lay, cand_lay = layout(load_model(built.path)), layout(load_model(wide))
-    plan = plan_segments(ref_lay, cand_lay, memory.segment_budget(limit), segments.SEGMENT_NODES)
-    assert plan.candidate is not None
-    largest = max(_segment_bytes(lay, s) for lay, segs in ((ref_lay, plan.reference), (cand_lay, plan.candidate))
-                  for s in segs)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", _PEAK, str(built.path), str(wide), str(limit)],
-                          capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert result["mode"] == "segmented" and result["passed"] and result["segments"] == plan.count
-    assert max(result["segment_bytes"]) == largest  # the verdict reports what the plan holds
+    largest, result = _checked_in_a_fresh_process(built.path, wide, limit)
     assert result["peak"] <= largest + 2**29, (result, largest)
     assert result["peak"] - result["before"] <= limit, (result, largest)
 
@@ -585,21 +575,28 @@ def test_segmented_check_of_a_tied_head_holds_its_heaviest_segment_twice_at_most
                         tied=True)
     wide = tmp_path / "w.onnx"
     widen_file(built.path, wide, {built.small_layer: built.small_width}, options=NO_CHECK)
-    limit = 64 * 2**20
-    ref_lay, cand_lay = layout(load_model(built.path)), layout(load_model(wide))
+    largest, result = _checked_in_a_fresh_process(built.path, wide, 64 * 2**20)
+    assert largest == 16000 * 1024 * 4  # the embedding's segments are the heaviest
+    assert result["peak"] - result["before"] <= 2 * largest + 2**26, (result, largest)
+
+
+def _checked_in_a_fresh_process(model: Path, wide: Path, limit: int) -> tuple[int, dict[str, Any]]:
+    """``wide`` checked against ``model`` under ``--max-memory limit`` in a fresh process
+    (:data:`_PEAK`): the plan's heaviest segment (its weight bytes) and the process's report,
+    a passing segmented check whose verdict reports the plan's segments."""
+    ref_lay, cand_lay = layout(load_model(model)), layout(load_model(wide))
     plan = plan_segments(ref_lay, cand_lay, memory.segment_budget(limit), segments.SEGMENT_NODES)
     assert plan.candidate is not None
     largest = max(_segment_bytes(lay, s) for lay, segs in ((ref_lay, plan.reference), (cand_lay, plan.candidate))
                   for s in segs)
-    assert largest == 16000 * 1024 * 4  # the embedding's segments are the heaviest
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", _PEAK, str(built.path), str(wide), str(limit)],
+    done = subprocess.run([sys.executable, "-c", _PEAK, str(model), str(wide), str(limit)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
     assert result["mode"] == "segmented" and result["passed"] and result["segments"] == plan.count
     assert len(result["segment_bytes"]) == plan.count and max(result["segment_bytes"]) == largest
-    assert result["peak"] - result["before"] <= 2 * largest + 2**26, (result, largest)
+    return largest, result
 
 
 def _segment_bytes(lay: segments.Layout, segment: segments.Segment) -> int:
