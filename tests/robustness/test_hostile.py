@@ -25,6 +25,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -301,9 +302,17 @@ def test_recorders_see_a_read_through_a_symlink(tmp_path: Path) -> None:
 
 # ----- input validation, signals, optional packages ------------------------------------------
 def _child(script: str, *args: object, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """``python -c script args`` started as from a shell: Ctrl-C and SIGTERM at their default
+    dispositions, whatever the test process's are (a process whose parent ignores SIGINT
+    inherits that, and then rightly ignores Ctrl-C: pytest workers may run so)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
-                          timeout=300, check=False, cwd=tmp, env=env)
+                          timeout=300, check=False, cwd=tmp, env=env, preexec_fn=_default_signals)
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 #: Runs the CLI with a module import hook: ``{action}`` runs when a module of a package
