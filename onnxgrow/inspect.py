@@ -234,8 +234,9 @@ def _layer_info(layer: Layer, displays: dict[int, str], positions: dict[int, int
     try:
         ctx = groups.plan(layer)
     except GrowError as exc:
-        reason, last = str(exc), _takes_new_outputs(groups.graph, layer)
+        # an LM head tied to an embedding: its classes grow with the vocabulary, not --new-outputs
         lookup = tied_lookup(groups.graph, layer.node) if layer.op_type in ("MatMul", "Gemm") else None
+        reason, last = str(exc), lookup is None and _takes_new_outputs(groups.graph, layer)
         if lookup is not None:
             table = displays.get(id(lookup), lookup.name or lookup.op_type)
             reason = (f"tied to the embedding {table}: grow the vocabulary with --node {table} --rows ROWS "
@@ -258,10 +259,7 @@ def _layer_info(layer: Layer, displays: dict[int, str], positions: dict[int, int
 
 
 def _takes_new_outputs(graph: ir.Graph, layer: Layer) -> bool:
-    """Whether ``widen --new-outputs`` plans on ``layer`` (old probabilities exact): not on an
-    LM head tied to an embedding, whose classes grow with the vocabulary (``--rows``)."""
-    if tied_lookup(graph, layer.node) is not None:
-        return False
+    """Whether ``widen --new-outputs`` plans on ``layer`` (old probabilities exact)."""
     try:
         ctx = plan_group(graph, repr(layer.display), layer.node, layer.width, layer.producer.embedding,
                          new_outputs=True)

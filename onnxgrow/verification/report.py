@@ -155,9 +155,9 @@ class VerifyReport:
     ``segmented`` (``segments`` sessions each, ``cuts`` compared between them,
     ``reused_segments`` of the candidate not run again because they are the reference's
     with bit-identical inputs; ``segment_bytes`` each segment's weight bytes, the larger
-    model's: the largest bounds what the check holds); ``max_memory`` is the limit given (``--max-memory``; None: the
-    default share of the memory available, which varies from run to run and so stays out of
-    the report). ``drawn`` says what random inputs were drawn by role
+    model's: the largest bounds what the check holds); ``max_memory`` is the limit given
+    (``--max-memory``; None: the default share of the memory available, which varies from
+    run to run and so stays out of the report). ``drawn`` says what random inputs were drawn by role
     (:func:`~onnxgrow.verification.inputs.describe_draws`); ``branches`` which branches of each
     If ran (:mod:`~onnxgrow.verification.branches`).
     """

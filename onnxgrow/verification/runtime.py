@@ -97,7 +97,8 @@ def open_session(model: Path | bytes, providers: Sequence[str], optimize: bool =
                  external_folder: str | None = None, label: str = "") -> Session:
     """Open ``model`` (a path, or a serialised model whose external data lies under
     ``external_folder``) in onnxruntime as written (no graph optimisations, no weight
-    prepacking, no CPU memory arena: see the module docstring), or with every optimisation when ``optimize``.
+    prepacking, no CPU memory arena: see the module docstring), or with every optimisation
+    when ``optimize``.
     ``label`` names the model in errors (default: its path)."""
     ort = _import_onnxruntime()
     options = ort.SessionOptions()
